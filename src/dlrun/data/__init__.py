@@ -1,0 +1,79 @@
+"""Datasets: each loader turns its config into tensors (or DataLoaders) and a record of facts."""
+
+from dataclasses import dataclass
+from typing import Optional, Union
+
+import torch
+from omegaconf import DictConfig
+
+from dlrun.catalog import dataset_entry
+from dlrun.data.batches import Augment, LoaderBatches, Normalize, TensorBatches
+from dlrun.data.facts import Facts
+
+Batches = Union[TensorBatches, LoaderBatches]
+Pair = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass
+class Splits:
+    """An in-memory dataset as loaded: CPU tensors per split, raw (uint8 images, token ids)."""
+
+    train: Pair
+    val: Pair
+    test: Optional[Pair]
+    facts: Facts
+
+
+@dataclass
+class Data:
+    """What a run trains on: batches that arrive on the device, and the facts about them."""
+
+    train: Batches
+    val: Batches
+    test: Optional[Batches]
+    facts: Facts
+
+
+@dataclass
+class LoadOptions:
+    task: str  # classification | reconstruction
+    seed: int
+    batch_size: int
+    eval_batch_size: int
+    device: torch.device
+    channels_last: bool = False
+    deterministic: bool = False
+
+
+def build_data(cfg: DictConfig, options: LoadOptions) -> Data:
+    loaded = dataset_entry(cfg.loader).load()(cfg, options)
+    if isinstance(loaded, Data):
+        return loaded
+    return _on_device(loaded, cfg, options)
+
+
+def _on_device(splits: Splits, cfg: DictConfig, options: LoadOptions) -> Data:
+    facts = splits.facts
+    facts.task = options.task
+    prepare = None
+    if facts.kind == "image":
+        if options.task == "reconstruction":
+            # autoencoders reconstruct pixels in [0, 1] (their output is a sigmoid)
+            facts.mean, facts.std = [0.0] * len(facts.mean), [1.0] * len(facts.std)
+        prepare = Normalize(facts.mean, facts.std, options.device, options.channels_last)
+    augment = Augment(**cfg.augment) if "augment" in cfg else None
+    generator = torch.Generator().manual_seed(options.seed)
+
+    def batches(pair: Pair, size: int, train: bool = False) -> TensorBatches:
+        inputs, targets = (t.to(options.device) for t in pair)
+        return TensorBatches(
+            inputs, targets, size, shuffle=train, generator=generator if train else None,
+            prepare=prepare, augment=augment if train else None,
+        )
+
+    return Data(
+        train=batches(splits.train, options.batch_size, train=True),
+        val=batches(splits.val, options.eval_batch_size),
+        test=batches(splits.test, options.eval_batch_size) if splits.test is not None else None,
+        facts=facts,
+    )

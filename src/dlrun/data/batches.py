@@ -1,0 +1,159 @@
+"""Batches that arrive on the training device, ready for the model.
+
+In-memory datasets are held as one tensor per split on the device and batched by slicing a
+permutation, with augmentation and normalization done on whole batches there (no per-sample
+Python, no worker processes). ImageFolder decodes files in DataLoader workers and its uint8
+batches are normalized on the device in the same way.
+
+Every shuffled epoch draws all of its randomness (order and augmentation) from one generator
+when it starts, so the generator's state at the start of an epoch plus the number of batches
+already done is enough to replay an epoch exactly after a crash.
+"""
+
+from itertools import islice
+from typing import Callable, Iterator, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+Batch = tuple[Tensor, Tensor]
+
+
+class Normalize:
+    """uint8 images -> float, scaled to [0, 1], minus mean over std, in one fused op per batch."""
+
+    def __init__(self, mean: list[float], std: list[float], device: torch.device, channels_last=False):
+        mean_t = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+        std_t = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        self.scale = (1.0 / (255.0 * std_t)).to(device)
+        self.shift = (-mean_t / std_t).to(device)
+        self.channels_last = channels_last
+
+    def __call__(self, images: Tensor) -> Tensor:
+        out = torch.addcmul(self.shift, images.float(), self.scale)
+        if self.channels_last:
+            out = out.contiguous(memory_format=torch.channels_last)
+        return out
+
+
+class Augment:
+    """Random crop with zero padding and horizontal flip, for a whole uint8 batch at once."""
+
+    def __init__(self, crop_padding: int = 0, hflip: bool = False):
+        self.crop_padding = crop_padding
+        self.hflip = hflip
+
+    def __bool__(self) -> bool:
+        return self.crop_padding > 0 or self.hflip
+
+    def draw(self, count: int, generator: torch.Generator) -> dict[str, Tensor]:
+        """The random choices for one epoch of `count` samples (drawn on the CPU: reproducible
+        on any device)."""
+        pad = self.crop_padding
+        params = {}
+        if pad:
+            params["offsets"] = torch.randint(0, 2 * pad + 1, (count, 2), generator=generator)
+        if self.hflip:
+            params["flip"] = torch.rand(count, generator=generator) < 0.5
+        return params
+
+    def __call__(self, images: Tensor, params: dict[str, Tensor]) -> Tensor:
+        if "offsets" in params:
+            images = _random_crop(images, params["offsets"], self.crop_padding)
+        if "flip" in params:
+            images = torch.where(params["flip"].view(-1, 1, 1, 1), images.flip(3), images)
+        return images
+
+
+def _random_crop(images: Tensor, offsets: Tensor, pad: int) -> Tensor:
+    batch, channels, height, width = images.shape
+    padded = F.pad(images, (pad, pad, pad, pad))
+    rows = torch.arange(height, device=images.device) + offsets[:, :1]  # [B, H]
+    cols = torch.arange(width, device=images.device) + offsets[:, 1:]  # [B, W]
+    rows = rows.view(batch, 1, height, 1).expand(batch, channels, height, width + 2 * pad)
+    cols = cols.view(batch, 1, 1, width).expand(batch, channels, height, width)
+    return padded.gather(2, rows).gather(3, cols)
+
+
+class TensorBatches:
+    """A split held as whole tensors on the device, batched by slicing a seeded permutation."""
+
+    def __init__(
+        self,
+        inputs: Tensor,
+        targets: Tensor,
+        batch_size: int,
+        *,
+        shuffle: bool = False,
+        generator: Optional[torch.Generator] = None,
+        prepare: Optional[Callable[[Tensor], Tensor]] = None,
+        augment: Optional[Augment] = None,
+    ):
+        if shuffle and generator is None:
+            raise ValueError("a shuffled split needs a generator")
+        self.inputs, self.targets = inputs, targets
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.generator = generator
+        self.prepare = prepare
+        self.augment = augment if augment else None
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.inputs)
+
+    def __len__(self) -> int:
+        return -(-self.num_samples // self.batch_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        return self.batches()
+
+    def batches(self, skip: int = 0) -> Iterator[Batch]:
+        """One epoch of batches, leaving out the first `skip` (already trained before a crash)."""
+        device = self.inputs.device
+        order, params = None, {}
+        if self.shuffle:
+            order = torch.randperm(self.num_samples, generator=self.generator).to(device)
+            if self.augment:
+                params = self.augment.draw(self.num_samples, self.generator)
+                params = {key: value.to(device) for key, value in params.items()}
+        for index in range(skip, len(self)):
+            rows = slice(index * self.batch_size, (index + 1) * self.batch_size)
+            if order is None:
+                x, y = self.inputs[rows], self.targets[rows]
+            else:
+                x, y = self.inputs[order[rows]], self.targets[order[rows]]
+            if self.augment and params:
+                x = self.augment(x, {key: value[rows] for key, value in params.items()})
+            if self.prepare is not None:
+                x = self.prepare(x)
+            yield x, y
+
+
+class LoaderBatches:
+    """Batches from a DataLoader (files decoded in workers), moved to the device and prepared."""
+
+    def __init__(self, loader: torch.utils.data.DataLoader, device: torch.device, prepare=None):
+        self.loader = loader
+        self.device = device
+        self.prepare = prepare
+        self.generator = loader.generator
+        self.non_blocking = device.type == "cuda" and loader.pin_memory
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.loader.dataset)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[Batch]:
+        return self.batches()
+
+    def batches(self, skip: int = 0) -> Iterator[Batch]:
+        # skipped batches are still decoded: the sampler and worker seeds must advance as before
+        for x, y in islice(self.loader, skip, None):
+            x = x.to(self.device, non_blocking=self.non_blocking)
+            y = y.to(self.device, non_blocking=self.non_blocking)
+            yield (self.prepare(x) if self.prepare is not None else x), y

@@ -1,0 +1,30 @@
+"""The small record of facts that a dataset knows and a model is built from."""
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Optional
+
+
+@dataclass
+class Facts:
+    kind: str  # image | table | text
+    task: str  # classification | reconstruction
+    input_shape: list[int]  # one sample: [C, H, W] | [features] | [max_length]
+    num_classes: int
+    class_names: list[str]
+    # what raw inputs are normalized with: per channel for images (after scaling to [0, 1]),
+    # per feature for tables; predict and the image grids need them to undo or redo it
+    mean: Optional[list[float]] = None
+    std: Optional[list[float]] = None
+    vocab: Optional[str] = None  # text: character i of vocab is token i + 1; 0 pads
+    feature_names: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "Facts":
+        return cls(**values)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab or "") + 1  # + the padding token

@@ -1,0 +1,193 @@
+"""What the user reads: rich output on the terminal, the same words in the run's log file.
+
+On a terminal each epoch gets a progress bar; anywhere else (a file, a CI log, a sweep worker)
+it gets a few plain lines instead, so logs stay readable.
+"""
+
+import io
+import logging
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+from rich.tree import Tree
+
+log = logging.getLogger("dlrun")
+
+
+class Report:
+    def __init__(self, progress: str = "auto", console: Optional[Console] = None):
+        self.console = console or _default_console()
+        if progress == "auto":
+            progress = "bar" if self.console.is_terminal else "lines"
+        self.progress_mode = progress
+
+    # -- lines and renderables ------------------------------------------------------------------
+
+    def line(self, text: str, style: Optional[str] = None) -> None:
+        self.console.print(Text(text, style=style))
+        log.info(text)
+
+    def warn(self, text: str) -> None:
+        self.console.print(Text("warning: ", style="bold yellow") + Text(text))
+        log.warning(text)
+
+    def error(self, text: str) -> None:
+        log.error(text)  # the terminal gets it from the command's own one-line report
+
+    def show(self, renderable: Any) -> None:
+        self.console.print(renderable)
+        log.info("\n" + plain_text(renderable))
+
+    # -- the run --------------------------------------------------------------------------------
+
+    def config(self, cfg: DictConfig, choices: dict[str, str]) -> None:
+        tree = Tree(Text("config", style="bold"))
+        for key, value in cfg.items():
+            label = f"{key} ({choices[key]})" if key in choices else str(key)
+            _add_branch(tree, label, value)
+        self.show(tree)
+
+    def epoch_progress(self, epoch: int, epochs: int, steps: int, start: int = 0) -> "EpochProgress":
+        return EpochProgress(self, epoch, epochs, steps, start)
+
+    def epoch_summary(self, epoch: int, epochs: int, train: dict, val: dict, lr: float,
+                      seconds: float, samples: int, best: bool) -> None:
+        parts = [f"epoch {epoch:>{len(str(epochs))}}/{epochs}", "train " + _metrics(train),
+                 "val " + _metrics(val), f"lr {lr:.2e}",
+                 f"{seconds:.1f} s, {samples / max(seconds, 1e-9):,.0f} samples/s"]
+        text = Text(" | ".join(parts))
+        if best:
+            text.append("  * best", style="bold green")
+        self.console.print(text)
+        log.info(text.plain)
+
+    def results(self, rows: list[tuple[str, str]], per_class: Optional[Table], run_dir: Path) -> None:
+        table = Table(title="results", show_header=False, title_style="bold")
+        table.add_column(style="bold")
+        table.add_column(justify="right")
+        for name, value in rows:
+            table.add_row(name, value)
+        self.show(table)
+        if per_class is not None:
+            self.show(per_class)
+        folder = _relative(run_dir)
+        self.line(f"run folder: {folder}")
+        self.line(f"tensorboard: tensorboard --logdir {_runs_root(folder)}   (this run only: tensorboard --logdir {folder})")
+
+
+def _default_console() -> Console:
+    console = Console(highlight=False)
+    if not console.is_terminal:
+        # a log file or a pipe has no width: 80 columns would break every epoch line in two
+        console = Console(highlight=False, width=max(console.width, 140))
+    return console
+
+
+class EpochProgress:
+    """A bar on a terminal; otherwise a plain line about every tenth of a long epoch."""
+
+    LINE_SECONDS = 5.0  # plain lines only for epochs long enough to need them
+
+    def __init__(self, report: Report, epoch: int, epochs: int, steps: int, start: int):
+        self.report, self.steps, self.done = report, steps, start
+        self.label = f"epoch {epoch}/{epochs}"
+        self.started = time.perf_counter()
+        self.samples = 0
+        self.next_line = start + max(1, steps // 10)
+        self.last_line = self.started
+        self.bar: Optional[Progress] = None
+        if report.progress_mode == "bar":
+            self.bar = Progress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[status]}"),
+                console=report.console, transient=True,
+            )
+            self.task = self.bar.add_task(self.label, total=steps, completed=start, status="")
+
+    def __enter__(self) -> "EpochProgress":
+        if self.bar is not None:
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def advance(self, samples: int) -> None:
+        self.done += 1
+        self.samples += samples
+        if self.bar is not None:
+            self.bar.advance(self.task)
+
+    def metrics(self, loss: float, acc: Optional[float]) -> None:
+        """Called once per logging interval, when the loss has been read anyway."""
+        rate = self.samples / max(time.perf_counter() - self.started, 1e-9)
+        status = f"loss {loss:.4f}" + (f" acc {acc:.1%}" if acc is not None else "") + f" {rate:,.0f} samples/s"
+        if self.bar is not None:
+            self.bar.update(self.task, status=status)
+        elif self.report.progress_mode == "lines" and self.done >= self.next_line:
+            self.next_line = self.done + max(1, self.steps // 10)
+            now = time.perf_counter()
+            if now - self.last_line >= self.LINE_SECONDS:
+                self.last_line = now
+                self.report.line(f"  {self.label} step {self.done}/{self.steps} {status}")
+
+
+def per_class_table(class_names: list[str], accuracies: dict[str, list[float]]) -> Table:
+    """Accuracy of every class on each split given (NaN: the class is absent from the split)."""
+    table = Table(title="per-class accuracy", title_style="bold")
+    table.add_column("class")
+    for split in accuracies:
+        table.add_column(split, justify="right")
+    for index, name in enumerate(class_names):
+        table.add_row(name, *(_percent(values[index]) for values in accuracies.values()))
+    return table
+
+
+def _percent(value: float) -> str:
+    return "-" if value != value else f"{value:.1%}"  # NaN: no sample of the class
+
+
+def _metrics(values: dict) -> str:
+    parts = []
+    for name, value in values.items():
+        if value is None:
+            continue
+        parts.append(f"{name} {value:.2%}" if name == "acc" else f"{name} {value:.4f}")
+    return " ".join(parts)
+
+
+def _add_branch(parent: Tree, label: str, value: Any) -> None:
+    if isinstance(value, DictConfig):
+        branch = parent.add(Text(label, style="bold cyan"))
+        for key, child in value.items():
+            _add_branch(branch, str(key), child)
+    else:
+        shown = OmegaConf.to_container(value) if isinstance(value, ListConfig) else value
+        text = str(shown)
+        parent.add(Text(f"{label}: ") + Text(text if len(text) <= 100 else text[:97] + "...", style="green"))
+
+
+def plain_text(renderable: Any, width: int = 110) -> str:
+    buffer = io.StringIO()
+    Console(file=buffer, width=width, no_color=True, highlight=False).print(renderable)
+    return buffer.getvalue().rstrip()
+
+
+def _relative(path: Path) -> Path:
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return path.resolve()
+
+
+def _runs_root(folder: Path) -> Path:
+    # runs/<date>/<run> -> runs; anything else -> the folder's parent
+    parts = folder.parts
+    return Path(*parts[: parts.index("runs") + 1]) if "runs" in parts else folder.parent

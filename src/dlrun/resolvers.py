@@ -1,0 +1,70 @@
+"""OmegaConf resolvers used by the config tree (registered before Hydra composes)."""
+
+import os
+import re
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+
+def run_dir(resume: str | None, fresh: str) -> str:
+    """The run folder: the resumed run's own folder, else a fresh one.
+
+    Under torchrun only rank 0 writes; the other ranks get a private scratch folder so their
+    Hydra bookkeeping never lands beside rank 0's (the real folder is shared over the process
+    group once it is up).
+    """
+    rank = int(os.environ.get("RANK", "0"))
+    if rank > 0:
+        return tempfile.mkdtemp(prefix=f"dlrun-rank{rank}-")
+    if resume is None:
+        return fresh
+    if resume == "last":
+        return os.getcwd()  # `trainer.resume=last` is typed inside a run folder
+    path = Path(resume).expanduser()
+    if path.is_dir():
+        return str(path)
+    return str(path.parent.parent if path.parent.name == "checkpoints" else path.parent)
+
+
+def package_file(name: str) -> str:
+    """Absolute path of a file shipped inside the dlrun package (the embedded wine CSV)."""
+    return str(resources.files("dlrun") / name)
+
+
+def short_overrides(override_dirname: str, limit: int = 60) -> str:
+    """`optimizer.lr=0.01,model=mlp` -> `lr=0.01,model=mlp`: a readable sweep job folder name."""
+    items = _split_top_level(override_dirname)
+    short = ",".join(_last_key_part(item) for item in items)
+    short = re.sub(r"[^\w.,=+\-]", "_", short)
+    return short[:limit] or "default"
+
+
+def _split_top_level(text: str) -> list[str]:
+    # commas inside [..] belong to a list value, not between overrides
+    items, depth, current = [], 0, ""
+    for char in text:
+        depth += {"[": 1, "(": 1, "{": 1, "]": -1, ")": -1, "}": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            items.append(current)
+            current = ""
+        else:
+            current += char
+    return [item for item in items + [current] if item]
+
+
+def _last_key_part(item: str) -> str:
+    key, _, value = item.partition("=")
+    return f"{key.rsplit('.', 1)[-1].rsplit('/', 1)[-1]}={value}"
+
+
+def register() -> None:
+    for name, function in {
+        "dlrun.run_dir": run_dir,
+        "dlrun.package_file": package_file,
+        "dlrun.short": short_overrides,
+    }.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, function)

@@ -1,0 +1,64 @@
+"""Continuing a run from its checkpoint: where it is, and whether the config still fits it."""
+
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from dlrun.errors import CheckpointError
+
+# settings that may change between a run and its resumption without changing its result
+IGNORED = {
+    "trainer.resume", "trainer.resume_force", "trainer.device", "trainer.num_threads",
+    "dataset.root", "dataset.download", "dataset.num_workers", "dataset.prefetch_factor",
+    "dataset.persistent_workers",
+}
+IGNORED_PREFIXES = ("logger.",)
+
+
+def resume_path(resume: Optional[str], run_dir: Path) -> Optional[Path]:
+    """The checkpoint `trainer.resume` points at: a file, a run folder, or `last`."""
+    if resume is None:
+        return None
+    if resume == "last":
+        return run_dir / "checkpoints" / "last.pt"
+    path = Path(resume).expanduser()
+    return path / "checkpoints" / "last.pt" if path.is_dir() and (path / "checkpoints").is_dir() else path
+
+
+def check_resumable(saved: dict[str, Any], current: DictConfig, path: Path) -> None:
+    """Refuse a resume whose config differs from the checkpoint's, unless forced."""
+    now = _flatten(OmegaConf.to_container(current, resolve=True))
+    before = _flatten(saved)
+    differing = sorted(
+        key for key in now.keys() | before.keys()
+        if now.get(key) != before.get(key) and key not in IGNORED and not key.startswith(IGNORED_PREFIXES)
+    )
+    if differing and not current.trainer.resume_force:
+        shown = ", ".join(f"{key} ({before.get(key)!r} -> {now.get(key)!r})" for key in differing[:8])
+        more = f" and {len(differing) - 8} more" if len(differing) > 8 else ""
+        raise CheckpointError(
+            f"cannot resume from {path}: the config differs in {shown}{more}; rerun with the "
+            "checkpoint's overrides, or add trainer.resume_force=true to accept the change"
+        )
+
+
+def apply_optimizer_settings(optimizer: torch.optim.Optimizer, optimizer_cfg: DictConfig) -> None:
+    """After a forced resume, the config's lr (and the rest) win over the checkpoint's."""
+    settings = OmegaConf.to_container(optimizer_cfg, resolve=True)
+    for group in optimizer.param_groups:
+        for key, value in settings.items():
+            if key in group and not key.startswith("_"):
+                group[key] = tuple(value) if isinstance(group[key], tuple) else value
+                if key == "lr":
+                    group["initial_lr"] = value
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        flat.update(_flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return flat

@@ -1,0 +1,211 @@
+"""One training run, from the composed config to metrics.json.
+
+Data flows one way: config -> data (and its facts) -> model -> loop -> report and checkpoints.
+"""
+
+import json
+import os
+import logging
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from dlrun import runtime
+from dlrun.build import build_loss, build_model, build_optimizer, build_scheduler
+from dlrun.catalog import task_of
+from dlrun.checkpoint import load_checkpoint, remove_stale_temporaries
+from dlrun.checks import check_config, monitored
+from dlrun.data import LoadOptions, build_data
+from dlrun.errors import DlrunError, one_line
+from dlrun.fit import fit
+from dlrun.monitor import Monitor
+from dlrun.report import Report, per_class_table
+from dlrun.resume import apply_optimizer_settings, check_resumable, resume_path
+from dlrun.session import Session
+from dlrun.signals import Interrupted, StopRequest
+from dlrun.tasks import make_task, mode_of
+from dlrun.tensorboard_log import Board
+from dlrun.train import Precision, evaluate
+
+log = logging.getLogger("dlrun")
+
+
+def train(cfg: DictConfig, run_dir: Optional[Path] = None) -> float:
+    """Run one experiment; returns the metric a sweeper optimizes (`optimized_metric`)."""
+    hydra = HydraConfig.get() if HydraConfig.initialized() else None
+    run_dir = Path(run_dir or hydra.runtime.output_dir)
+    choices = dict(hydra.runtime.choices) if hydra is not None else {}
+    report = Report(cfg.logger.progress)
+    try:
+        return _train(cfg, run_dir, choices, report, parallel_jobs(hydra))
+    except Interrupted as stop:
+        raise SystemExit(stop.exit_code) from None
+    except DlrunError as error:
+        report.error(one_line(error))  # the run's log holds the reason, next to what it wrote
+        raise
+    except Exception:
+        log.exception("the run failed")
+        raise
+
+
+def _train(cfg: DictConfig, run_dir: Path, choices: dict, report: Report, jobs: int) -> float:
+    started = time.perf_counter()
+    check_config(cfg, choices)
+    threads = runtime.configure_threads(cfg.trainer.num_threads, jobs)
+    device = runtime.select_device(cfg.trainer.device)
+    runtime.set_deterministic(cfg.trainer.deterministic)
+    runtime.seed_everything(cfg.seed)
+    remove_stale_temporaries(run_dir / "checkpoints")
+    resume_from = resume_path(cfg.trainer.resume, run_dir)
+    checkpoint = load_checkpoint(resume_from, map_location=device) if resume_from else None
+
+    session = _build_session(cfg, run_dir, device, report)
+    session.choices = choices
+    report.config(session.cfg, choices)
+    report.line(f"device {device}, {threads} CPU thread(s), {_count(session.model):,} trainable parameters")
+    if checkpoint is not None:
+        check_resumable(checkpoint["config"], session.cfg, resume_from)
+        session.load_state_dict(checkpoint)
+        if cfg.trainer.resume_force:
+            apply_optimizer_settings(session.optimizer, session.cfg.optimizer)
+        report.line(f"resumed from {resume_from} at epoch {session.position.epoch + 1}, step {session.position.global_step}")
+    session.board.open_run(session, purge_step=session.position.global_step + 1 if checkpoint else None)
+    _save_resolved_config(session)
+
+    session.stop.install()
+    try:
+        fit(session)
+    finally:
+        session.stop.restore()
+    results = _finish(session, time.perf_counter() - started)
+    return _optimized(cfg, session, results)
+
+
+def _build_session(cfg, run_dir, device, report) -> Session:
+    task_name = task_of(cfg.model.arch)
+    trainer = cfg.trainer
+    options = LoadOptions(
+        task=task_name, seed=cfg.seed, batch_size=trainer.batch_size,
+        eval_batch_size=trainer.eval_batch_size or 4 * trainer.batch_size,
+        device=device, channels_last=trainer.channels_last, deterministic=trainer.deterministic,
+    )
+    data = build_data(cfg.dataset, options)
+    cfg = _with_facts(cfg, data.facts.to_dict())
+    model = build_model(cfg.model, data.facts, cfg.loss.name).to(device)
+    if trainer.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(cfg.optimizer, model)
+    metric = monitored(cfg)
+    steps = len(data.train) if trainer.limit_train_batches is None else min(trainer.limit_train_batches, len(data.train))
+    scheduler = build_scheduler(cfg.scheduler, optimizer, epochs=trainer.epochs,
+                                steps_per_epoch=steps, monitor_mode=mode_of(_scheduler_metric(cfg, metric)))
+    return Session(
+        cfg=cfg, run_dir=run_dir, device=device, data=data, task=make_task(task_name),
+        model=model, forward=_forward_model(model, trainer.compile),
+        criterion=build_loss(cfg.loss, task_name, data.facts.num_classes),
+        optimizer=optimizer, scheduler=scheduler, precision=Precision(str(trainer.precision), device),
+        best=Monitor(metric, mode_of(metric)), early=_early_stopping(cfg, metric),
+        report=report, board=Board(run_dir, cfg.logger), stop=StopRequest(),
+    )
+
+
+def _with_facts(cfg: DictConfig, facts: dict[str, Any]) -> DictConfig:
+    """The config as the run really uses it: resolved, with the data's facts filled in."""
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved["facts"] = facts
+    out = OmegaConf.create(resolved)
+    OmegaConf.set_struct(out, True)
+    return out
+
+
+def _scheduler_metric(cfg: DictConfig, metric: str) -> str:
+    monitor = cfg.scheduler.get("monitor", "auto")
+    return metric if monitor == "auto" else monitor
+
+
+def _early_stopping(cfg: DictConfig, metric: str) -> Optional[Monitor]:
+    settings = cfg.trainer.early_stopping
+    if not settings.enabled:
+        return None
+    name = metric if settings.monitor == "auto" else settings.monitor
+    mode = mode_of(name) if settings.mode == "auto" else settings.mode
+    return Monitor(name, mode, patience=settings.patience, min_delta=settings.min_delta)
+
+
+def _forward_model(model: torch.nn.Module, compile_model: bool) -> torch.nn.Module:
+    return torch.compile(model) if compile_model else model
+
+
+def _count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def _save_resolved_config(session: Session) -> None:
+    if session.writes_files:
+        OmegaConf.save(session.cfg, session.run_dir / "config.yaml")
+
+
+def _finish(s: Session, seconds: float) -> dict[str, Any]:
+    """Test the best checkpoint, then write metrics.json, the HPARAMS row and the final table."""
+    best_path = s.checkpoints / "best.pt"
+    if best_path.is_file():
+        s.model.load_state_dict(load_checkpoint(best_path, map_location=s.device)["model"])
+    split = s.data.test if s.data.test is not None else s.data.val
+    final = evaluate(s.forward, split, s.criterion, s.task, s.data.facts.num_classes, precision=s.precision)
+    split_name = "test" if s.data.test is not None else "val"
+    results = {
+        "task": s.task.name,
+        "monitor": s.best.metric,
+        "best_value": s.best.best,
+        "best_epoch": s.best.best_epoch,
+        "last_val": {k.split("/", 1)[1]: v for k, v in s.last_val.items()},
+        split_name: final.metrics,
+        "epochs": s.position.epoch,
+        "steps": s.position.global_step,
+        "seconds": round(seconds, 3),
+    }
+    if final.per_class_acc:
+        results["per_class_acc"] = {split_name: dict(zip(s.data.facts.class_names, final.per_class_acc))}
+    if s.writes_files:
+        (s.run_dir / "metrics.json").write_text(json.dumps(results, indent=2, allow_nan=True) + "\n")
+    s.board.finish(s, results, final, split_name)
+    s.board.close()
+    s.report.results(_result_rows(results, split_name), per_class_table(s.data.facts.class_names, {split_name: final.per_class_acc}) if final.per_class_acc else None, s.run_dir)
+    return results
+
+
+def _result_rows(results: dict, split_name: str) -> list[tuple[str, str]]:
+    rows = [(f"best {results['monitor']}", f"{_fmt(results['monitor'], results['best_value'])} (epoch {results['best_epoch']})")]
+    for name, value in results[split_name].items():
+        rows.append((f"{split_name} {name}", _fmt(name, value)))
+    rows += [("epochs", str(results["epochs"])), ("steps", f"{results['steps']:,}"), ("seconds", f"{results['seconds']:.1f}")]
+    return rows
+
+
+def _fmt(name: str, value: Optional[float]) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2%}" if name.endswith("acc") else f"{value:.4f}"
+
+
+def _optimized(cfg: DictConfig, s: Session, results: dict) -> float:
+    name = cfg.optimized_metric
+    if name == "auto" or name == s.best.metric:
+        return s.best.best
+    split, _, metric = name.partition("/")
+    if split in results and metric in results[split]:
+        return results[split][metric]
+    raise DlrunError(f"optimized_metric={name} is not among this run's results: {s.best.metric}, "
+                     + ", ".join(f"{k}/{m}" for k in ("val", "test") if k in results for m in results[k]))
+
+
+def parallel_jobs(hydra) -> int:
+    """How many jobs of this sweep run at once on this machine (they share its cores)."""
+    if hydra is None or str(hydra.mode) != "RunMode.MULTIRUN":
+        return 1
+    n_jobs = OmegaConf.select(hydra, "launcher.n_jobs", default=1) or 1
+    return n_jobs if n_jobs > 0 else os.cpu_count() or 1  # joblib: -1 means one job per core

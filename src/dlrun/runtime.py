@@ -1,0 +1,62 @@
+"""Process-wide torch settings for one job: device, threads, seeds, determinism.
+
+Set at the start of every job, because Hydra's joblib launcher reuses worker processes: anything
+left over from the previous job (thread count, seeds, deterministic mode) would leak into it.
+"""
+
+import os
+import random
+
+import numpy as np
+import torch
+
+from dlrun.errors import ConfigError
+
+
+def select_device(name: str) -> torch.device:
+    """`auto` picks cuda, then mps, then cpu; an explicit device must exist."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"trainer.device={name!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.device={name} but this machine has no usable CUDA GPU; use trainer.device=auto or cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(f"trainer.device={name} but only {torch.cuda.device_count()} GPU(s) are visible")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("trainer.device=mps but MPS is not available here; use trainer.device=auto or cpu")
+    return device
+
+
+def configure_threads(requested: int, parallel_jobs: int = 1) -> int:
+    """Use `requested` CPU threads, or this job's share of the cores when 0.
+
+    Two processes that each use every core run several times slower than one, so parallel
+    sweep jobs split the cores between them.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threads = requested if requested > 0 else max(1, cores // max(1, parallel_jobs))
+    torch.set_num_threads(threads)
+    return threads
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # seeds every CUDA device too
+
+
+def set_deterministic(enabled: bool) -> None:
+    """Bitwise-repeatable kernels when asked for; the fastest cuDNN kernels otherwise."""
+    if enabled:
+        # cuBLAS needs a fixed workspace to be deterministic (read when CUDA initializes)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(enabled)
+    torch.backends.cudnn.deterministic = enabled
+    torch.backends.cudnn.benchmark = not enabled

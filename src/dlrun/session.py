@@ -1,0 +1,91 @@
+"""Everything one training run holds, and how it is saved to and restored from a checkpoint."""
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from dlrun import __version__
+from dlrun.checkpoint import restore_rng_states, rng_states, save_checkpoint
+from dlrun.data import Data
+from dlrun.monitor import Monitor
+from dlrun.report import Report
+from dlrun.signals import StopRequest
+from dlrun.tensorboard_log import Board
+from dlrun.train import Position, Precision
+
+
+@dataclass
+class Session:
+    cfg: DictConfig  # resolved, facts filled in
+    run_dir: Path
+    device: torch.device
+    data: Data
+    task: Any
+    model: nn.Module  # the plain module: its state dict is what checkpoints hold
+    forward: nn.Module  # what the loop calls: the model, compiled or wrapped for DDP
+    criterion: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Optional[Any]
+    precision: Precision
+    best: Monitor
+    early: Optional[Monitor]
+    report: Report
+    board: Board
+    stop: StopRequest = field(default_factory=StopRequest)
+    position: Position = field(default_factory=Position)
+    # the data generator as it was when the current epoch began: with position.step_in_epoch
+    # it replays the epoch's order and augmentation exactly after a crash
+    epoch_generator_state: Optional[torch.Tensor] = None
+    last_val: dict[str, float] = field(default_factory=dict)
+    writes_files: bool = True  # False on the non-zero ranks of a distributed run
+    choices: dict[str, str] = field(default_factory=dict)  # the option picked in each group
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    @property
+    def generator(self) -> Optional[torch.Generator]:
+        return self.data.train.generator
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scaler": self.precision.scaler.state_dict(),
+            "position": asdict(self.position),
+            "monitor": self.best.state_dict(),
+            "early_stopping": self.early.state_dict() if self.early is not None else None,
+            "data_generator": self.epoch_generator_state,
+            "rng": rng_states(),
+            "metrics": dict(self.last_val),
+            "config": OmegaConf.to_container(self.cfg, resolve=True),
+            "facts": self.data.facts.to_dict(),
+            "dlrun_version": __version__,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state["scheduler"] is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        if state["scaler"]:
+            self.precision.scaler.load_state_dict(state["scaler"])
+        self.position = type(self.position)(**state["position"])
+        self.best.load_state_dict(state["monitor"])
+        if self.early is not None and state["early_stopping"] is not None:
+            self.early.load_state_dict(state["early_stopping"])
+        self.epoch_generator_state = state["data_generator"]
+        if self.generator is not None and self.epoch_generator_state is not None:
+            self.generator.set_state(self.epoch_generator_state)
+        self.last_val = dict(state["metrics"])
+        restore_rng_states(state["rng"])
+
+    def save(self, name: str) -> None:
+        if self.writes_files:
+            save_checkpoint(self.checkpoints / name, self.state_dict())

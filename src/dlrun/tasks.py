@@ -1,0 +1,113 @@
+"""What the model is asked to do decides the loss target, the metrics and what gets logged.
+
+The training loop calls these methods and does not care which task it runs.
+"""
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from dlrun.metrics import confusion_matrix, per_class_accuracy
+
+METRIC_MODES = {"val/acc": "max", "val/loss": "min", "val/mse": "min"}
+
+
+@dataclass
+class Evaluation:
+    """The result of one pass over a split."""
+
+    metrics: dict[str, float]  # "loss", and "acc" or "mse"
+    probabilities: Optional[Tensor] = None  # classification: [N, C] on the device
+    labels: Optional[Tensor] = None
+    confusion: Optional[Tensor] = None  # [true, predicted]
+    per_class_acc: list[float] = field(default_factory=list)
+    examples: Optional[tuple[Tensor, Tensor]] = None  # reconstruction: inputs, outputs
+
+
+class Classification:
+    name = "classification"
+    default_monitor = "val/acc"
+    metric_names = ("loss", "acc")
+
+    def target(self, inputs: Tensor, labels: Tensor) -> Tensor:
+        return labels
+
+    def correct(self, outputs: Tensor, labels: Tensor) -> Optional[Tensor]:
+        return (outputs.argmax(dim=1) == labels).sum()
+
+    def collector(self, num_classes: int) -> "ClassificationCollector":
+        return ClassificationCollector(num_classes)
+
+
+class Reconstruction:
+    name = "reconstruction"
+    default_monitor = "val/mse"
+    metric_names = ("loss", "mse")
+
+    def target(self, inputs: Tensor, labels: Tensor) -> Tensor:
+        return inputs
+
+    def correct(self, outputs: Tensor, labels: Tensor) -> Optional[Tensor]:
+        return None
+
+    def collector(self, num_classes: int) -> "ReconstructionCollector":
+        return ReconstructionCollector()
+
+
+class ClassificationCollector:
+    """Keeps every sample's class probabilities on the device (PR curves need them all)."""
+
+    def __init__(self, num_classes: int):
+        self.num_classes = num_classes
+        self.probabilities: list[Tensor] = []
+        self.labels: list[Tensor] = []
+
+    def add(self, inputs: Tensor, labels: Tensor, outputs: Tensor) -> None:
+        # softmax also turns the log-probabilities of an nll model back into probabilities
+        self.probabilities.append(outputs.float().softmax(dim=1))
+        self.labels.append(labels)
+
+    def finish(self, loss: float) -> Evaluation:
+        probabilities, labels = torch.cat(self.probabilities), torch.cat(self.labels)
+        confusion = confusion_matrix(probabilities.argmax(dim=1), labels, self.num_classes)
+        accuracy = confusion.diagonal().sum().item() / max(1, len(labels))
+        return Evaluation(
+            metrics={"loss": loss, "acc": accuracy},
+            probabilities=probabilities,
+            labels=labels,
+            confusion=confusion.cpu(),
+            per_class_acc=per_class_accuracy(confusion).tolist(),
+        )
+
+
+class ReconstructionCollector:
+    """Mean squared error against the input, and the first batch to show as images."""
+
+    def __init__(self):
+        self.squared_error: Optional[Tensor] = None
+        self.elements = 0
+        self.examples: Optional[tuple[Tensor, Tensor]] = None
+
+    def add(self, inputs: Tensor, labels: Tensor, outputs: Tensor) -> None:
+        error = (outputs.float() - inputs.float()).pow(2).sum()
+        self.squared_error = error if self.squared_error is None else self.squared_error + error
+        self.elements += inputs.numel()
+        if self.examples is None:
+            self.examples = (inputs[:32].float(), outputs[:32].float())
+
+    def finish(self, loss: float) -> Evaluation:
+        mse = self.squared_error.item() / max(1, self.elements) if self.elements else float("nan")
+        return Evaluation(metrics={"loss": loss, "mse": mse}, examples=self.examples)
+
+
+TASKS = {"classification": Classification, "reconstruction": Reconstruction}
+
+
+def make_task(name: str):
+    return TASKS[name]()
+
+
+def mode_of(metric: str) -> str:
+    return METRIC_MODES[metric]
