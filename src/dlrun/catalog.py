@@ -48,6 +48,9 @@ DATASETS = {
     "imagefolder": Entry("dlrun.data.imagefolder:load_imagefolder", ("image",)),
 }
 
+# validation metrics a run can monitor, and which way is better
+METRIC_MODES = {"val/acc": "max", "val/loss": "min", "val/mse": "min"}
+
 # which losses make sense for which task
 LOSSES = {
     "cross_entropy": ("classification",),

@@ -2,9 +2,8 @@
 
 from omegaconf import DictConfig, OmegaConf
 
-from dlrun.catalog import check_pairing, task_of
+from dlrun.catalog import METRIC_MODES, check_pairing, task_of
 from dlrun.errors import ConfigError
-from dlrun.tasks import METRIC_MODES
 
 PRECISIONS = ("32", "bf16", "16")
 PROGRESS = ("auto", "bar", "lines", "off")

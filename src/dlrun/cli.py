@@ -4,6 +4,7 @@ This module imports no torch: `dlrun --help`, `--cfg job` and config errors are 
 under a second, and torch loads only once a run is really going to start.
 """
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -27,17 +28,43 @@ def config_dir() -> str:
     raise ConfigError(f"dlrun's config tree is missing next to {here}; reinstall with pip install .")
 
 
+# user errors of the jobs this process ran; Hydra does not see them (see _train_task)
+_failures: list[BaseException] = []
+
+
 def train() -> None:
     """`dlrun [overrides]`: compose the config with Hydra and run (or sweep) the experiment."""
     _register()
+    _failures.clear()
     app = hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
-    _report_errors(app(_train_task), "dlrun")
+
+    def main() -> None:
+        app(_train_task)()
+        if _failures:
+            raise _failures[0]
+
+    _report_errors(main, "dlrun")
 
 
-def _train_task(cfg: DictConfig) -> float | None:
-    from dlrun.run import train  # torch loads here, after the config composed cleanly
+def _train_task(cfg: DictConfig) -> float:
+    """One job. A user error is recorded and the job returns NaN, instead of raising.
 
-    return train(cfg)
+    Raised, Hydra would print its own multi-line report, and a sweep would stop at the first
+    bad job; the run's log already holds the reason and the caller prints one line.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    from dlrun.checks import check_config
+
+    try:
+        check_config(cfg, dict(HydraConfig.get().runtime.choices))
+        from dlrun.run import train  # torch loads here, once the config is known to be sound
+
+        return train(cfg)
+    except (DlrunError, OmegaConfBaseException) as error:
+        logging.getLogger("dlrun").error(one_line(error))  # into the run's log, beside its files
+        _failures.append(error)
+        return float("nan")
 
 
 def evaluate() -> None:
@@ -101,15 +128,20 @@ def _register() -> None:
 
 def _report_errors(main: Callable[[], object], program: str) -> None:
     """Run `main`; a user's mistake becomes one line on stderr and a non-zero exit."""
-    wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
-    # Hydra re-raises instead of printing its own multi-line report; we print one line instead
+    users_setting = os.environ.get("HYDRA_FULL_ERROR")
+    # Hydra then re-raises instead of printing its own multi-line report; we print one line
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         main()
     except (DlrunError, HydraException, OmegaConfBaseException) as error:
-        if wants_traceback:
-            raise
+        if users_setting == "1":
+            raise  # the user asked for the full traceback
         _exit_with(program, error)
+    finally:
+        if users_setting is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = users_setting
 
 
 def _exit_with(program: str, error: BaseException) -> NoReturn:

@@ -43,8 +43,7 @@ def fit(s: Session) -> None:
         if s.early is not None:
             s.early.update(s.last_val[s.early.metric], epoch_number)
         seconds = time.perf_counter() - started
-        s.board.scalars(s.position.global_step, {**s.last_val, "lr": lr,
-                                                 "time/epoch_seconds": seconds,
+        s.board.scalars(s.position.global_step, {**s.last_val, "time/epoch_seconds": seconds,
                                                  "time/samples_per_second": result.samples / max(seconds, 1e-9)})
         s.board.epoch(s, evaluation)
         s.report.epoch_summary(epoch_number, trainer.epochs, {"loss": result.loss, "acc": result.acc},

@@ -37,9 +37,6 @@ class Report:
         self.console.print(Text("warning: ", style="bold yellow") + Text(text))
         log.warning(text)
 
-    def error(self, text: str) -> None:
-        log.error(text)  # the terminal gets it from the command's own one-line report
-
     def show(self, renderable: Any) -> None:
         self.console.print(renderable)
         log.info("\n" + plain_text(renderable))

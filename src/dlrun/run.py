@@ -18,9 +18,9 @@ from dlrun import runtime
 from dlrun.build import build_loss, build_model, build_optimizer, build_scheduler
 from dlrun.catalog import task_of
 from dlrun.checkpoint import load_checkpoint, remove_stale_temporaries
-from dlrun.checks import check_config, monitored
+from dlrun.checks import monitored
 from dlrun.data import LoadOptions, build_data
-from dlrun.errors import DlrunError, one_line
+from dlrun.errors import DlrunError
 from dlrun.fit import fit
 from dlrun.monitor import Monitor
 from dlrun.report import Report, per_class_table
@@ -35,7 +35,8 @@ log = logging.getLogger("dlrun")
 
 
 def train(cfg: DictConfig, run_dir: Optional[Path] = None) -> float:
-    """Run one experiment; returns the metric a sweeper optimizes (`optimized_metric`)."""
+    """Run one experiment (its config already passed dlrun.checks); returns the metric a
+    sweeper optimizes (`optimized_metric`)."""
     hydra = HydraConfig.get() if HydraConfig.initialized() else None
     run_dir = Path(run_dir or hydra.runtime.output_dir)
     choices = dict(hydra.runtime.choices) if hydra is not None else {}
@@ -44,9 +45,8 @@ def train(cfg: DictConfig, run_dir: Optional[Path] = None) -> float:
         return _train(cfg, run_dir, choices, report, parallel_jobs(hydra))
     except Interrupted as stop:
         raise SystemExit(stop.exit_code) from None
-    except DlrunError as error:
-        report.error(one_line(error))  # the run's log holds the reason, next to what it wrote
-        raise
+    except DlrunError:
+        raise  # one line for the user; the caller writes it to the run's log
     except Exception:
         log.exception("the run failed")
         raise
@@ -54,7 +54,6 @@ def train(cfg: DictConfig, run_dir: Optional[Path] = None) -> float:
 
 def _train(cfg: DictConfig, run_dir: Path, choices: dict, report: Report, jobs: int) -> float:
     started = time.perf_counter()
-    check_config(cfg, choices)
     threads = runtime.configure_threads(cfg.trainer.num_threads, jobs)
     device = runtime.select_device(cfg.trainer.device)
     runtime.set_deterministic(cfg.trainer.deterministic)

@@ -9,9 +9,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from dlrun.catalog import METRIC_MODES
 from dlrun.metrics import confusion_matrix, per_class_accuracy
-
-METRIC_MODES = {"val/acc": "max", "val/loss": "min", "val/mse": "min"}
 
 
 @dataclass

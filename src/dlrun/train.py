@@ -122,19 +122,18 @@ def train_one_epoch(
         if position.step_in_epoch >= end:
             break
         loss, outputs = _step(model, inputs, labels, optimizer, criterion, task, precision, grad_clip, position)
-        if step_scheduler is not None:
-            step_scheduler.step()
         interval.add(loss, task.correct(outputs.detach(), labels), len(labels))
         position.global_step += 1
         position.step_in_epoch += 1
         steps += 1
-        if position.global_step % log_every == 0:
-            read_interval()
+        if position.global_step % log_every == 0 or position.step_in_epoch == end:
+            read_interval()  # logs the lr this step used: the scheduler has not moved yet
+        if step_scheduler is not None:
+            step_scheduler.step()
         after_step()
         if stop_requested() and position.step_in_epoch < end:
             read_interval()
             return _result(totals, steps, task, interrupted=True)
-    read_interval()
     return _result(totals, steps, task)
 
 

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from dlrun.errors import DataError
+
 Batch = tuple[Tensor, Tensor]
 
 
@@ -134,11 +136,13 @@ class TensorBatches:
 class LoaderBatches:
     """Batches from a DataLoader (files decoded in workers), moved to the device and prepared."""
 
-    def __init__(self, loader: torch.utils.data.DataLoader, device: torch.device, prepare=None):
+    def __init__(self, loader: torch.utils.data.DataLoader, device: torch.device, prepare=None, source=None):
         self.loader = loader
         self.device = device
         self.prepare = prepare
+        self.source = source  # the folder the files come from, for error messages
         self.generator = loader.generator
+        # pinned host memory lets the copy to the GPU overlap with compute
         self.non_blocking = device.type == "cuda" and loader.pin_memory
 
     @property
@@ -153,7 +157,25 @@ class LoaderBatches:
 
     def batches(self, skip: int = 0) -> Iterator[Batch]:
         # skipped batches are still decoded: the sampler and worker seeds must advance as before
-        for x, y in islice(self.loader, skip, None):
+        for x, y in islice(self._checked(), skip, None):
             x = x.to(self.device, non_blocking=self.non_blocking)
             y = y.to(self.device, non_blocking=self.non_blocking)
             yield (self.prepare(x) if self.prepare is not None else x), y
+
+    def _checked(self) -> Iterator[Batch]:
+        iterator = iter(self.loader)
+        while True:
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                return
+            except RuntimeError as error:
+                if "stack expects each tensor to be equal size" in str(error):
+                    raise DataError(
+                        f"images in {self.source} differ in size after the transforms; add a "
+                        "Resize/CenterCrop (or RandomResizedCrop) to dataset.train_transforms and val_transforms"
+                    ) from None
+                raise
+            except OSError as error:  # PIL: a truncated or unreadable image file
+                raise DataError(f"cannot decode an image in {self.source}: {str(error).splitlines()[0]}") from None
+            yield batch

@@ -1,0 +1,5 @@
+"""`python -m dlrun ...` is the same as `dlrun ...`."""
+
+from dlrun.cli import train
+
+train()

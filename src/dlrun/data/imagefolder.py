@@ -1,0 +1,102 @@
+"""Any folder of images, one subfolder per class: `<root>/train/<class>/*` and `<root>/val/...`.
+
+Files are decoded and transformed in DataLoader workers (torchvision.transforms.v2, named in the
+config) into uint8 tensors; normalization happens on the device, like every image dataset.
+"""
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from dlrun.data import Data, LoadOptions
+from dlrun.data.batches import LoaderBatches, Normalize
+from dlrun.data.facts import Facts
+from dlrun.data.split import stratified_split
+from dlrun.errors import ConfigError, DataError
+
+
+def load_imagefolder(cfg: DictConfig, options: LoadOptions) -> Data:
+    from torchvision.datasets import ImageFolder
+
+    root = Path(cfg.root).expanduser().resolve()
+    train_dir, val_dir, test_dir = root / "train", root / "val", root / "test"
+    if not train_dir.is_dir():
+        raise DataError(f"no train/ folder in {root}: lay images out as {root}/train/<class>/*.jpg (and val/<class>/)")
+    train_tf = pipeline(cfg.train_transforms, "dataset.train_transforms")
+    val_tf = pipeline(cfg.val_transforms, "dataset.val_transforms")
+    train_set = _folder(ImageFolder, train_dir, train_tf)
+    classes = train_set.classes
+    if val_dir.is_dir():
+        val_set = _same_classes(_folder(ImageFolder, val_dir, val_tf), classes, val_dir)
+    else:  # carve a seeded, stratified val split out of train/, seen through the val transforms
+        val_rows, train_rows = stratified_split(torch.tensor(train_set.targets), [cfg.val_fraction], options.seed)
+        val_set = torch.utils.data.Subset(_folder(ImageFolder, train_dir, val_tf), val_rows.tolist())
+        train_set = torch.utils.data.Subset(train_set, train_rows.tolist())
+    test_set = _same_classes(_folder(ImageFolder, test_dir, val_tf), classes, test_dir) if test_dir.is_dir() else None
+
+    mean, std = list(cfg.mean), list(cfg.std)
+    if options.task == "reconstruction":
+        mean, std = [0.0] * len(mean), [1.0] * len(std)
+    prepare = Normalize(mean, std, options.device, options.channels_last)
+    sample, _ = val_set[0]
+    facts = Facts(kind="image", task=options.task, input_shape=list(sample.shape),
+                  num_classes=len(classes), class_names=list(classes), mean=mean, std=std)
+    generator = torch.Generator().manual_seed(options.seed)
+    return Data(
+        train=LoaderBatches(_loader(train_set, cfg, options, options.batch_size, generator), options.device, prepare, root),
+        val=LoaderBatches(_loader(val_set, cfg, options, options.eval_batch_size), options.device, prepare, root),
+        test=LoaderBatches(_loader(test_set, cfg, options, options.eval_batch_size), options.device, prepare, root)
+        if test_set is not None else None,
+        facts=facts,
+    )
+
+
+def pipeline(specs: Any, key: str):
+    """[{name: RandomResizedCrop, size: 224}, RandomHorizontalFlip, ...] -> uint8 tensor transform."""
+    from torchvision.transforms import v2
+
+    steps = [v2.ToImage()]
+    for spec in OmegaConf.to_container(specs, resolve=True) if not isinstance(specs, list) else specs:
+        spec = {"name": spec} if isinstance(spec, str) else dict(spec)
+        name = spec.pop("name", None)
+        transform = getattr(v2, str(name), None)
+        if not (isinstance(transform, type) and issubclass(transform, v2.Transform)):
+            raise ConfigError(f"{key}: {name!r} is not a torchvision.transforms.v2 transform (e.g. Resize, RandomCrop)")
+        try:
+            steps.append(transform(**spec))
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"{key}: {name}({spec}) is not valid: {error}") from None
+    # uint8 out: batches travel to the device at a quarter of the float size
+    steps += [v2.ToDtype(torch.uint8, scale=True), v2.ToPureTensor()]
+    return v2.Compose(steps)
+
+
+def _folder(image_folder, path: Path, transform):
+    try:
+        return image_folder(str(path), transform=transform)
+    except (FileNotFoundError, RuntimeError) as error:
+        raise DataError(f"cannot use {path} as an image folder: {error}") from None
+
+
+def _same_classes(dataset, classes: list[str], path: Path):
+    if dataset.classes != classes:
+        raise DataError(f"{path} has classes {dataset.classes}, but train/ has {classes}; they must match")
+    return dataset
+
+
+def _loader(dataset, cfg: DictConfig, options: LoadOptions, batch_size: int, generator=None):
+    workers = cfg.num_workers
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=generator is not None,
+        generator=generator,
+        num_workers=workers,
+        pin_memory=options.device.type == "cuda",
+        # persistent workers keep their random state between epochs, which a resumed run
+        # cannot restore: deterministic runs start fresh workers every epoch instead
+        persistent_workers=workers > 0 and cfg.persistent_workers and not options.deterministic,
+        prefetch_factor=cfg.prefetch_factor if workers > 0 else None,
+    )

@@ -1,0 +1,83 @@
+"""Surnames -> language, character by character (the classic char-RNN tutorial's data).
+
+`<root>/names/<Language>.txt` holds one name per line; the file's stem is the label. Names are
+folded to ASCII as the tutorial does (NFD, drop combining marks, keep letters and " .,;'"), then
+stored as one padded tensor of character ids (0 pads) with a stratified, seeded split.
+"""
+
+import string
+import unicodedata
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from dlrun.data import LoadOptions, Splits
+from dlrun.data.facts import Facts
+from dlrun.data.split import stratified_split
+from dlrun.errors import DataError
+
+KEPT = frozenset(string.ascii_letters + " .,;'")
+
+
+def fold_to_ascii(name: str) -> str:
+    """'Ślusàrski' -> 'Slusarski': accents dropped, other characters outside KEPT removed."""
+    decomposed = unicodedata.normalize("NFD", name.strip())
+    return "".join(c for c in decomposed if unicodedata.category(c) != "Mn" and c in KEPT)
+
+
+def encode(names: list[str], vocab: str, length: int) -> torch.Tensor:
+    """Character ids, padded with 0 to `length`; characters outside the vocabulary are dropped."""
+    index = {char: position + 1 for position, char in enumerate(vocab)}
+    tokens = torch.zeros(len(names), length, dtype=torch.int64)
+    for row, name in enumerate(names):
+        ids = [index[char] for char in name if char in index][:length]
+        tokens[row, : len(ids)] = torch.tensor(ids, dtype=torch.int64)
+    return tokens
+
+
+def load_names(cfg: DictConfig, options: LoadOptions) -> Splits:
+    folder = Path(cfg.root).expanduser().resolve() / "names"
+    files = sorted(folder.glob("*.txt"))
+    if not files:
+        raise DataError(
+            f"no names/*.txt files in {folder}: put one <Language>.txt per language there "
+            "(UTF-8, one name per line), or point dataset.root at the folder that holds names/"
+        )
+    names, labels = _read(files)
+    vocab = "".join(sorted(set("".join(names))))
+    tokens = encode(names, vocab, max(len(name) for name in names))
+    targets = torch.tensor(labels)
+    val_rows, test_rows, train_rows = stratified_split(targets, [cfg.val_fraction, cfg.test_fraction], options.seed)
+    return Splits(
+        train=(tokens[train_rows], targets[train_rows]),
+        val=(tokens[val_rows], targets[val_rows]),
+        test=(tokens[test_rows], targets[test_rows]) if len(test_rows) else None,
+        facts=Facts(
+            kind="text",
+            task=options.task,
+            input_shape=[tokens.shape[1]],
+            num_classes=len(files),
+            class_names=[file.stem for file in files],
+            vocab=vocab,
+        ),
+    )
+
+
+def _read(files: list[Path]) -> tuple[list[str], list[int]]:
+    names: list[str] = []
+    labels: list[int] = []
+    for label, file in enumerate(files):
+        try:
+            lines = file.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as error:
+            raise DataError(f"{file} is not UTF-8 text ({error.reason} at byte {error.start}); save it as UTF-8") from None
+        folded = [fold_to_ascii(line) for line in lines]
+        kept = [name for name in folded if name]
+        if not kept:
+            raise DataError(f"{file} holds no names; remove it or add one name per line")
+        names += kept
+        labels += [label] * len(kept)
+    if len(files) < 2:
+        raise DataError(f"names data needs at least two languages (files) in {files[0].parent}, found {len(files)}")
+    return names, labels

@@ -1,0 +1,94 @@
+"""Shared fixtures: tiny real-format datasets and a way to run `dlrun` as a user would.
+
+Runs happen in this process (the CLI entry point with sys.argv set), so torch is imported once
+for the whole suite; the few tests about the installed command itself use a subprocess.
+"""
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests import datasets
+
+REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+QUICK = ["trainer.epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
+         "trainer.log_every_n_steps=1"]
+
+
+@pytest.fixture(scope="session")
+def data_root(tmp_path_factory) -> Path:
+    """One folder with tiny MNIST, Fashion-MNIST, CIFAR-10 and names data in their real formats."""
+    root = tmp_path_factory.mktemp("data")
+    datasets.write_mnist(root, "MNIST")
+    datasets.write_mnist(root, "FashionMNIST")
+    datasets.write_names(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def csv_file(tmp_path_factory) -> Path:
+    return datasets.write_csv(tmp_path_factory.mktemp("csv") / "table.csv")
+
+
+@dataclass
+class RunResult:
+    code: int
+    run_dir: Path
+    out: str
+    err: str
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return json.loads((self.run_dir / "metrics.json").read_text())
+
+    def events(self):
+        return read_events(self.run_dir)
+
+    def checkpoint(self, name: str = "last.pt") -> dict[str, Any]:
+        from dlrun.checkpoint import load_checkpoint
+
+        return load_checkpoint(self.run_dir / "checkpoints" / name)
+
+
+@pytest.fixture
+def dlrun(tmp_path, capsys, monkeypatch):
+    """Run the `dlrun` command in-process: dlrun("model=cnn", ...) -> RunResult."""
+    from dlrun import cli
+
+    counter = iter(range(1000))
+
+    def run(*overrides: str, run_dir: Path | None = None, program=cli.train) -> RunResult:
+        run_dir = run_dir or tmp_path / f"run{next(counter)}"
+        argv = [*overrides]
+        if program is cli.train and not any(arg.startswith(("hydra.run.dir=", "-m", "--multirun")) for arg in argv):
+            argv.append(f"hydra.run.dir={run_dir}")
+        monkeypatch.setattr(sys, "argv", ["dlrun", *argv])
+        try:
+            program()
+            code = 0
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+        captured = capsys.readouterr()
+        return RunResult(code, run_dir, captured.out, captured.err)
+
+    return run
+
+
+def read_events(run_dir: Path):
+    """The run's TensorBoard events, read back with TensorBoard's own reader."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "tensors": 0, "images": 0})
+    accumulator.Reload()
+    return accumulator
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    if not (REAL_DATA / "MNIST" / "raw").is_dir():
+        pytest.skip(f"real data not found at {REAL_DATA}")
+    return REAL_DATA

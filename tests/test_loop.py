@@ -1,0 +1,151 @@
+"""The loop's functions and the device batches, on hand-made tensors."""
+
+import pytest
+import torch
+from torch import nn
+
+from dlrun.data.batches import Augment, Normalize, TensorBatches
+from dlrun.errors import DlrunError
+from dlrun.tasks import Classification, Reconstruction
+from dlrun.train import Position, Precision, RunningMeans, evaluate, train_one_epoch
+
+CPU = torch.device("cpu")
+
+
+def batches(count=40, batch_size=8, shuffle=True, seed=0, features=4):
+    inputs = torch.randn(count, features, generator=torch.Generator().manual_seed(99))
+    targets = (inputs[:, 0] > 0).long()
+    generator = torch.Generator().manual_seed(seed) if shuffle else None
+    return TensorBatches(inputs, targets, batch_size, shuffle=shuffle, generator=generator)
+
+
+def test_a_shuffled_epoch_visits_every_sample_once_in_a_seeded_order():
+    first = [y for _, y in batches(seed=1)]
+    seen = torch.cat([x for x, _ in batches(seed=1)])
+    assert len(first) == 5 and seen.shape == (40, 4)
+    assert torch.equal(torch.sort(seen[:, 0]).values, torch.sort(batches().inputs[:, 0]).values)
+    again = [y for _, y in batches(seed=1)]
+    other = torch.cat([x for x, _ in batches(seed=2)])
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert not torch.equal(seen, other)
+
+
+def test_skipping_batches_replays_the_rest_of_the_epoch_exactly():
+    full = batches(seed=3)
+    state = full.generator.get_state()
+    whole = [x for x, _ in full.batches()]
+    full.generator.set_state(state)
+    rest = [x for x, _ in full.batches(skip=2)]
+    assert len(rest) == 3 and all(torch.equal(a, b) for a, b in zip(whole[2:], rest))
+
+
+def test_unshuffled_batches_keep_the_order_and_the_last_partial_batch():
+    split = batches(count=10, batch_size=4, shuffle=False)
+    sizes = [len(y) for _, y in split]
+    assert sizes == [4, 4, 2]
+    assert torch.equal(torch.cat([x for x, _ in split]), split.inputs)
+
+
+def test_normalize_scales_uint8_images_per_channel():
+    images = torch.tensor([0, 255], dtype=torch.uint8).view(2, 1, 1, 1).expand(2, 2, 1, 1).contiguous()
+    out = Normalize([0.5, 0.0], [0.5, 1.0], CPU)(images)
+    assert out[:, 0].flatten().tolist() == pytest.approx([-1.0, 1.0])
+    assert out[:, 1].flatten().tolist() == pytest.approx([0.0, 1.0])
+
+
+def test_augment_crops_and_flips_whole_batches_reproducibly():
+    images = torch.arange(2 * 1 * 4 * 4, dtype=torch.uint8).view(2, 1, 4, 4)
+    augment = Augment(crop_padding=1, hflip=True)
+    params = augment.draw(2, torch.Generator().manual_seed(0))
+    out = augment(images, params)
+    assert out.shape == images.shape and out.dtype == torch.uint8
+    assert torch.equal(out, augment(images, augment.draw(2, torch.Generator().manual_seed(0))))
+    # a crop offset of (1, 1) with padding 1 is the identity; a flip mirrors the columns
+    identity = augment(images, {"offsets": torch.tensor([[1, 1], [1, 1]]), "flip": torch.tensor([False, True])})
+    assert torch.equal(identity[0], images[0]) and torch.equal(identity[1], images[1].flip(2))
+    shifted = augment(images, {"offsets": torch.tensor([[0, 0], [2, 2]])})
+    assert shifted[0, 0, 0, 0] == 0 and torch.equal(shifted[0, 0, 1:, 1:], images[0, 0, :3, :3])
+    assert torch.equal(shifted[1, 0, :3, :3], images[1, 0, 1:, 1:])
+
+
+def test_running_means_are_read_once_per_interval():
+    means = RunningMeans(CPU)
+    means.add(torch.tensor(1.0), torch.tensor(3), 4)
+    means.add(torch.tensor(3.0), torch.tensor(1), 4)
+    assert means.read() == (pytest.approx(2.0), pytest.approx(0.5), 8)
+    assert means.read()[2] == 0  # reset after reading
+
+
+def train(model, split, **kwargs):
+    optimizer = torch.optim.SGD(model.parameters(), lr=kwargs.pop("lr", 0.1))
+    return train_one_epoch(model, split, optimizer, nn.CrossEntropyLoss(), Classification(), Position(),
+                           precision=Precision("32", CPU), **kwargs)
+
+
+def test_an_epoch_learns_and_logs_per_interval():
+    torch.manual_seed(0)
+    model = nn.Linear(4, 2)
+    logs = []
+    for _ in range(15):
+        result = train(model, batches(), log_every=2, on_log=lambda step, loss, acc: logs.append(step))
+    assert result.steps == 5 and result.samples == 40
+    assert result.acc >= 0.85
+    assert logs[:3] == [2, 4, 5]  # every 2 steps, and the end of the epoch
+
+
+def test_gradient_clipping_bounds_each_update():
+    torch.manual_seed(0)
+    model = nn.Linear(4, 2)
+    before = [p.detach().clone() for p in model.parameters()]
+    train(model, batches(), lr=1.0, grad_clip=0.01, limit=1)
+    moved = torch.sqrt(sum(((p - b) ** 2).sum() for p, b in zip(model.parameters(), before)))
+    assert 0 < moved <= 0.01 + 1e-6
+
+
+def test_non_finite_gradients_stop_the_run_with_one_line():
+    model = nn.Linear(4, 2)
+    split = batches()
+    split.inputs[0, 0] = float("inf")
+    split.shuffle = False
+    with pytest.raises(DlrunError, match="non-finite gradients"):
+        train(model, split, grad_clip=1.0)
+
+
+def test_a_nan_loss_stops_the_run_at_the_next_log():
+    model = nn.Linear(4, 2)
+    split = batches(shuffle=False)
+    split.inputs[:] = float("nan")
+    with pytest.raises(DlrunError, match="loss became nan"):
+        train(model, split, log_every=1)
+
+
+def test_a_stop_request_ends_the_epoch_after_the_current_step():
+    position = Position()
+    model = nn.Linear(4, 2)
+    result = train_one_epoch(model, batches(), torch.optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(),
+                             Classification(), position, precision=Precision("32", CPU),
+                             stop_requested=lambda: position.step_in_epoch >= 2)
+    assert result.interrupted and position.step_in_epoch == 2 and position.global_step == 2
+
+
+def test_evaluate_classification_counts_every_sample():
+    model = nn.Linear(4, 2)
+    split = batches(count=10, batch_size=3, shuffle=False)
+    result = evaluate(model, split, nn.CrossEntropyLoss(), Classification(), 2, precision=Precision("32", CPU))
+    predictions = model(split.inputs).argmax(1)
+    assert result.metrics["acc"] == pytest.approx((predictions == split.targets).float().mean().item())
+    assert result.confusion.sum() == 10 and result.probabilities.shape == (10, 2)
+    assert len(result.per_class_acc) == 2
+    assert not model.training  # evaluation switches to eval mode
+
+
+def test_evaluate_reconstruction_reports_mse_against_the_input():
+    class Half(nn.Module):
+        def forward(self, x):
+            return x * 0.5
+
+    inputs = torch.ones(6, 1, 2, 2)
+    split = TensorBatches(inputs, torch.zeros(6, dtype=torch.long), 4)
+    result = evaluate(Half(), split, nn.MSELoss(), Reconstruction(), 1, precision=Precision("32", CPU))
+    assert result.metrics["mse"] == pytest.approx(0.25) and result.metrics["loss"] == pytest.approx(0.25)
+    assert result.examples[0].shape == (4, 1, 2, 2)

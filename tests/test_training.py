@@ -1,0 +1,151 @@
+"""Runs of the `dlrun` command on tiny real-format data: what a run writes, and what it learns."""
+
+import math
+
+import pytest
+import torch
+
+from tests.conftest import QUICK
+
+
+def test_default_run_learns_wine(dlrun):
+    result = dlrun()
+    assert result.code == 0, result.err
+    metrics = result.metrics
+    assert metrics["monitor"] == "val/acc"
+    assert metrics["best_value"] >= 0.9
+    assert metrics["test"]["acc"] >= 0.85
+    assert metrics["epochs"] == 10 and metrics["steps"] == 20
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "fashion_mnist"])
+def test_image_run_writes_the_run_folder(dlrun, data_root, dataset):
+    result = dlrun(f"dataset={dataset}", f"dataset.root={data_root}", "dataset.download=false",
+                   "model=mlp", "model.hidden_sizes=[32]", "trainer.epochs=2", "trainer.batch_size=32",
+                   "trainer.log_every_n_steps=2")
+    assert result.code == 0, result.err
+    run = result.run_dir
+    for name in (".hydra/config.yaml", ".hydra/overrides.yaml", "dlrun.log", "config.yaml",
+                 "metrics.json", "checkpoints/last.pt", "checkpoints/best.pt"):
+        assert (run / name).is_file(), name
+    assert list(run.glob("events.out.tfevents.*"))
+
+    metrics = result.metrics
+    for key in ("best_value", "best_epoch", "test", "epochs", "steps", "seconds", "per_class_acc"):
+        assert key in metrics
+    assert metrics["epochs"] == 2 and metrics["steps"] == 2 * 7  # 216 training images / 32
+    assert 0.0 <= metrics["test"]["acc"] <= 1.0
+    assert len(metrics["per_class_acc"]["test"]) == 10
+
+    checkpoint = result.checkpoint("last.pt")  # loaded with weights_only=True
+    for key in ("model", "optimizer", "scheduler", "epoch", "global_step", "config", "facts"):
+        assert key in checkpoint or key in checkpoint["position"], key
+    assert checkpoint["position"]["epoch"] == 2 and checkpoint["position"]["global_step"] == 14
+    assert checkpoint["config"]["dataset"]["loader"] == dataset
+    assert checkpoint["facts"]["input_shape"] == [1, 28, 28] and checkpoint["facts"]["num_classes"] == 10
+
+    scalars = result.events().Tags()["scalars"]
+    for tag in ("train/loss", "train/acc", "val/loss", "val/acc", "lr"):
+        assert tag in scalars, tag
+    log = (run / "dlrun.log").read_text()
+    assert "epoch 2/2" in log and "test acc" in log
+
+
+def test_the_data_facts_are_in_the_saved_config(dlrun, data_root):
+    result = dlrun("dataset=mnist", f"dataset.root={data_root}", "dataset.download=false", "model=linear", *QUICK)
+    assert result.code == 0, result.err
+    saved = (result.run_dir / "config.yaml").read_text()
+    assert "num_classes: 10" in saved and "input_shape:" in saved
+
+
+def test_an_mnist_mlp_learns_the_tiny_patterns(dlrun, data_root):
+    result = dlrun("dataset=mnist", f"dataset.root={data_root}", "dataset.download=false",
+                   "model=mlp", "model.hidden_sizes=[64]", "trainer.epochs=6", "trainer.batch_size=16")
+    assert result.code == 0, result.err
+    assert result.metrics["test"]["acc"] >= 0.9
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "nll", "mse", "bce_with_logits"])
+def test_every_loss_trains(dlrun, loss):
+    result = dlrun(f"loss={loss}", "trainer.epochs=3")
+    assert result.code == 0, result.err
+    assert math.isfinite(result.metrics["test"]["loss"])
+    assert result.metrics["best_value"] > 0.5  # three classes: better than chance
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw", "rmsprop"])
+def test_every_optimizer_trains(dlrun, optimizer):
+    result = dlrun(f"optimizer={optimizer}", "optimizer.lr=0.01", "trainer.epochs=3")
+    assert result.code == 0, result.err
+    assert result.checkpoint()["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.01)
+    assert result.metrics["best_value"] > 0.5
+
+
+# the learning rate each scheduler must leave after 2 epochs of 2 steps, from lr 0.1
+@pytest.mark.parametrize("scheduler,settings,expected", [
+    ("none", [], 0.1),
+    ("step", ["scheduler.step_size=1", "scheduler.gamma=0.5"], 0.025),
+    ("multistep", ["scheduler.milestones=[1]", "scheduler.gamma=0.1"], 0.01),
+    ("exponential", ["scheduler.gamma=0.5"], 0.025),
+    ("cosine", [], 0.0),
+    ("plateau", ["scheduler.patience=0", "scheduler.factor=0.5", "trainer.monitor=val/loss",
+                 "scheduler.threshold=10"], 0.025),  # "improving" by 10: never, so it halves twice
+])
+def test_every_scheduler_sets_the_learning_rate(dlrun, scheduler, settings, expected):
+    result = dlrun(f"scheduler={scheduler}", *settings, "optimizer=sgd", "optimizer.lr=0.1",
+                   "trainer.epochs=2", "trainer.batch_size=64", "trainer.limit_train_batches=2")
+    assert result.code == 0, result.err
+    lr = result.checkpoint()["optimizer"]["param_groups"][0]["lr"]
+    assert lr == pytest.approx(expected, abs=1e-9)
+    lrs = [event.value for event in result.events().Scalars("lr")]
+    assert lrs[0] == pytest.approx(0.1) or scheduler == "onecycle"
+
+
+def test_onecycle_warms_up_then_anneals_every_step(dlrun):
+    result = dlrun("scheduler=onecycle", "optimizer=sgd", "optimizer.lr=0.1", "trainer.epochs=3",
+                   "trainer.batch_size=16", "trainer.limit_train_batches=4", "trainer.log_every_n_steps=1")
+    assert result.code == 0, result.err
+    lrs = [event.value for event in result.events().Scalars("lr")]
+    peak = max(lrs)
+    assert peak == pytest.approx(0.1, rel=0.05)
+    assert lrs[0] < peak / 2 and lrs[-1] < peak / 100
+
+
+def test_limits_cap_the_batches(dlrun):
+    result = dlrun("trainer.epochs=3", "trainer.batch_size=16", "trainer.limit_train_batches=2")
+    assert result.code == 0, result.err
+    assert result.metrics["steps"] == 6
+
+
+def test_early_stopping_ends_a_run_that_does_not_improve(dlrun):
+    result = dlrun("trainer.epochs=8", "trainer.early_stopping.enabled=true", "trainer.early_stopping.patience=2",
+                   "trainer.early_stopping.min_delta=10")  # nothing improves by 10: stops at epoch 3
+    assert result.code == 0, result.err
+    assert result.metrics["epochs"] == 3
+    assert "early stopping" in result.out
+
+
+def test_the_same_seed_gives_the_same_weights(dlrun):
+    first = dlrun("trainer.epochs=2", "trainer.deterministic=true")
+    second = dlrun("trainer.epochs=2", "trainer.deterministic=true")
+    other = dlrun("trainer.epochs=2", "trainer.deterministic=true", "seed=7")
+    a, b, c = (r.checkpoint()["model"] for r in (first, second, other))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_the_validation_split_follows_the_seed(csv_file):
+    from omegaconf import OmegaConf
+
+    from dlrun.data import LoadOptions
+    from dlrun.data.tabular import load_csv
+
+    cfg = OmegaConf.create({"path": str(csv_file), "label_column": 0, "delimiter": ",",
+                            "val_fraction": 0.2, "test_fraction": 0.2, "standardize": True})
+
+    def val_rows(seed):
+        options = LoadOptions("classification", seed, 8, 8, torch.device("cpu"))
+        return load_csv(cfg, options).val[0]
+
+    assert torch.equal(val_rows(1), val_rows(1))
+    assert not torch.equal(val_rows(1), val_rows(2))
