@@ -22,7 +22,7 @@ log = logging.getLogger("dlrun")
 
 class Report:
     def __init__(self, progress: str = "auto", console: Optional[Console] = None):
-        self.console = console or _default_console()
+        self.console = console or make_console()
         if progress == "auto":
             progress = "bar" if self.console.is_terminal else "lines"
         self.progress_mode = progress
@@ -78,7 +78,7 @@ class Report:
         self.line(f"tensorboard: tensorboard --logdir {_runs_root(folder)}   (this run only: tensorboard --logdir {folder})")
 
 
-def _default_console() -> Console:
+def make_console() -> Console:
     console = Console(highlight=False)
     if not console.is_terminal:
         # a log file or a pipe has no width: 80 columns would break every epoch line in two

@@ -11,6 +11,7 @@ from dlrun.errors import CheckpointError
 # settings that may change between a run and its resumption without changing its result
 IGNORED = {
     "trainer.resume", "trainer.resume_force", "trainer.device", "trainer.num_threads",
+    "trainer.log_every_n_steps", "trainer.checkpoint_every_n_steps",
     "dataset.root", "dataset.download", "dataset.num_workers", "dataset.prefetch_factor",
     "dataset.persistent_workers",
 }
