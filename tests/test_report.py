@@ -1,0 +1,59 @@
+"""The terminal report: a bar on a terminal, plain lines elsewhere, and a final table."""
+
+import io
+
+from rich.console import Console
+
+from dlrun.report import EpochProgress, Report
+
+
+def console(terminal: bool) -> tuple[Console, io.StringIO]:
+    buffer = io.StringIO()
+    return Console(file=buffer, force_terminal=terminal, width=120), buffer
+
+
+def test_a_terminal_gets_a_progress_bar_with_loss_and_throughput():
+    screen, buffer = console(terminal=True)
+    report = Report("auto", console=screen)
+    assert report.progress_mode == "bar"
+    with report.epoch_progress(1, 3, steps=10) as bar:
+        for _ in range(10):
+            bar.advance(32)
+        bar.metrics(0.5, 0.75)
+        bar.bar.refresh()
+    out = buffer.getvalue()
+    assert "epoch 1/3" in out and "loss 0.5000" in out and "samples/s" in out
+
+
+def test_a_log_gets_plain_lines_for_a_long_epoch(monkeypatch):
+    monkeypatch.setattr(EpochProgress, "LINE_SECONDS", 0.0)
+    screen, buffer = console(terminal=False)
+    report = Report("auto", console=screen)
+    assert report.progress_mode == "lines"
+    with report.epoch_progress(2, 3, steps=100) as progress:
+        for step in range(100):
+            progress.advance(10)
+            if step % 10 == 9:
+                progress.metrics(0.25, None)
+    lines = [line for line in buffer.getvalue().splitlines() if line.strip()]
+    assert 9 <= len(lines) <= 11 and all(line.startswith("  epoch 2/3 step") for line in lines)
+    assert "\x1b[" not in buffer.getvalue()  # no terminal escape codes in a log
+
+
+def test_progress_off_prints_nothing_during_an_epoch():
+    screen, buffer = console(terminal=True)
+    with Report("off", console=screen).epoch_progress(1, 1, steps=5) as progress:
+        for _ in range(5):
+            progress.advance(1)
+        progress.metrics(1.0, 0.5)
+    assert buffer.getvalue() == ""
+
+
+def test_epoch_summary_and_results(tmp_path):
+    screen, buffer = console(terminal=False)
+    report = Report("lines", console=screen)
+    report.epoch_summary(3, 10, {"loss": 0.1, "acc": 0.9}, {"loss": 0.2, "acc": 0.85}, 1e-3, 2.0, 1000, best=True)
+    report.results([("test acc", "85.00%")], None, tmp_path)
+    out = buffer.getvalue()
+    assert "epoch  3/10 | train loss 0.1000 acc 90.00% | val loss 0.2000 acc 85.00%" in out and "* best" in out
+    assert "500 samples/s" in out and "tensorboard --logdir" in out
