@@ -36,6 +36,12 @@ def train() -> None:
     """`dlrun [overrides]`: compose the config with Hydra and run (or sweep) the experiment."""
     _register()
     _failures.clear()
+    if any(arg in ("-h", "--help") for arg in sys.argv[1:]):
+        from dlrun.usage import help_text
+
+        overrides = [arg for arg in sys.argv[1:] if arg not in ("-h", "--help")]
+        _report_errors(lambda: print(help_text(config_dir(), overrides)), "dlrun")
+        return
     app = hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
 
     def main() -> None:

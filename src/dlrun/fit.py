@@ -42,10 +42,13 @@ def fit(s: Session) -> None:
         improved = s.best.update(s.last_val[s.best.metric], epoch_number)
         if s.early is not None:
             s.early.update(s.last_val[s.early.metric], epoch_number)
-        seconds = time.perf_counter() - started
-        s.board.scalars(s.position.global_step, {**s.last_val, "time/epoch_seconds": seconds,
-                                                 "time/samples_per_second": result.samples / max(seconds, 1e-9)})
+        s.board.scalars(s.position.global_step, s.last_val)
         s.board.epoch(s, evaluation)
+        seconds = time.perf_counter() - started  # training, validation and logging; not the saves
+        s.board.scalars(s.position.global_step, {"time/epoch_seconds": seconds,
+                                                 "time/samples_per_second": result.samples / max(seconds, 1e-9)})
+        s.history.append({"epoch": epoch_number, "train_loss": result.loss, "train_acc": result.acc,
+                          **s.last_val, "lr": lr, "seconds": round(seconds, 3)})
         s.report.epoch_summary(epoch_number, trainer.epochs, {"loss": result.loss, "acc": result.acc},
                                evaluation.metrics, lr, seconds, result.samples, improved)
         s.save("last.pt")

@@ -166,6 +166,7 @@ def _finish(s: Session, seconds: float) -> dict[str, Any]:
         "epochs": s.position.epoch,
         "steps": s.position.global_step,
         "seconds": round(seconds, 3),
+        "history": s.history,
     }
     if final.per_class_acc:
         results["per_class_acc"] = {split_name: dict(zip(s.data.facts.class_names, final.per_class_acc))}

@@ -41,6 +41,7 @@ class Session:
     # it replays the epoch's order and augmentation exactly after a crash
     epoch_generator_state: Optional[torch.Tensor] = None
     last_val: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, Any]] = field(default_factory=list)  # one row of figures per epoch
     writes_files: bool = True  # False on the non-zero ranks of a distributed run
     choices: dict[str, str] = field(default_factory=dict)  # the option picked in each group
 
@@ -64,6 +65,7 @@ class Session:
             "data_generator": self.epoch_generator_state,
             "rng": rng_states(),
             "metrics": dict(self.last_val),
+            "history": list(self.history),
             "config": OmegaConf.to_container(self.cfg, resolve=True),
             "facts": self.data.facts.to_dict(),
             "dlrun_version": __version__,
@@ -84,6 +86,7 @@ class Session:
         if self.generator is not None and self.epoch_generator_state is not None:
             self.generator.set_state(self.epoch_generator_state)
         self.last_val = dict(state["metrics"])
+        self.history = list(state["history"])
         restore_rng_states(state["rng"])
 
     def save(self, name: str) -> None:

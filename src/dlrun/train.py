@@ -4,6 +4,7 @@ No host-device synchronisation per step: the running loss and accuracy stay on t
 are read once per logging interval.
 """
 
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -28,7 +29,9 @@ class Precision:
         self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "16")
 
     def autocast(self):
-        return torch.autocast(self.device_type, dtype=self.dtype, enabled=self.dtype is not None)
+        if self.dtype is None:
+            return contextlib.nullcontext()  # fp32: skip even a disabled autocast's bookkeeping
+        return torch.autocast(self.device_type, dtype=self.dtype)
 
 
 @dataclass
@@ -50,7 +53,7 @@ class RunningMeans:
         self.has_correct = False
 
     def add(self, loss: Tensor, correct: Optional[Tensor], samples: int) -> None:
-        self.loss.add_(loss.detach().double(), alpha=samples)
+        self.loss.add_(loss.detach(), alpha=samples)  # promoted to float64 in place
         if correct is not None:
             self.correct.add_(correct)
             self.has_correct = True
@@ -143,11 +146,17 @@ def _step(model, inputs, labels, optimizer, criterion, task, precision: Precisio
         loss = criterion(outputs, task.target(inputs, labels))
     optimizer.zero_grad(set_to_none=True)
     scaler = precision.scaler
+    if not scaler.is_enabled():
+        loss.backward()
+        if grad_clip is not None:
+            _clip(model, grad_clip, precision, position)
+        optimizer.step()
+        return loss, outputs
     scaler.scale(loss).backward()
     if grad_clip is not None:
-        scaler.unscale_(optimizer)
+        scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
         _clip(model, grad_clip, precision, position)
-    scaler.step(optimizer)
+    scaler.step(optimizer)  # skipped when the gradients overflowed
     scaler.update()
     return loss, outputs
 

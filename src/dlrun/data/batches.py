@@ -23,7 +23,7 @@ Batch = tuple[Tensor, Tensor]
 
 
 class Normalize:
-    """uint8 images -> float, scaled to [0, 1], minus mean over std, in one fused op per batch."""
+    """uint8 images -> float, scaled to [0, 1], minus mean, over std: two in-place ops per batch."""
 
     def __init__(self, mean: list[float], std: list[float], device: torch.device, channels_last=False):
         mean_t = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
@@ -33,7 +33,8 @@ class Normalize:
         self.channels_last = channels_last
 
     def __call__(self, images: Tensor) -> Tensor:
-        out = torch.addcmul(self.shift, images.float(), self.scale)
+        # in place on the fresh float copy: half the time of a broadcasting addcmul on a CPU
+        out = images.float().mul_(self.scale).add_(self.shift)
         if self.channels_last:
             out = out.contiguous(memory_format=torch.channels_last)
         return out
@@ -120,16 +121,18 @@ class TensorBatches:
             if self.augment:
                 params = self.augment.draw(self.num_samples, self.generator)
                 params = {key: value.to(device) for key, value in params.items()}
+        inputs, targets, size, prepare = self.inputs, self.targets, self.batch_size, self.prepare
         for index in range(skip, len(self)):
-            rows = slice(index * self.batch_size, (index + 1) * self.batch_size)
+            rows = slice(index * size, (index + 1) * size)
             if order is None:
-                x, y = self.inputs[rows], self.targets[rows]
+                x, y = inputs[rows], targets[rows]  # views: no copy
             else:
-                x, y = self.inputs[order[rows]], self.targets[order[rows]]
-            if self.augment and params:
+                picked = order[rows]
+                x, y = inputs.index_select(0, picked), targets.index_select(0, picked)
+            if params:
                 x = self.augment(x, {key: value[rows] for key, value in params.items()})
-            if self.prepare is not None:
-                x = self.prepare(x)
+            if prepare is not None:
+                x = prepare(x)
             yield x, y
 
 

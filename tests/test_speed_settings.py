@@ -1,0 +1,88 @@
+"""The loop's speed settings: precision, compile, channels_last, threads, and no per-step syncs."""
+
+import os
+
+import pytest
+import torch
+from torch import nn
+
+from dlrun import runtime
+from dlrun.data.batches import TensorBatches
+from dlrun.tasks import Classification
+from dlrun.train import Position, Precision, train_one_epoch
+from tests.conftest import QUICK
+
+
+@pytest.mark.parametrize("precision", ["bf16", "16"])
+def test_mixed_precision_trains_on_the_cpu(dlrun, data_root, precision):
+    result = dlrun("dataset=mnist", f"dataset.root={data_root}", "dataset.download=false", "model=lenet",
+                   f"trainer.precision={precision}", "trainer.grad_clip=5.0", "trainer.epochs=2")
+    assert result.code == 0, result.err
+    assert result.metrics["best_value"] > 0.3
+    scaler = result.checkpoint()["scaler"]
+    assert ("scale" in scaler) == (precision == "16")  # only fp16 scales the loss
+
+
+def test_channels_last_trains_a_convnet(dlrun, data_root):
+    result = dlrun("dataset=mnist", f"dataset.root={data_root}", "dataset.download=false", "model=cnn",
+                   "trainer.channels_last=true", *QUICK)
+    assert result.code == 0, result.err
+
+
+@pytest.mark.slow
+def test_torch_compile_trains(dlrun, data_root):
+    result = dlrun("dataset=mnist", f"dataset.root={data_root}", "dataset.download=false", "model=mlp",
+                   "model.hidden_sizes=[32]", "trainer.compile=true", *QUICK)
+    assert result.code == 0, result.err
+    assert not any(key.startswith("_orig_mod") for key in result.checkpoint()["model"])
+
+
+def test_the_configured_thread_count_is_used(dlrun):
+    before = torch.get_num_threads()
+    try:
+        assert dlrun("trainer.num_threads=1", *QUICK).code == 0
+        assert torch.get_num_threads() == 1
+        assert dlrun(*QUICK).code == 0
+        assert torch.get_num_threads() == len(os.sched_getaffinity(0))
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_parallel_jobs_share_the_cores():
+    before = torch.get_num_threads()
+    try:
+        cores = len(os.sched_getaffinity(0))
+        assert runtime.configure_threads(0, parallel_jobs=2) == max(1, cores // 2)
+        assert runtime.configure_threads(3, parallel_jobs=2) == 3
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_deterministic_mode_and_cudnn_benchmark():
+    try:
+        runtime.set_deterministic(True)
+        assert torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.benchmark
+        runtime.set_deterministic(False)
+        assert not torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.benchmark
+    finally:
+        runtime.set_deterministic(False)
+
+
+def test_the_loop_reads_values_from_the_device_once_per_logging_interval(monkeypatch):
+    """Every .item()/.tolist()/bool() on a tensor is a host-device sync on a GPU."""
+    reads = []
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original, _name=name):
+            reads.append(_name)
+            return _original(self, *args)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    inputs, targets = torch.randn(400, 8), torch.randint(0, 3, (400,))
+    batches = TensorBatches(inputs, targets, 10, shuffle=True, generator=torch.Generator().manual_seed(0))
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+    # SGD: Adam reads its step counters with .item(), host-side tensors that cost no device sync
+    train_one_epoch(model, batches, torch.optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(), Classification(),
+                    Position(), precision=Precision("32", torch.device("cpu")), log_every=10)
+    assert len(reads) == 4  # 40 steps, one read per 10
