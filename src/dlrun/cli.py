@@ -7,6 +7,7 @@ under a second, and torch loads only once a run is really going to start.
 import logging
 import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Callable, NoReturn
 
@@ -43,34 +44,60 @@ def train() -> None:
         _report_errors(lambda: print(help_text(config_dir(), overrides)), "dlrun")
         return
     app = hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
+    sys.argv += _rank_overrides()  # last, so they win over the user's hydra.run.dir
 
     def main() -> None:
+        from dlrun import sweep
+
+        sweep.latest = None
         app(_train_task)()
+        if sweep.latest is not None and sweep.latest.failed:
+            jobs = ", ".join(str(row["job"]) for row in sweep.latest.failed)
+            raise DlrunError(f"{len(sweep.latest.failed)} of {len(sweep.latest.rows)} sweep jobs failed "
+                             f"(job {jobs}); see {sweep.latest.folder / 'sweep_summary.csv'} and each job's error.txt")
         if _failures:
             raise _failures[0]
 
     _report_errors(main, "dlrun")
 
 
-def _train_task(cfg: DictConfig) -> float:
-    """One job. A user error is recorded and the job returns NaN, instead of raising.
+def _rank_overrides() -> list[str]:
+    if int(os.environ.get("RANK", "0")) == 0:
+        return []
+    from dlrun.distributed import scratch_overrides  # imports torch: only under torchrun
 
-    Raised, Hydra would print its own multi-line report, and a sweep would stop at the first
-    bad job; the run's log already holds the reason and the caller prints one line.
-    """
+    return scratch_overrides()
+
+
+def _train_task(cfg: DictConfig) -> float:
+    """One job. A failure is recorded in the job's folder and the job returns NaN, instead of
+    raising: Hydra would print its own multi-line report, and a sweep would stop after the
+    first bad job. In a single run, errors that are not the user's still raise (a traceback)."""
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
     from dlrun.checks import check_config
 
+    hydra_cfg = HydraConfig.get()
     try:
-        check_config(cfg, dict(HydraConfig.get().runtime.choices))
+        check_config(cfg, dict(hydra_cfg.runtime.choices))
         from dlrun.run import train  # torch loads here, once the config is known to be sound
 
         return train(cfg)
     except (DlrunError, OmegaConfBaseException) as error:
-        logging.getLogger("dlrun").error(one_line(error))  # into the run's log, beside its files
-        _failures.append(error)
-        return float("nan")
+        _record_failure(error, one_line(error), Path(hydra_cfg.runtime.output_dir))
+    except Exception as error:
+        if hydra_cfg.mode != RunMode.MULTIRUN:
+            raise
+        _record_failure(error, traceback.format_exc(), Path(hydra_cfg.runtime.output_dir))
+    return float("nan")
+
+
+def _record_failure(error: BaseException, text: str, run_dir: Path) -> None:
+    """The reason goes into the run's log and error.txt, beside whatever the run wrote."""
+    logging.getLogger("dlrun").error(text)
+    (run_dir / "error.txt").write_text(text.rstrip() + "\n")
+    _failures.append(error)
 
 
 def evaluate() -> None:

@@ -1,7 +1,9 @@
 """Epochs: train, validate, step the scheduler, keep the best, stop early, checkpoint."""
 
+import signal
 import time
 
+from dlrun import distributed
 from dlrun.session import Session
 from dlrun.signals import Interrupted
 from dlrun.train import evaluate, train_one_epoch
@@ -24,12 +26,14 @@ def fit(s: Session) -> None:
                 log_every=trainer.log_every_n_steps,
                 on_log=lambda step, loss, acc: _log_train(s, bar, step, loss, acc),
                 after_step=lambda: _after_step(s, bar),
-                stop_requested=lambda: bool(s.stop),
+                stop_requested=lambda: _stop_requested(s),
+                reduce=distributed.sum_over_ranks if s.ranks.enabled else None,
             )
         if result.interrupted:
             _save_and_stop(s)
+        # every process validates on the whole split: they all take the same decisions after it
         evaluation = evaluate(
-            s.forward, s.data.val, s.criterion, s.task, s.data.facts.num_classes,
+            s.evaluator, s.data.val, s.criterion, s.task, s.data.facts.num_classes,
             precision=s.precision, limit=trainer.limit_val_batches,
         )
         s.last_val = {f"val/{name}": value for name, value in evaluation.metrics.items()}
@@ -54,8 +58,10 @@ def fit(s: Session) -> None:
         s.save("last.pt")
         if improved:
             s.save("best.pt")
-        if s.stop:
+        if _stop_now(s):
             _save_and_stop(s)
+    if s.ranks.enabled:
+        distributed.barrier()  # rank 0's last checkpoint is on disk before anyone reads best.pt
     if s.early is not None and s.early.should_stop:
         s.report.line(f"early stopping: {s.early.metric} has not improved for {s.early.bad_epochs} epochs")
 
@@ -81,6 +87,18 @@ def _after_step(s: Session, bar) -> None:
         s.save("last.pt")
 
 
+def _stop_requested(s: Session) -> bool:
+    """Whether to stop after this step. In a distributed run the ranks decide together, once
+    per logging interval, so that all of them stop after the same step."""
+    if not s.ranks.enabled:
+        return bool(s.stop)
+    return s.position.global_step % s.cfg.trainer.log_every_n_steps == 0 and _stop_now(s)
+
+
+def _stop_now(s: Session) -> bool:
+    return distributed.any_rank(bool(s.stop), s.device) if s.ranks.enabled else bool(s.stop)
+
+
 def _step_epoch_scheduler(s: Session) -> None:
     if s.scheduler is None or s.cfg.scheduler.interval != "epoch":
         return
@@ -95,4 +113,4 @@ def _save_and_stop(s: Session) -> None:
     s.save("last.pt")
     s.board.flush()
     s.report.warn(f"stopped at step {s.position.global_step}; state saved to {s.checkpoints / 'last.pt'} (resume with trainer.resume=...)")
-    raise Interrupted(s.stop.signum)
+    raise Interrupted(s.stop.signum or signal.SIGTERM)  # ranks a signal did not reach stop too

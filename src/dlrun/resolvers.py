@@ -2,7 +2,6 @@
 
 import os
 import re
-import tempfile
 from importlib import resources
 from pathlib import Path
 
@@ -10,15 +9,7 @@ from omegaconf import OmegaConf
 
 
 def run_dir(resume: str | None, fresh: str) -> str:
-    """The run folder: the resumed run's own folder, else a fresh one.
-
-    Under torchrun only rank 0 writes; the other ranks get a private scratch folder so their
-    Hydra bookkeeping never lands beside rank 0's (the real folder is shared over the process
-    group once it is up).
-    """
-    rank = int(os.environ.get("RANK", "0"))
-    if rank > 0:
-        return tempfile.mkdtemp(prefix=f"dlrun-rank{rank}-")
+    """The run folder: the resumed run's own folder, else a fresh one."""
     if resume is None:
         return fresh
     if resume == "last":
@@ -57,7 +48,25 @@ def _split_top_level(text: str) -> list[str]:
 
 def _last_key_part(item: str) -> str:
     key, _, value = item.partition("=")
-    return f"{key.rsplit('.', 1)[-1].rsplit('/', 1)[-1]}={value}"
+    return f"{key.rsplit('.', 1)[-1].rsplit('/', 1)[-1]}={_short_number(value)}"
+
+
+def _short_number(value: str) -> str:
+    # an Optuna trial's lr=0.000846800857524 becomes lr=0.0008468
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return value if value.lstrip("-").isdigit() else f"{number:.4g}"
+
+
+def direction(metric: str, arch: str) -> str:
+    """What a sweeper does with `metric`: maximize accuracy, minimize losses and errors."""
+    from dlrun.catalog import METRIC_MODES, task_of
+
+    if metric == "auto":
+        return "maximize" if task_of(arch) == "classification" else "minimize"
+    return "maximize" if METRIC_MODES.get(metric, "max" if metric.endswith("acc") else "min") == "max" else "minimize"
 
 
 def register() -> None:
@@ -65,6 +74,7 @@ def register() -> None:
         "dlrun.run_dir": run_dir,
         "dlrun.package_file": package_file,
         "dlrun.short": short_overrides,
+        "dlrun.direction": direction,
     }.items():
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, function)

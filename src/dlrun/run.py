@@ -4,23 +4,26 @@ Data flows one way: config -> data (and its facts) -> model -> loop -> report an
 """
 
 import json
-import os
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from dlrun import runtime
+from rich.console import Console
+
+from dlrun import distributed, runtime
 from dlrun.build import build_loss, build_model, build_optimizer, build_scheduler
 from dlrun.catalog import task_of
 from dlrun.checkpoint import load_checkpoint, remove_stale_temporaries
 from dlrun.checks import monitored
 from dlrun.data import LoadOptions, build_data
-from dlrun.errors import DlrunError
+from dlrun.errors import ConfigError, DlrunError
 from dlrun.fit import fit
 from dlrun.monitor import Monitor
 from dlrun.report import Report, per_class_table
@@ -39,10 +42,9 @@ def train(cfg: DictConfig, run_dir: Optional[Path] = None) -> float:
     sweeper optimizes (`optimized_metric`)."""
     hydra = HydraConfig.get() if HydraConfig.initialized() else None
     run_dir = Path(run_dir or hydra.runtime.output_dir)
-    choices = dict(hydra.runtime.choices) if hydra is not None else {}
-    report = Report(cfg.logger.progress)
+    ranks = distributed.from_environment()
     try:
-        return _train(cfg, run_dir, choices, report, parallel_jobs(hydra))
+        return _train(cfg, run_dir, hydra, ranks)
     except Interrupted as stop:
         raise SystemExit(stop.exit_code) from None
     except DlrunError:
@@ -50,22 +52,34 @@ def train(cfg: DictConfig, run_dir: Optional[Path] = None) -> float:
     except Exception:
         log.exception("the run failed")
         raise
+    finally:
+        distributed.stop()
+        if ranks.rank > 0:
+            distributed.remove_scratch(run_dir)  # this rank's Hydra folder, never the shared one
 
 
-def _train(cfg: DictConfig, run_dir: Path, choices: dict, report: Report, jobs: int) -> float:
+def _train(cfg: DictConfig, run_dir: Path, hydra, ranks: distributed.Ranks) -> float:
     started = time.perf_counter()
-    threads = runtime.configure_threads(cfg.trainer.num_threads, jobs)
-    device = runtime.select_device(cfg.trainer.device)
+    jobs = parallel_jobs(hydra)
+    threads = runtime.configure_threads(cfg.trainer.num_threads, jobs * ranks.local_world_size)
+    device = runtime.select_device(cfg.trainer.device, slot=_device_slot(hydra, jobs, ranks))
+    if ranks.enabled:
+        distributed.start(device)
+        run_dir = distributed.shared_run_dir(run_dir)
     runtime.set_deterministic(cfg.trainer.deterministic)
-    runtime.seed_everything(cfg.seed)
-    remove_stale_temporaries(run_dir / "checkpoints")
+    runtime.seed_everything(cfg.seed)  # the same on every rank: resuming restores rank 0's state
+    if ranks.is_main:
+        remove_stale_temporaries(run_dir / "checkpoints")
     resume_from = resume_path(cfg.trainer.resume, run_dir)
     checkpoint = load_checkpoint(resume_from, map_location=device) if resume_from else None
 
-    session = _build_session(cfg, run_dir, device, report)
+    choices = dict(hydra.runtime.choices) if hydra is not None else {}
+    report = Report(cfg.logger.progress) if ranks.is_main else Report("off", console=Console(quiet=True))
+    session = _build_session(cfg, run_dir, device, report, ranks)
     session.choices = choices
     report.config(session.cfg, choices)
-    report.line(f"device {device}, {threads} CPU thread(s), {_count(session.model):,} trainable parameters")
+    report.line(f"device {device}{_ranks_text(ranks)}, {threads} CPU thread(s), "
+                f"{_count(session.model):,} trainable parameters")
     if checkpoint is not None:
         check_resumable(checkpoint["config"], session.cfg, resume_from)
         session.load_state_dict(checkpoint)
@@ -84,13 +98,28 @@ def _train(cfg: DictConfig, run_dir: Path, choices: dict, report: Report, jobs: 
     return _optimized(cfg, session, results)
 
 
-def _build_session(cfg, run_dir, device, report) -> Session:
+def _device_slot(hydra, jobs: int, ranks: distributed.Ranks) -> Optional[int]:
+    """Which GPU this process takes: its torchrun local rank, or its parallel sweep job number."""
+    if ranks.enabled:
+        return ranks.local_rank
+    return hydra.job.num if jobs > 1 else None
+
+
+def _ranks_text(ranks: distributed.Ranks) -> str:
+    return f" (rank 0 of {ranks.world_size} processes)" if ranks.enabled else ""
+
+
+def _build_session(cfg, run_dir, device, report, ranks) -> Session:
     task_name = task_of(cfg.model.arch)
     trainer = cfg.trainer
+    if trainer.batch_size < ranks.world_size:
+        raise ConfigError(f"trainer.batch_size={trainer.batch_size} is the global batch: it must be at least "
+                          f"the number of processes ({ranks.world_size})")
     options = LoadOptions(
         task=task_name, seed=cfg.seed, batch_size=trainer.batch_size,
         eval_batch_size=trainer.eval_batch_size or 4 * trainer.batch_size,
         device=device, channels_last=trainer.channels_last, deterministic=trainer.deterministic,
+        shard=ranks.shard,
     )
     data = build_data(cfg.dataset, options)
     cfg = _with_facts(cfg, data.facts.to_dict())
@@ -102,14 +131,24 @@ def _build_session(cfg, run_dir, device, report) -> Session:
     steps = len(data.train) if trainer.limit_train_batches is None else min(trainer.limit_train_batches, len(data.train))
     scheduler = build_scheduler(cfg.scheduler, optimizer, epochs=trainer.epochs,
                                 steps_per_epoch=steps, monitor_mode=mode_of(_scheduler_metric(cfg, metric)))
+    forward, evaluator = _callables(model, trainer.compile, ranks, device)
     return Session(
         cfg=cfg, run_dir=run_dir, device=device, data=data, task=make_task(task_name),
-        model=model, forward=_forward_model(model, trainer.compile),
+        model=model, forward=forward, evaluator=evaluator,
         criterion=build_loss(cfg.loss, task_name, data.facts.num_classes),
         optimizer=optimizer, scheduler=scheduler, precision=Precision(str(trainer.precision), device),
         best=Monitor(metric, mode_of(metric)), early=_early_stopping(cfg, metric),
-        report=report, board=Board(run_dir, cfg.logger), stop=StopRequest(),
+        report=report, board=Board(run_dir, cfg.logger), stop=StopRequest(), ranks=ranks,
     )
+
+
+def _callables(model: torch.nn.Module, compile_model: bool, ranks: distributed.Ranks, device: torch.device):
+    """(what training calls, what evaluation calls): compiled if asked; DDP only for training."""
+    evaluator = torch.compile(model) if compile_model else model
+    if not ranks.enabled:
+        return evaluator, evaluator
+    ddp = distributed.wrap(model, device)
+    return (torch.compile(ddp) if compile_model else ddp), evaluator
 
 
 def _with_facts(cfg: DictConfig, facts: dict[str, Any]) -> DictConfig:
@@ -135,10 +174,6 @@ def _early_stopping(cfg: DictConfig, metric: str) -> Optional[Monitor]:
     return Monitor(name, mode, patience=settings.patience, min_delta=settings.min_delta)
 
 
-def _forward_model(model: torch.nn.Module, compile_model: bool) -> torch.nn.Module:
-    return torch.compile(model) if compile_model else model
-
-
 def _count(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
@@ -154,7 +189,7 @@ def _finish(s: Session, seconds: float) -> dict[str, Any]:
     if best_path.is_file():
         s.model.load_state_dict(load_checkpoint(best_path, map_location=s.device)["model"])
     split = s.data.test if s.data.test is not None else s.data.val
-    final = evaluate(s.forward, split, s.criterion, s.task, s.data.facts.num_classes, precision=s.precision)
+    final = evaluate(s.evaluator, split, s.criterion, s.task, s.data.facts.num_classes, precision=s.precision)
     split_name = "test" if s.data.test is not None else "val"
     results = {
         "task": s.task.name,
@@ -205,7 +240,7 @@ def _optimized(cfg: DictConfig, s: Session, results: dict) -> float:
 
 def parallel_jobs(hydra) -> int:
     """How many jobs of this sweep run at once on this machine (they share its cores)."""
-    if hydra is None or str(hydra.mode) != "RunMode.MULTIRUN":
+    if hydra is None or hydra.mode != RunMode.MULTIRUN:
         return 1
     n_jobs = OmegaConf.select(hydra, "launcher.n_jobs", default=1) or 1
     return n_jobs if n_jobs > 0 else os.cpu_count() or 1  # joblib: -1 means one job per core

@@ -13,8 +13,14 @@ import torch
 from dlrun.errors import ConfigError
 
 
-def select_device(name: str) -> torch.device:
-    """`auto` picks cuda, then mps, then cpu; an explicit device must exist."""
+def select_device(name: str, slot: int | None = None) -> torch.device:
+    """`auto` picks cuda, then mps, then cpu; an explicit device must exist.
+
+    `slot` spreads processes over the GPUs: a torchrun rank's LOCAL_RANK, or a parallel sweep
+    job's number (modulo the GPU count).
+    """
+    if name in ("auto", "cuda") and slot is not None and torch.cuda.is_available():
+        return torch.device("cuda", slot % torch.cuda.device_count())
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", torch.cuda.current_device())

@@ -11,6 +11,7 @@ from torch import nn
 from dlrun import __version__
 from dlrun.checkpoint import restore_rng_states, rng_states, save_checkpoint
 from dlrun.data import Data
+from dlrun.distributed import Ranks
 from dlrun.monitor import Monitor
 from dlrun.report import Report
 from dlrun.signals import StopRequest
@@ -26,7 +27,8 @@ class Session:
     data: Data
     task: Any
     model: nn.Module  # the plain module: its state dict is what checkpoints hold
-    forward: nn.Module  # what the loop calls: the model, compiled or wrapped for DDP
+    forward: nn.Module  # what training calls: the model, compiled and/or wrapped for DDP
+    evaluator: nn.Module  # what evaluation calls: the model, compiled, never the DDP wrapper
     criterion: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: Optional[Any]
@@ -42,7 +44,7 @@ class Session:
     epoch_generator_state: Optional[torch.Tensor] = None
     last_val: dict[str, float] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)  # one row of figures per epoch
-    writes_files: bool = True  # False on the non-zero ranks of a distributed run
+    ranks: Ranks = field(default_factory=Ranks)  # this process's place in a torchrun launch
     choices: dict[str, str] = field(default_factory=dict)  # the option picked in each group
 
     @property
@@ -88,6 +90,10 @@ class Session:
         self.last_val = dict(state["metrics"])
         self.history = list(state["history"])
         restore_rng_states(state["rng"])
+
+    @property
+    def writes_files(self) -> bool:
+        return self.ranks.is_main  # in a distributed run, rank 0 writes for all
 
     def save(self, name: str) -> None:
         if self.writes_files:

@@ -46,11 +46,12 @@ class Position:
 class RunningMeans:
     """Loss and accuracy sums kept on the device between two reads."""
 
-    def __init__(self, device: torch.device):
+    def __init__(self, device: torch.device, reduce: Optional[Callable[[Tensor], None]] = None):
         self.loss = torch.zeros((), dtype=torch.float64, device=device)
         self.correct = torch.zeros((), dtype=torch.int64, device=device)
         self.samples = 0
         self.has_correct = False
+        self.reduce = reduce  # sums the figures over the processes of a distributed run
 
     def add(self, loss: Tensor, correct: Optional[Tensor], samples: int) -> None:
         self.loss.add_(loss.detach(), alpha=samples)  # promoted to float64 in place
@@ -61,8 +62,12 @@ class RunningMeans:
 
     def read(self) -> tuple[float, Optional[float], int]:
         """(mean loss, accuracy or None, samples) since the last read; one device sync."""
-        loss, correct = torch.stack([self.loss, self.correct.double()]).tolist()
-        samples = self.samples
+        figures = torch.stack([self.loss, self.correct.double(),
+                               torch.tensor(float(self.samples), dtype=torch.float64, device=self.loss.device)])
+        if self.reduce is not None:
+            self.reduce(figures)
+        loss, correct, samples = figures.tolist()
+        samples = int(samples)
         self.loss.zero_()
         self.correct.zero_()
         self.samples = 0
@@ -96,13 +101,14 @@ def train_one_epoch(
     on_log: Callable[[int, float, Optional[float]], None] = lambda step, loss, acc: None,
     after_step: Callable[[], None] = lambda: None,
     stop_requested: Callable[[], bool] = lambda: False,
+    reduce: Optional[Callable[[Tensor], None]] = None,
 ) -> EpochResult:
     """Train until the epoch ends, `limit` batches are done, or a stop is requested.
 
     Resumes inside an epoch when `position.step_in_epoch` > 0: those batches are skipped.
     """
     model.train()
-    interval = RunningMeans(next(model.parameters()).device)
+    interval = RunningMeans(next(model.parameters()).device, reduce)
     totals = [0.0, 0.0, 0]  # loss sum, correct sum, samples over the whole epoch
     steps = 0
     end = len(batches) if limit is None else min(limit, len(batches))

@@ -43,6 +43,7 @@ class LoadOptions:
     device: torch.device
     channels_last: bool = False
     deterministic: bool = False
+    shard: tuple[int, int] = (0, 1)  # (rank, processes): each takes its part of a training batch
 
 
 def build_data(cfg: DictConfig, options: LoadOptions) -> Data:
@@ -68,7 +69,7 @@ def _on_device(splits: Splits, cfg: DictConfig, options: LoadOptions) -> Data:
         inputs, targets = (t.to(options.device) for t in pair)
         return TensorBatches(
             inputs, targets, size, shuffle=train, generator=generator if train else None,
-            prepare=prepare, augment=augment if train else None,
+            prepare=prepare, augment=augment if train else None, shard=options.shard if train else (0, 1),
         )
 
     return Data(

@@ -92,22 +92,24 @@ class TensorBatches:
         generator: Optional[torch.Generator] = None,
         prepare: Optional[Callable[[Tensor], Tensor]] = None,
         augment: Optional[Augment] = None,
+        shard: tuple[int, int] = (0, 1),
     ):
         if shuffle and generator is None:
             raise ValueError("a shuffled split needs a generator")
         self.inputs, self.targets = inputs, targets
-        self.batch_size = batch_size
+        self.batch_size = batch_size  # the global batch: with shards, each process gets a part
         self.shuffle = shuffle
         self.generator = generator
         self.prepare = prepare
         self.augment = augment if augment else None
+        self.rank, self.world_size = shard
 
     @property
     def num_samples(self) -> int:
         return len(self.inputs)
 
     def __len__(self) -> int:
-        return -(-self.num_samples // self.batch_size)
+        return batch_count(self.num_samples, self.batch_size, self.world_size)
 
     def __iter__(self) -> Iterator[Batch]:
         return self.batches()
@@ -127,13 +129,47 @@ class TensorBatches:
             if order is None:
                 x, y = inputs[rows], targets[rows]  # views: no copy
             else:
-                picked = order[rows]
+                picked = self._mine(order[rows])
                 x, y = inputs.index_select(0, picked), targets.index_select(0, picked)
             if params:
-                x = self.augment(x, {key: value[rows] for key, value in params.items()})
+                x = self.augment(x, {key: self._mine(value[rows]) for key, value in params.items()})
             if prepare is not None:
                 x = prepare(x)
             yield x, y
+
+
+    def _mine(self, rows: Tensor) -> Tensor:
+        """This process's part of a global batch (all of it when there is one process)."""
+        return rows if self.world_size == 1 else rows.tensor_split(self.world_size)[self.rank]
+
+
+def batch_count(samples: int, batch_size: int, world_size: int = 1) -> int:
+    count = -(-samples // batch_size)
+    # a last batch smaller than the number of processes would leave one of them without data
+    if world_size > 1 and 0 < samples % batch_size < world_size:
+        count -= 1
+    return count
+
+
+class EpochBatchSampler(torch.utils.data.Sampler):
+    """Index batches for a DataLoader: a seeded permutation (or the file order) cut into global
+    batches, each split between the processes of a distributed run."""
+
+    def __init__(self, size: int, batch_size: int, generator: Optional[torch.Generator] = None,
+                 shard: tuple[int, int] = (0, 1)):
+        self.size, self.batch_size, self.generator = size, batch_size, generator
+        self.rank, self.world_size = shard
+
+    def __len__(self) -> int:
+        return batch_count(self.size, self.batch_size, self.world_size)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        order = torch.randperm(self.size, generator=self.generator) if self.generator is not None else torch.arange(self.size)
+        for index in range(len(self)):
+            rows = order[index * self.batch_size : (index + 1) * self.batch_size]
+            if self.world_size > 1:
+                rows = rows.tensor_split(self.world_size)[self.rank]
+            yield rows.tolist()
 
 
 class LoaderBatches:

@@ -11,7 +11,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from dlrun.data import Data, LoadOptions
-from dlrun.data.batches import LoaderBatches, Normalize
+from dlrun.data.batches import EpochBatchSampler, LoaderBatches, Normalize
 from dlrun.data.facts import Facts
 from dlrun.data.split import stratified_split
 from dlrun.errors import ConfigError, DataError
@@ -88,10 +88,11 @@ def _same_classes(dataset, classes: list[str], path: Path):
 
 def _loader(dataset, cfg: DictConfig, options: LoadOptions, batch_size: int, generator=None):
     workers = cfg.num_workers
+    # one generator draws the worker seeds and the order: its state replays an epoch exactly
+    sampler = EpochBatchSampler(len(dataset), batch_size, generator, options.shard if generator else (0, 1))
     return torch.utils.data.DataLoader(
         dataset,
-        batch_size=batch_size,
-        shuffle=generator is not None,
+        batch_sampler=sampler,
         generator=generator,
         num_workers=workers,
         pin_memory=options.device.type == "cuda",

@@ -1,0 +1,113 @@
+"""Sweeps: every job in its own folder, failures contained and summarized, parallel and Optuna."""
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+
+from dlrun import cli
+from dlrun.resolvers import direction, short_overrides
+from tests.test_tensorboard import hparams
+
+
+def sweep_folder(root: Path) -> Path:
+    folders = list((root / "runs" / "multirun").glob("*/*"))
+    assert len(folders) == 1, folders
+    return folders[0]
+
+
+def test_a_failing_job_does_not_stop_the_others(dlrun, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = dlrun("-m", "optimizer.lr=0.001,-1,0.01", "trainer.epochs=2")
+    assert result.code == 1
+    assert "1 of 3 sweep jobs failed (job 1)" in result.err and result.err.count("\n") == 1
+    folder = sweep_folder(tmp_path)
+    jobs = sorted(path.name for path in folder.iterdir() if path.is_dir())
+    assert jobs == ["0_lr=0.001,epochs=2", "1_lr=-1,epochs=2", "2_lr=0.01,epochs=2"]
+    assert (folder / jobs[0] / "metrics.json").is_file() and (folder / jobs[2] / "metrics.json").is_file()
+    failed = folder / jobs[1]
+    assert "Invalid learning rate" in (failed / "error.txt").read_text()
+    assert "Invalid learning rate" in (failed / "dlrun.log").read_text()
+
+    rows = list(csv.DictReader(open(folder / "sweep_summary.csv")))
+    assert [row["status"] for row in rows] == ["ok", "failed", "ok"]
+    assert rows[0]["overrides"] == "optimizer.lr=0.001 trainer.epochs=2" and rows[0]["metric"] == "val/acc"
+    assert float(rows[2]["value"]) > 0.5 and float(rows[0]["seconds"]) > 0
+    assert json.loads((folder / "sweep_summary.json").read_text())[1]["status"] == "failed"
+    assert "sweep: 3 jobs, 1 failed" in result.out
+
+
+def test_every_job_gets_its_own_tensorboard_row_with_the_swept_keys(dlrun, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = dlrun("-m", "optimizer.lr=0.001,0.003,0.01", "model=mlp,linear", "trainer.epochs=1")
+    assert result.code == 0, result.err
+    folder = sweep_folder(tmp_path)
+    rows = [hparams(__import__("tests.conftest", fromlist=["read_events"]).read_events(job))
+            for job in sorted(path for path in folder.iterdir() if path.is_dir())]
+    assert len(rows) == 6
+    keys = {frozenset(values) for values, _ in rows}
+    assert len(keys) == 1  # the same columns in every row
+    assert {values["optimizer.lr"] for values, _ in rows} == {0.001, 0.003, 0.01}
+    assert {values["choice/model"] for values, _ in rows} == {"mlp", "linear"}
+    assert all("hparam/val_acc_best" in metrics for _, metrics in rows)
+
+
+def test_parallel_jobs_with_joblib_share_the_cores(dlrun, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = dlrun("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model=mlp,linear", "trainer.epochs=2")
+    assert result.code == 0, result.err
+    folder = sweep_folder(tmp_path)
+    jobs = [path for path in folder.iterdir() if path.is_dir()]
+    assert len(jobs) == 2
+    for job in jobs:
+        assert (job / "metrics.json").is_file()
+        assert "1 CPU thread(s)" in (job / "dlrun.log").read_text()  # 2 cores / 2 jobs
+    assert [row["status"] for row in json.loads((folder / "sweep_summary.json").read_text())] == ["ok", "ok"]
+
+
+def test_an_optuna_search_on_wine(dlrun, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = dlrun("hparams_search=wine_optuna", "hydra.sweeper.n_trials=3", "trainer.epochs=5")
+    assert result.code == 0, result.err
+    folder = sweep_folder(tmp_path)
+    rows = json.loads((folder / "sweep_summary.json").read_text())
+    assert len(rows) == 3 and all(row["status"] == "ok" for row in rows)
+    best = yaml.safe_load((folder / "optimization_results.yaml").read_text())
+    assert best["best_value"] == pytest.approx(max(row["value"] for row in rows))  # the task returned val/acc
+    assert set(best["best_params"]) == {"optimizer.lr", "model.dropout", "trainer.batch_size"}
+
+
+def hydra_config(*overrides: str):
+    cli._register()
+    with initialize_config_dir(config_dir=cli.config_dir(), version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=True)
+
+
+def test_the_launcher_presets_compose():
+    slurm = hydra_config("hydra/launcher=slurm", "hydra.launcher.partition=gpu").hydra.launcher
+    assert slurm._target_.endswith("SlurmLauncher") and slurm.partition == "gpu" and slurm.gpus_per_node == 1
+    parallel = hydra_config("hydra/launcher=parallel").hydra.launcher
+    assert parallel._target_.endswith("JoblibLauncher") and parallel.n_jobs == 2
+
+
+@pytest.mark.parametrize("preset,metric", [("wine_optuna", "val/acc"), ("mnist_optuna", "val/acc")])
+def test_the_search_presets_compose_with_a_direction_from_the_metric(preset, metric):
+    cfg = hydra_config(f"hparams_search={preset}")
+    assert cfg.optimized_metric == metric and cfg.hydra.sweeper.direction == "maximize"
+    assert cfg.hydra.sweeper.params
+
+
+def test_direction_follows_the_metric():
+    assert direction("val/acc", "mlp") == "maximize"
+    assert direction("val/loss", "mlp") == direction("val/mse", "autoencoder") == "minimize"
+    assert direction("auto", "autoencoder") == "minimize" and direction("auto", "cnn") == "maximize"
+    assert direction("test/acc", "mlp") == "maximize"
+
+
+def test_sweep_folder_names_are_short_and_safe():
+    assert short_overrides("optimizer.lr=0.000846800857524,model=mlp") == "lr=0.0008468,model=mlp"
+    assert short_overrides("model.hidden_sizes=[64,32],trainer.epochs=3") == "hidden_sizes=_64,32_,epochs=3"
+    assert short_overrides("") == "default"
