@@ -67,7 +67,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers of the classic path")
     args = parser.parse_args()
     torch.manual_seed(0)
-    print(f"one MNIST epoch (54k... 60k images), median of {args.repeats}; {torch.get_num_threads()} CPU threads; "
+    print(f"one epoch of the 60,000 MNIST training images, median of {args.repeats}; {torch.get_num_threads()} CPU threads; "
           f"classic DataLoader workers: {args.workers}")
     print(row("model (batch, optimizer)", "dlrun", "classic", "speed-up"))
     compare("MLP 784-1000-10 (100, Adam)", MLP([1, 28, 28], 10, [1000]), 1e-3, 100, args.repeats, args.workers)

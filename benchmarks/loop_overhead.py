@@ -16,10 +16,12 @@ Epoch times are the chunks' medians scaled to a full epoch.
 
 import argparse
 import copy
+import io
 import tempfile
 
 import torch
 import torch.nn.functional as F
+from rich.console import Console
 from torch.utils.tensorboard import SummaryWriter
 
 from benchmarks.timing import REAL_DATA, interleaved, median, paired_ratio, row
@@ -27,6 +29,8 @@ from dlrun.data.batches import Normalize, TensorBatches
 from dlrun.models.convnet import ConvNet
 from dlrun.models.lenet import LeNet5
 from dlrun.models.mlp import MLP
+from dlrun.report import Report
+from dlrun.signals import StopRequest
 from dlrun.tasks import Classification
 from dlrun.train import Position, Precision, train_one_epoch
 
@@ -71,6 +75,7 @@ def compare(name, model, make_optimizer, images, labels, mean, std, batch_size, 
                             prepare=normalize)
     bare_generator, float_generator = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
     writer = SummaryWriter(tempfile.mkdtemp(prefix="dlrun-bench-"))
+    report = Report("lines", console=Console(file=io.StringIO()))
     position = Position()
     criterion = torch.nn.CrossEntropyLoss()
 
@@ -79,10 +84,22 @@ def compare(name, model, make_optimizer, images, labels, mean, std, batch_size, 
         writer.add_scalar("train/acc", acc, step)
         writer.add_scalar("lr", dlrun_opt.param_groups[0]["lr"], step)
 
+    stop = StopRequest()
+    save_every = None  # trainer.checkpoint_every_n_steps: unset by default
+
     def dlrun_epoch():
+        # the hooks a run's fit() passes: progress (plain lines, as in a log), checkpoint and stop checks
         position.step_in_epoch = 0
-        train_one_epoch(dlrun_model, batches, dlrun_opt, criterion, Classification(), position,
-                        precision=Precision("32", CPU), limit=chunk, log_every=50, on_log=log)
+        with report.epoch_progress(1, 1, chunk) as progress:
+            def after_step():
+                progress.advance(batch_size)
+                if save_every and position.global_step % save_every == 0:
+                    pass  # fit() would save last.pt here
+
+            train_one_epoch(dlrun_model, batches, dlrun_opt, criterion, Classification(), position,
+                            precision=Precision("32", CPU), limit=chunk, log_every=50,
+                            on_log=lambda step, loss, acc: (log(step, loss, acc), progress.metrics(loss, acc)),
+                            after_step=after_step, stop_requested=lambda: bool(stop))
 
     times = interleaved({
         "dlrun": dlrun_epoch,

@@ -86,3 +86,13 @@ def test_the_loop_reads_values_from_the_device_once_per_logging_interval(monkeyp
     train_one_epoch(model, batches, torch.optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(), Classification(),
                     Position(), precision=Precision("32", torch.device("cpu")), log_every=10)
     assert len(reads) == 4  # 40 steps, one read per 10
+
+
+def test_processes_are_spread_over_the_gpus(monkeypatch):
+    """A torchrun rank or a parallel sweep job takes GPU (slot modulo count) when there are GPUs."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert runtime.select_device("auto", slot=6) == torch.device("cuda", 2)
+    assert runtime.select_device("cuda", slot=1) == torch.device("cuda", 1)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert runtime.select_device("auto", slot=3) == torch.device("cpu") or torch.backends.mps.is_available()

@@ -75,8 +75,7 @@ def _train(cfg: DictConfig, run_dir: Path, hydra, ranks: distributed.Ranks) -> f
 
     choices = dict(hydra.runtime.choices) if hydra is not None else {}
     report = Report(cfg.logger.progress) if ranks.is_main else Report("off", console=Console(quiet=True))
-    session = _build_session(cfg, run_dir, device, report, ranks)
-    session.choices = choices
+    session = _build_session(cfg, run_dir, device, report, ranks, choices)
     report.config(session.cfg, choices)
     report.line(f"device {device}{_ranks_text(ranks)}, {threads} CPU thread(s), "
                 f"{_count(session.model):,} trainable parameters")
@@ -109,7 +108,7 @@ def _ranks_text(ranks: distributed.Ranks) -> str:
     return f" (rank 0 of {ranks.world_size} processes)" if ranks.enabled else ""
 
 
-def _build_session(cfg, run_dir, device, report, ranks) -> Session:
+def _build_session(cfg, run_dir, device, report, ranks, choices) -> Session:
     task_name = task_of(cfg.model.arch)
     trainer = cfg.trainer
     if trainer.batch_size < ranks.world_size:
@@ -138,7 +137,7 @@ def _build_session(cfg, run_dir, device, report, ranks) -> Session:
         criterion=build_loss(cfg.loss, task_name, data.facts.num_classes),
         optimizer=optimizer, scheduler=scheduler, precision=Precision(str(trainer.precision), device),
         best=Monitor(metric, mode_of(metric)), early=_early_stopping(cfg, metric),
-        report=report, board=Board(run_dir, cfg.logger), stop=StopRequest(), ranks=ranks,
+        report=report, board=Board(run_dir, cfg.logger), stop=StopRequest(), ranks=ranks, choices=choices,
     )
 
 

@@ -28,7 +28,6 @@ class Evaluation:
 class Classification:
     name = "classification"
     default_monitor = "val/acc"
-    metric_names = ("loss", "acc")
 
     def target(self, inputs: Tensor, labels: Tensor) -> Tensor:
         return labels
@@ -43,7 +42,6 @@ class Classification:
 class Reconstruction:
     name = "reconstruction"
     default_monitor = "val/mse"
-    metric_names = ("loss", "mse")
 
     def target(self, inputs: Tensor, labels: Tensor) -> Tensor:
         return inputs

@@ -109,24 +109,8 @@ def train_one_epoch(
     """
     model.train()
     interval = RunningMeans(next(model.parameters()).device, reduce)
-    totals = [0.0, 0.0, 0]  # loss sum, correct sum, samples over the whole epoch
-    steps = 0
+    totals = EpochTotals()
     end = len(batches) if limit is None else min(limit, len(batches))
-
-    def read_interval() -> None:
-        loss, acc, samples = interval.read()
-        if samples == 0:
-            return
-        if not math.isfinite(loss):
-            raise DlrunError(
-                f"the training loss became {loss} by step {position.global_step} (epoch "
-                f"{position.epoch + 1}): lower optimizer.lr or set trainer.grad_clip"
-            )
-        totals[0] += loss * samples
-        totals[1] += (acc or 0.0) * samples
-        totals[2] += samples
-        on_log(position.global_step, loss, acc)
-
     for inputs, labels in batches.batches(skip=position.step_in_epoch):
         if position.step_in_epoch >= end:
             break
@@ -134,16 +118,47 @@ def train_one_epoch(
         interval.add(loss, task.correct(outputs.detach(), labels), len(labels))
         position.global_step += 1
         position.step_in_epoch += 1
-        steps += 1
+        totals.steps += 1
         if position.global_step % log_every == 0 or position.step_in_epoch == end:
-            read_interval()  # logs the lr this step used: the scheduler has not moved yet
+            _read(interval, totals, position, on_log)  # logs the lr this step used: before the scheduler
         if step_scheduler is not None:
             step_scheduler.step()
         after_step()
         if stop_requested() and position.step_in_epoch < end:
-            read_interval()
-            return _result(totals, steps, task, interrupted=True)
-    return _result(totals, steps, task)
+            _read(interval, totals, position, on_log)
+            return totals.result(task, interrupted=True)
+    return totals.result(task)
+
+
+class EpochTotals:
+    """The epoch's figures, summed from each interval's means as they are read."""
+
+    def __init__(self):
+        self.loss = self.correct = 0.0
+        self.samples = self.steps = 0
+
+    def add(self, loss: float, acc: Optional[float], samples: int) -> None:
+        self.loss += loss * samples
+        self.correct += (acc or 0.0) * samples
+        self.samples += samples
+
+    def result(self, task, interrupted: bool = False) -> EpochResult:
+        loss = self.loss / self.samples if self.samples else float("nan")
+        acc = self.correct / self.samples if self.samples and task.name == "classification" else None
+        return EpochResult(loss, acc, self.samples, self.steps, interrupted)
+
+
+def _read(interval: RunningMeans, totals: EpochTotals, position: Position, on_log) -> None:
+    loss, acc, samples = interval.read()
+    if samples == 0:
+        return
+    if not math.isfinite(loss):
+        raise DlrunError(
+            f"the training loss became {loss} by step {position.global_step} (epoch "
+            f"{position.epoch + 1}): lower optimizer.lr or set trainer.grad_clip"
+        )
+    totals.add(loss, acc, samples)
+    on_log(position.global_step, loss, acc)
 
 
 def _step(model, inputs, labels, optimizer, criterion, task, precision: Precision, grad_clip, position):
@@ -179,13 +194,6 @@ def _clip(model: nn.Module, max_norm: float, precision: Precision, position: Pos
             f"non-finite gradients at step {position.global_step + 1} (epoch {position.epoch + 1}): "
             "lower optimizer.lr, or check the data for NaN/inf values"
         ) from None
-
-
-def _result(totals, steps: int, task, interrupted: bool = False) -> EpochResult:
-    loss_sum, correct_sum, samples = totals
-    loss = loss_sum / samples if samples else float("nan")
-    acc = correct_sum / samples if samples and task.name == "classification" else None
-    return EpochResult(loss, acc, samples, steps, interrupted)
 
 
 @torch.no_grad()

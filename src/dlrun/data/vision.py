@@ -60,7 +60,7 @@ def _read(cfg: DictConfig, class_name: str, folder: str, files: str, train: bool
 
 
 def _missing(cfg, class_name: str, folder: Path, files: str, error: Exception) -> str:
-    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+    reason = str(error).splitlines()[0].rstrip(": ") if str(error) else type(error).__name__
     if cfg.download:
         how = "could not be downloaded either; copy the files there from a machine with internet"
     else:
