@@ -64,7 +64,8 @@ def _check_same_data(found, expected) -> None:
 
 def _print(report: dict, class_names: list[str], output: Path) -> None:
     console = make_console()
-    table = Table(title=f"{report['split']} split of {report['checkpoint']}", show_header=False)
+    console.print(f"checkpoint: {report['checkpoint']}")
+    table = Table(title=f"{report['split']} split", show_header=False)
     for key in ("samples", "loss", "acc", "mse"):
         if key in report:
             value = report[key]
