@@ -34,6 +34,18 @@ def csv_file(tmp_path_factory) -> Path:
     return datasets.write_csv(tmp_path_factory.mktemp("csv") / "table.csv")
 
 
+@pytest.fixture
+def cifar_root(tmp_path, monkeypatch):
+    """CIFAR-10 pickles; torchvision's md5 table is pointed at these files' real md5s."""
+    from torchvision import datasets as tv_datasets
+
+    md5 = datasets.write_cifar10(tmp_path)
+    monkeypatch.setattr(tv_datasets.CIFAR10, "train_list", [[f"data_batch_{i}", md5[f"data_batch_{i}"]] for i in range(1, 6)])
+    monkeypatch.setattr(tv_datasets.CIFAR10, "test_list", [["test_batch", md5["test_batch"]]])
+    monkeypatch.setattr(tv_datasets.CIFAR10, "meta", {**tv_datasets.CIFAR10.meta, "md5": md5["batches.meta"]})
+    return tmp_path
+
+
 @dataclass
 class RunResult:
     code: int

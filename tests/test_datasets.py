@@ -60,18 +60,6 @@ def test_augmentation_runs_on_the_training_batches_only(data_root):
     assert x.shape[1:] == (1, 28, 28)
 
 
-@pytest.fixture
-def cifar_root(tmp_path, monkeypatch):
-    """CIFAR-10 pickles; torchvision's md5 table is pointed at these files' real md5s."""
-    from torchvision import datasets as tv_datasets
-
-    md5 = datasets.write_cifar10(tmp_path)
-    monkeypatch.setattr(tv_datasets.CIFAR10, "train_list", [[f"data_batch_{i}", md5[f"data_batch_{i}"]] for i in range(1, 6)])
-    monkeypatch.setattr(tv_datasets.CIFAR10, "test_list", [["test_batch", md5["test_batch"]]])
-    monkeypatch.setattr(tv_datasets.CIFAR10, "meta", {**tv_datasets.CIFAR10.meta, "md5": md5["batches.meta"]})
-    return tmp_path
-
-
 def test_cifar10_loads_its_pickles_channels_first(cifar_root):
     data = build_data(torchvision_cfg("cifar10", cifar_root), options())
     assert data.train.inputs.shape[1:] == (3, 32, 32) and data.train.inputs.dtype == torch.uint8

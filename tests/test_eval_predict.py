@@ -1,7 +1,6 @@
 """dlrun-eval and dlrun-predict: everything they need comes from the checkpoint."""
 
 import json
-import os
 
 import pytest
 import torch

@@ -6,7 +6,6 @@ from hydra import compose, initialize_config_dir
 from dlrun import cli
 from tests import datasets
 from tests.conftest import QUICK
-from tests.test_datasets import cifar_root  # noqa: F401  (a fixture)
 
 PRESETS = sorted(path.stem for path in (cli.Path(cli.config_dir()) / "experiment").glob("*.yaml"))
 
@@ -54,7 +53,7 @@ SMALL_IMAGES = ["dataset.train_transforms=[{name: RandomResizedCrop, size: 32}, 
 
 
 @pytest.mark.parametrize("preset", PRESETS)
-def test_a_preset_trains_a_few_steps_on_tiny_data(preset, dlrun, data_root, cifar_root, tmp_path):  # noqa: F811
+def test_a_preset_trains_a_few_steps_on_tiny_data(preset, dlrun, data_root, cifar_root, tmp_path):
     overrides = [f"experiment={preset}", *QUICK]
     if preset == "cifar10_cnn":
         overrides.append(f"dataset.root={cifar_root}")

@@ -36,6 +36,8 @@ def test_image_run_writes_the_run_folder(dlrun, data_root, dataset):
     assert metrics["epochs"] == 2 and metrics["steps"] == 2 * 7  # 216 training images / 32
     assert 0.0 <= metrics["test"]["acc"] <= 1.0
     assert len(metrics["per_class_acc"]["test"]) == 10
+    assert [row["epoch"] for row in metrics["history"]] == [1, 2]
+    assert all(row["seconds"] > 0 and "val/acc" in row and "train_loss" in row for row in metrics["history"])
 
     checkpoint = result.checkpoint("last.pt")  # loaded with weights_only=True
     for key in ("model", "optimizer", "scheduler", "epoch", "global_step", "config", "facts"):

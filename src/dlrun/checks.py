@@ -2,7 +2,7 @@
 
 from omegaconf import DictConfig, OmegaConf
 
-from dlrun.catalog import METRIC_MODES, check_pairing, task_of
+from dlrun.catalog import check_pairing, task_of
 from dlrun.errors import ConfigError
 
 PRECISIONS = ("32", "bf16", "16")
@@ -38,8 +38,8 @@ def check_config(cfg: DictConfig, choices: dict[str, str]) -> None:
 
 
 def available_metrics(cfg: DictConfig) -> list[str]:
-    task = task_of(cfg.model.arch)
-    return [m for m in METRIC_MODES if m == "val/loss" or (m == "val/acc") == (task == "classification")]
+    """What a validation of this run measures: its loss, and accuracy or reconstruction error."""
+    return ["val/loss", "val/acc" if task_of(cfg.model.arch) == "classification" else "val/mse"]
 
 
 def monitored(cfg: DictConfig) -> str:
