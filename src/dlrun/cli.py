@@ -97,7 +97,10 @@ def _record_failure(error: BaseException, text: str, run_dir: Path) -> None:
     """The reason goes into the run's log and error.txt, beside whatever the run wrote."""
     logging.getLogger("dlrun").error(text)
     (run_dir / "error.txt").write_text(text.rstrip() + "\n")
-    _failures.append(error)
+    # a copy without the traceback: its frames would keep the failed job's model and data alive
+    # in a sweep worker that goes on to run other jobs
+    user_input = isinstance(error, (ConfigError, HydraException, OmegaConfBaseException))
+    _failures.append((ConfigError if user_input else DlrunError)(one_line(error)))
 
 
 def evaluate() -> None:
