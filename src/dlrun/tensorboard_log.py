@@ -20,7 +20,7 @@ HPARAM_SKIP = ("logger.", "facts.", "trainer.resume", "trainer.device", "trainer
                "trainer.log_every_n_steps", "trainer.checkpoint_every_n_steps", "dataset.root",
                "dataset.download", "dataset.path", "dataset.num_workers", "dataset.prefetch_factor",
                "dataset.persistent_workers", "dataset.train_transforms", "dataset.val_transforms",
-               "model.weights_path", "optimizer._partial_")
+               "model.weights_path")
 GROUPS = ("dataset", "model", "loss", "optimizer", "scheduler")
 
 
@@ -133,7 +133,7 @@ def hparam_values(cfg: DictConfig, choices: dict[str, str]) -> dict[str, Any]:
     plain = OmegaConf.to_container(cfg, resolve=True)
     values: dict[str, Any] = {f"choice/{group}": choices.get(group, "-") for group in GROUPS}
     for key in all_keys():
-        if key.startswith(HPARAM_SKIP):
+        if key.startswith(HPARAM_SKIP) or key.endswith("._partial_"):
             continue
         value = _get(plain, key)
         values[key] = _hparam(value)
