@@ -2,6 +2,7 @@
 
 import os
 import pickle
+import random
 from pathlib import Path
 
 import pytest
@@ -56,7 +57,7 @@ def test_damaged_or_wrong_files_get_one_clear_error(tmp_path, damage):
     elif damage == "empty":
         path.write_bytes(b"")
     elif damage == "random":
-        path.write_bytes(os.urandom(4096))
+        path.write_bytes(random.Random(0).randbytes(4096))
     elif damage == "folder":
         path.mkdir()
     elif damage == "not dlrun":
@@ -64,6 +65,16 @@ def test_damaged_or_wrong_files_get_one_clear_error(tmp_path, damage):
     with pytest.raises(CheckpointError) as error:
         load_checkpoint(path)
     assert str(path) in str(error.value) and "\n" not in str(error.value)
+
+
+def test_any_random_bytes_get_one_clear_error(tmp_path):
+    """Garbage reaches different readers (zip, legacy pickle) and fails in different ways."""
+    path = tmp_path / "noise.pt"
+    for seed in range(200):
+        noise = random.Random(seed)
+        path.write_bytes(noise.randbytes(noise.randint(1, 8192)))
+        with pytest.raises(CheckpointError, match="not a readable checkpoint|refusing to load|not a dlrun checkpoint"):
+            load_checkpoint(path)
 
 
 def test_a_failed_save_keeps_the_previous_checkpoint_and_leaves_no_partial_file(tmp_path, monkeypatch):

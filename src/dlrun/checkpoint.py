@@ -8,7 +8,6 @@ because an explicit argument wins over that variable.
 import os
 import pickle
 import random
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -72,8 +71,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"refusing to load {path}: it is not plain tensors and containers ({_short(detail)}); "
             "dlrun only loads weights-only checkpoints it wrote itself"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as error:
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): {_short(str(error))}") from None
+    except Exception as error:  # garbage makes torch's readers fail in many ways (IndexError, EOFError, ...)
+        reason = _short(str(error)) or type(error).__name__
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): {reason}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a dlrun checkpoint (no '{FORMAT}' marker); give a checkpoints/*.pt file of a dlrun run")
     return payload
