@@ -62,11 +62,12 @@ def train() -> None:
 
 
 def _rank_overrides() -> list[str]:
-    if int(os.environ.get("RANK", "0")) == 0:
+    rank = int(os.environ.get("RANK", "0"))
+    if rank == 0:
         return []
     from dlrun.distributed import scratch_overrides  # imports torch: only under torchrun
 
-    return scratch_overrides()
+    return scratch_overrides(rank)
 
 
 def _train_task(cfg: DictConfig) -> float:

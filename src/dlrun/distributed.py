@@ -51,13 +51,10 @@ def from_environment() -> Ranks:
 SCRATCH_PREFIX = "dlrun-torchrun-"
 
 
-def scratch_overrides() -> list[str]:
-    """Hydra overrides for torchrun's ranks above 0: they write nothing of their own, so their
-    Hydra folder is a scratch folder (one per rank of this launch; torchrun's agent is the parent
+def scratch_overrides(rank: int) -> list[str]:
+    """Hydra overrides for a torchrun rank above 0: it writes nothing of its own, so its Hydra
+    folder is a scratch folder (one per rank of this launch; torchrun's agent is the parent
     process) and the real run folder is rank 0's, shared once the process group is up."""
-    rank = int(os.environ.get("RANK", "0"))
-    if rank == 0:
-        return []
     scratch = Path(tempfile.gettempdir()) / f"{SCRATCH_PREFIX}{os.getppid()}-rank{rank}"
     return [f"hydra.run.dir={scratch}", "hydra.output_subdir=null"]
 

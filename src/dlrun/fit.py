@@ -47,10 +47,9 @@ def _train_epoch(s: Session) -> EpochResult:
             s.save("last.pt")
 
     def stop_requested() -> bool:
-        if not s.ranks.enabled:
-            return bool(s.stop)
-        # the ranks decide together, once per logging interval, to stop after the same step
-        return s.position.global_step % log_every == 0 and _stop_now(s)
+        # ranks of a distributed run decide together, once per logging interval, to stop after
+        # the same step
+        return (not s.ranks.enabled or s.position.global_step % log_every == 0) and _stop_now(s)
 
     with s.report.epoch_progress(s.position.epoch + 1, trainer.epochs, _steps(s), s.position.step_in_epoch) as bar:
         return train_one_epoch(

@@ -7,15 +7,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from dlrun.errors import CheckpointError
+from dlrun.schema import BOOKKEEPING
 
-# settings that may change between a run and its resumption without changing its result
-IGNORED = {
-    "trainer.resume", "trainer.resume_force", "trainer.device", "trainer.num_threads",
-    "trainer.log_every_n_steps", "trainer.checkpoint_every_n_steps",
-    "dataset.root", "dataset.download", "dataset.num_workers", "dataset.prefetch_factor",
-    "dataset.persistent_workers",
-}
-IGNORED_PREFIXES = ("logger.",)
 
 
 def resume_path(resume: Optional[str], run_dir: Path) -> Optional[Path]:
@@ -34,7 +27,7 @@ def check_resumable(saved: dict[str, Any], current: DictConfig, path: Path) -> N
     before = _flatten(saved)
     differing = sorted(
         key for key in now.keys() | before.keys()
-        if now.get(key) != before.get(key) and key not in IGNORED and not key.startswith(IGNORED_PREFIXES)
+        if now.get(key) != before.get(key) and not key.startswith(BOOKKEEPING)
     )
     if differing and not current.trainer.resume_force:
         shown = ", ".join(f"{key} ({before.get(key)!r} -> {now.get(key)!r})" for key in differing[:8])

@@ -14,7 +14,6 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
-
 from rich.console import Console
 
 from dlrun import distributed, runtime

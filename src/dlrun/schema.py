@@ -347,6 +347,15 @@ class PredictConfig:
     device: str = "cpu"
 
 
+# settings (key prefixes) that say how a run is carried out, not what it computes: a resumed run
+# may change them, and they are no HPARAMS columns
+BOOKKEEPING = (
+    "logger.", "trainer.resume", "trainer.device", "trainer.num_threads", "trainer.log_every_n_steps",
+    "trainer.checkpoint_every_n_steps", "dataset.root", "dataset.download", "dataset.num_workers",
+    "dataset.prefetch_factor", "dataset.persistent_workers",
+)
+
+
 SCHEMAS = {
     "dataset": {
         "csv": CSVDataset,

@@ -15,12 +15,9 @@ from torch import Tensor
 
 from dlrun import schema
 
-# config keys that describe bookkeeping rather than the experiment: kept out of HPARAMS
-HPARAM_SKIP = ("logger.", "facts.", "trainer.resume", "trainer.device", "trainer.num_threads",
-               "trainer.log_every_n_steps", "trainer.checkpoint_every_n_steps", "dataset.root",
-               "dataset.download", "dataset.path", "dataset.num_workers", "dataset.prefetch_factor",
-               "dataset.persistent_workers", "dataset.train_transforms", "dataset.val_transforms",
-               "model.weights_path")
+# kept out of HPARAMS: bookkeeping, the data's facts, and paths and lists that make poor columns
+HPARAM_SKIP = schema.BOOKKEEPING + ("facts.", "dataset.path", "dataset.train_transforms",
+                                    "dataset.val_transforms", "model.weights_path")
 GROUPS = ("dataset", "model", "loss", "optimizer", "scheduler")
 
 

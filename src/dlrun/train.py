@@ -166,13 +166,7 @@ def _step(model, inputs, labels, optimizer, criterion, task, precision: Precisio
         outputs = model(inputs)
         loss = criterion(outputs, task.target(inputs, labels))
     optimizer.zero_grad(set_to_none=True)
-    scaler = precision.scaler
-    if not scaler.is_enabled():
-        loss.backward()
-        if grad_clip is not None:
-            _clip(model, grad_clip, precision, position)
-        optimizer.step()
-        return loss, outputs
+    scaler = precision.scaler  # disabled (fp32, bf16): scale, unscale_ and update pass through
     scaler.scale(loss).backward()
     if grad_clip is not None:
         scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones

@@ -137,10 +137,13 @@ class TensorBatches:
                 x = prepare(x)
             yield x, y
 
-
     def _mine(self, rows: Tensor) -> Tensor:
-        """This process's part of a global batch (all of it when there is one process)."""
-        return rows if self.world_size == 1 else rows.tensor_split(self.world_size)[self.rank]
+        return part_of(rows, self.rank, self.world_size)
+
+
+def part_of(rows: Tensor, rank: int, world_size: int) -> Tensor:
+    """This process's part of a global batch (all of it when there is one process)."""
+    return rows if world_size == 1 else rows.tensor_split(world_size)[rank]
 
 
 def batch_count(samples: int, batch_size: int, world_size: int = 1) -> int:
@@ -167,9 +170,7 @@ class EpochBatchSampler(torch.utils.data.Sampler):
         order = torch.randperm(self.size, generator=self.generator) if self.generator is not None else torch.arange(self.size)
         for index in range(len(self)):
             rows = order[index * self.batch_size : (index + 1) * self.batch_size]
-            if self.world_size > 1:
-                rows = rows.tensor_split(self.world_size)[self.rank]
-            yield rows.tolist()
+            yield part_of(rows, self.rank, self.world_size).tolist()
 
 
 class LoaderBatches:

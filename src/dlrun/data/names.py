@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from dlrun.data import LoadOptions, Splits
 from dlrun.data.facts import Facts
-from dlrun.data.split import stratified_split
+from dlrun.data.split import carve
 from dlrun.errors import DataError
 
 KEPT = frozenset(string.ascii_letters + " .,;'")
@@ -47,12 +47,11 @@ def load_names(cfg: DictConfig, options: LoadOptions) -> Splits:
     names, labels = _read(files)
     vocab = "".join(sorted(set("".join(names))))
     tokens = encode(names, vocab, max(len(name) for name in names))
-    targets = torch.tensor(labels)
-    val_rows, test_rows, train_rows = stratified_split(targets, [cfg.val_fraction, cfg.test_fraction], options.seed)
+    train, val, test = carve(tokens, torch.tensor(labels), cfg.val_fraction, cfg.test_fraction, options.seed)
     return Splits(
-        train=(tokens[train_rows], targets[train_rows]),
-        val=(tokens[val_rows], targets[val_rows]),
-        test=(tokens[test_rows], targets[test_rows]) if len(test_rows) else None,
+        train=train,
+        val=val,
+        test=test,
         facts=Facts(
             kind="text",
             task=options.task,

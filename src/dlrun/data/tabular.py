@@ -8,7 +8,7 @@ from omegaconf import DictConfig
 
 from dlrun.data import LoadOptions, Splits
 from dlrun.data.facts import Facts
-from dlrun.data.split import stratified_split
+from dlrun.data.split import carve
 from dlrun.errors import DataError
 
 
@@ -24,16 +24,17 @@ def load_csv(cfg: DictConfig, options: LoadOptions) -> Splits:
         [_numbers(row[:label_index] + row[label_index + 1 :], path, line) for line, row in rows.items()],
         dtype=torch.float32,
     )
-    val_rows, test_rows, train_rows = stratified_split(
-        labels, [cfg.val_fraction, cfg.test_fraction], options.seed
-    )
-    mean, std = _standardizer(features[train_rows], cfg.standardize)
-    features = (features - torch.tensor(mean)) / torch.tensor(std)
+    train, val, test = carve(features, labels, cfg.val_fraction, cfg.test_fraction, options.seed)
+    mean, std = _standardizer(train[0], cfg.standardize)  # the training split's statistics only
+
+    def standardized(pair):
+        return (pair[0] - torch.tensor(mean)) / torch.tensor(std), pair[1]
+
     names = header[:label_index] + header[label_index + 1 :] if header else []
     return Splits(
-        train=(features[train_rows], labels[train_rows]),
-        val=(features[val_rows], labels[val_rows]),
-        test=(features[test_rows], labels[test_rows]) if len(test_rows) else None,
+        train=standardized(train),
+        val=standardized(val),
+        test=standardized(test) if test is not None else None,
         facts=Facts(
             kind="table",
             task=options.task,

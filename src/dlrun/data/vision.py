@@ -7,7 +7,7 @@ from omegaconf import DictConfig
 
 from dlrun.data import LoadOptions, Splits
 from dlrun.data.facts import Facts
-from dlrun.data.split import stratified_split
+from dlrun.data.split import carve
 from dlrun.errors import DataError
 
 # torchvision class, the folder it reads under root, the files a user must provide offline,
@@ -28,10 +28,10 @@ def load_torchvision(cfg: DictConfig, options: LoadOptions) -> Splits:
     class_name, folder, files, mean, std = SOURCES[cfg.loader]
     train_images, train_labels, classes = _read(cfg, class_name, folder, files, train=True)
     test_images, test_labels, _ = _read(cfg, class_name, folder, files, train=False)
-    val_rows, train_rows = stratified_split(train_labels, [cfg.val_fraction], options.seed)
+    train, val, _ = carve(train_images, train_labels, cfg.val_fraction, 0.0, options.seed)
     return Splits(
-        train=(train_images[train_rows], train_labels[train_rows]),
-        val=(train_images[val_rows], train_labels[val_rows]),
+        train=train,
+        val=val,
         test=(test_images, test_labels),
         facts=Facts(
             kind="image",
