@@ -105,8 +105,8 @@ def test_names_become_padded_ids_with_a_vocabulary_from_the_data(data_root):
 
 def test_names_files_that_are_not_utf8_are_named(tmp_path):
     datasets.write_names(tmp_path)
-    (tmp_path / "names" / "Greek.txt").write_bytes(b"\xff\xfe\x00bad")
-    with pytest.raises(DataError, match="Greek.txt is not UTF-8"):
+    (tmp_path / "names" / "Greek.txt").write_bytes("Papadopoulos\nNikolaou\nAnto".encode() + b"\xffnis\n")
+    with pytest.raises(DataError, match="Greek.txt:3:5: byte 0xff is not UTF-8"):
         build_data(config(loader="names", root=str(tmp_path), val_fraction=0.2, test_fraction=0.2), options())
 
 
@@ -120,7 +120,7 @@ def imagefolder_cfg(root, **extra):
                   train_transforms=[{"name": "RandomResizedCrop", "size": 32}, "RandomHorizontalFlip"],
                   val_transforms=[{"name": "Resize", "size": 36}, {"name": "CenterCrop", "size": 32}],
                   mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25], num_workers=0, prefetch_factor=2,
-                  persistent_workers=False)
+                  persistent_workers=False, bad_images="error")
     values.update(extra)
     return config(**values)
 
@@ -157,10 +157,18 @@ def test_images_of_different_sizes_without_a_resize_are_explained(tmp_path):
         list(data.train)
 
 
-def test_a_corrupt_image_is_named(tmp_path):
+def test_a_corrupt_image_is_named_before_training(tmp_path):
     datasets.write_image_folder(tmp_path, per_class=4)
     (tmp_path / "train" / "ants" / "000.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match=f"{tmp_path / 'train' / 'ants' / '000.png'} is not a readable image"):
+        build_data(imagefolder_cfg(tmp_path), options())
+
+
+def test_an_image_that_breaks_during_training_is_named(tmp_path):
+    datasets.write_image_folder(tmp_path, per_class=4)
     data = build_data(imagefolder_cfg(tmp_path), options())
+    for image in (tmp_path / "train").glob("*/*.png"):  # replaced after the check, mid-run
+        image.write_bytes(b"not a png")
     with pytest.raises(DataError, match="cannot decode an image"):
         list(data.train)
 

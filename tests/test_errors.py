@@ -22,17 +22,6 @@ def test_an_unknown_option_lists_the_valid_ones(dlrun):
         assert option in line
 
 
-def test_a_wrong_type_names_the_key(dlrun):
-    result = dlrun("trainer.epochs=many")
-    assert result.code == 2
-    line = one_error_line(result)
-    assert "trainer.epochs" in line and "many" in line
-
-
-def test_a_misspelt_key_is_refused(dlrun):
-    result = dlrun("trainer.epochz=3")
-    assert result.code == 2
-    assert "epochz" in one_error_line(result)
 
 
 def test_missing_mnist_files_name_the_folder_and_the_fix(dlrun, tmp_path):
@@ -50,25 +39,7 @@ def test_the_error_is_kept_in_the_run_log(dlrun, tmp_path):
     assert "not readable" in (result.run_dir / "dlrun.log").read_text()
 
 
-def test_a_csv_run_needs_its_path(dlrun):
-    result = dlrun("dataset=csv")
-    assert result.code == 2
-    assert "dataset.path" in one_error_line(result)
 
-
-def test_a_missing_csv_file_is_named(dlrun, tmp_path):
-    result = dlrun("dataset=csv", f"dataset.path={tmp_path / 'nope.csv'}")
-    assert result.code == 1
-    assert "nope.csv" in one_error_line(result)
-
-
-def test_a_csv_with_words_among_the_features_names_the_line(dlrun, tmp_path):
-    path = tmp_path / "bad.csv"
-    path.write_text("y,a,b\n1,0.5,0.1\n2,high,0.3\n1,0.2,0.2\n")
-    result = dlrun("dataset=csv", f"dataset.path={path}")
-    assert result.code == 1
-    line = one_error_line(result)
-    assert "line 3" in line and "'high'" in line
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
@@ -82,9 +53,3 @@ def test_a_monitor_the_task_does_not_measure(dlrun):
     result = dlrun("trainer.monitor=val/mse")
     assert result.code == 2
     assert "val/acc" in one_error_line(result)
-
-
-def test_an_invalid_learning_rate(dlrun):
-    result = dlrun("optimizer.lr=-1")
-    assert result.code == 2
-    assert "learning rate" in one_error_line(result).lower()

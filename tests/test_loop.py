@@ -7,7 +7,7 @@ from torch import nn
 from dlrun.data.batches import Augment, Normalize, TensorBatches
 from dlrun.errors import DlrunError
 from dlrun.tasks import Classification, Reconstruction
-from dlrun.train import Position, Precision, RunningMeans, evaluate, train_one_epoch
+from dlrun.train import NonFinite, Position, Precision, RunningMeans, evaluate, train_one_epoch
 
 CPU = torch.device("cpu")
 
@@ -69,11 +69,17 @@ def test_augment_crops_and_flips_whole_batches_reproducibly():
 
 
 def test_running_means_are_read_once_per_interval():
-    means = RunningMeans(CPU)
+    means = RunningMeans(CPU, capacity=3)
     means.add(torch.tensor(1.0), torch.tensor(3), 4)
     means.add(torch.tensor(3.0), torch.tensor(1), 4)
-    assert means.read() == (pytest.approx(2.0), pytest.approx(0.5), 8)
-    assert means.read()[2] == 0  # reset after reading
+    reading = means.read()
+    assert (reading.loss, reading.acc, reading.samples, reading.steps) == (pytest.approx(2.0), pytest.approx(0.5), 8, 2)
+    assert reading.first_bad is None
+    assert means.read().samples == 0  # reset after reading
+    for loss in (1.0, float("inf"), float("nan")):
+        means.add(torch.tensor(loss), torch.tensor(1), 4)
+    reading = means.read()
+    assert reading.first_bad == 1 and reading.bad_loss == float("inf")
 
 
 def train(model, split, **kwargs):
@@ -102,21 +108,58 @@ def test_gradient_clipping_bounds_each_update():
     assert 0 < moved <= 0.01 + 1e-6
 
 
-def test_non_finite_gradients_stop_the_run_with_one_line():
-    model = nn.Linear(4, 2)
-    split = batches()
-    split.inputs[0, 0] = float("inf")
-    split.shuffle = False
-    with pytest.raises(DlrunError, match="non-finite gradients"):
-        train(model, split, grad_clip=1.0)
-
-
-def test_a_nan_loss_stops_the_run_at_the_next_log():
-    model = nn.Linear(4, 2)
+def poisoned(batch_index: int, value: float = float("nan")) -> TensorBatches:
+    """Five unshuffled batches of 8; one sample of batch `batch_index` (1-based) holds `value`."""
     split = batches(shuffle=False)
-    split.inputs[:] = float("nan")
-    with pytest.raises(DlrunError, match="loss became nan"):
-        train(model, split, log_every=1)
+    split.inputs[(batch_index - 1) * 8, 0] = value
+    return split
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_a_non_finite_loss_stops_the_run_naming_its_step_and_batch(value):
+    model = nn.Linear(4, 2)
+    with pytest.raises(NonFinite, match=r"became (nan|inf) at step 3 \(epoch 1, batch 3 of 5\)"):
+        train(model, poisoned(3, value), log_every=50)  # found at the epoch's one read, step 5
+
+
+class SqrtAtZero(nn.Module):
+    """sqrt(p * 0) is a fine 0, but its gradient for p is 0/0: a NaN gradient, a finite loss."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(4, 2)
+        self.p = nn.Parameter(torch.ones(1))
+
+    def forward(self, x):
+        return self.linear(x) + torch.sqrt(self.p * x[:, :1].abs())
+
+
+def test_a_non_finite_gradient_stops_the_run_at_the_next_step():
+    # the NaN gradient of step 2 makes the weights NaN, so step 3's loss
+    with pytest.raises(NonFinite, match=r"became nan at step 3 \(epoch 1, batch 3 of 5\)"):
+        train(SqrtAtZero(), poisoned(2, 0.0), log_every=50)
+
+
+def test_skip_catches_a_non_finite_gradient_in_its_own_step():
+    model = SqrtAtZero()
+    result = train(model, poisoned(2, 0.0), on_nonfinite="skip")
+    assert result.skipped == 1 and all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_skip_leaves_the_weights_of_a_bad_step_alone_and_counts_it():
+    model = nn.Linear(4, 2)
+    torch.manual_seed(0)
+    clean = nn.Linear(4, 2)
+    clean.load_state_dict(model.state_dict())
+    split = poisoned(3)
+    result = train(model, split, on_nonfinite="skip")
+    assert result.skipped == 1 and result.steps == 5 and result.samples == 32
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    # the same epoch without batch 3 gives the same weights: the bad step changed nothing
+    kept = TensorBatches(torch.cat([split.inputs[:16], split.inputs[24:]]),
+                         torch.cat([split.targets[:16], split.targets[24:]]), 8, shuffle=False)
+    train(clean, kept)
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), clean.parameters()))
 
 
 def test_a_stop_request_ends_the_epoch_after_the_current_step():

@@ -29,8 +29,8 @@ def test_a_failing_job_does_not_stop_the_others(dlrun, tmp_path, monkeypatch):
     assert jobs == ["0_lr=0.001,epochs=2", "1_lr=-1,epochs=2", "2_lr=0.01,epochs=2"]
     assert (folder / jobs[0] / "metrics.json").is_file() and (folder / jobs[2] / "metrics.json").is_file()
     failed = folder / jobs[1]
-    assert "Invalid learning rate" in (failed / "error.txt").read_text()
-    assert "Invalid learning rate" in (failed / "dlrun.log").read_text()
+    assert "optimizer.lr=-1.0 is out of range" in (failed / "error.txt").read_text()
+    assert "optimizer.lr=-1.0 is out of range" in (failed / "dlrun.log").read_text()
 
     rows = list(csv.DictReader(open(folder / "sweep_summary.csv")))
     assert [row["status"] for row in rows] == ["ok", "failed", "ok"]

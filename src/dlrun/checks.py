@@ -1,5 +1,8 @@
 """Config checks that need no torch: a bad combination fails in a second, with the fix."""
 
+import math
+import re
+
 from omegaconf import DictConfig, OmegaConf
 
 from dlrun.catalog import check_pairing, task_of
@@ -8,6 +11,56 @@ from dlrun.errors import ConfigError
 PRECISIONS = ("32", "bf16", "16")
 PROGRESS = ("auto", "bar", "lines", "off")
 INTERVALS = ("epoch", "step")
+NONFINITE = ("stop", "skip")
+BAD_IMAGES = ("error", "skip")
+DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+# the values each setting may take, in interval notation; a key the chosen option lacks is skipped
+LIMITS = {
+    "seed": "[0, inf)",
+    "trainer.epochs": "[1, inf)",
+    "trainer.batch_size": "[1, inf)",
+    "trainer.eval_batch_size": "[1, inf)",
+    "trainer.num_threads": "[0, inf)",
+    "trainer.log_every_n_steps": "[1, inf)",
+    "trainer.limit_train_batches": "[1, inf)",
+    "trainer.limit_val_batches": "[1, inf)",
+    "trainer.checkpoint_every_n_steps": "[1, inf)",
+    "trainer.grad_clip": "(0, inf)",
+    "trainer.early_stopping.patience": "[1, inf)",
+    "trainer.early_stopping.min_delta": "[0, inf)",
+    "dataset.val_fraction": "[0, 1)",
+    "dataset.test_fraction": "[0, 1)",
+    "dataset.num_workers": "[0, inf)",
+    "dataset.prefetch_factor": "[1, inf)",
+    "dataset.augment.crop_padding": "[0, inf)",
+    "model.dropout": "[0, 1)",
+    "model.hidden_size": "[1, inf)",
+    "model.num_layers": "[1, inf)",
+    "model.kernel_size": "[1, inf)",
+    "model.padding": "[0, inf)",
+    "model.embedding_dim": "[0, inf)",
+    "loss.label_smoothing": "[0, 1)",
+    "optimizer.lr": "(0, inf)",
+    "optimizer.momentum": "[0, inf)",
+    "optimizer.weight_decay": "[0, inf)",
+    "optimizer.eps": "(0, inf)",
+    "optimizer.alpha": "[0, 1)",
+    "scheduler.gamma": "(0, inf)",
+    "scheduler.step_size": "[1, inf)",
+    "scheduler.T_max": "[1, inf)",
+    "scheduler.factor": "(0, 1)",
+    "scheduler.patience": "[0, inf)",
+    "scheduler.max_lr": "(0, inf)",
+    "scheduler.pct_start": "(0, 1)",
+}
+# list settings whose every element must lie within the bounds
+ELEMENT_LIMITS = {
+    "model.hidden_sizes": "[1, inf)",
+    "model.channels": "[1, inf)",
+    "optimizer.betas": "[0, 1)",
+    "scheduler.milestones": "[1, inf)",
+}
 
 
 def check_config(cfg: DictConfig, choices: dict[str, str]) -> None:
@@ -15,16 +68,20 @@ def check_config(cfg: DictConfig, choices: dict[str, str]) -> None:
         cfg.model.arch, cfg.dataset.loader, cfg.loss.name,
         choices.get("model", cfg.model.arch), choices.get("dataset", cfg.dataset.loader),
     )
+    check_limits(cfg)
     trainer = cfg.trainer
     _one_of("trainer.precision", str(trainer.precision), PRECISIONS)
+    _one_of("trainer.on_nonfinite", trainer.on_nonfinite, NONFINITE)
     _one_of("logger.progress", cfg.logger.progress, PROGRESS)
     _one_of("scheduler.interval", cfg.scheduler.interval, INTERVALS)
-    for key in ("epochs", "batch_size", "log_every_n_steps", "eval_batch_size",
-                "limit_train_batches", "limit_val_batches", "checkpoint_every_n_steps"):
-        value = trainer[key]
-        minimum = 0 if key == "epochs" else 1
-        if value is not None and value < minimum:
-            raise ConfigError(f"trainer.{key}={value} must be at least {minimum}")
+    if "bad_images" in cfg.dataset:
+        _one_of("dataset.bad_images", cfg.dataset.bad_images, BAD_IMAGES)
+    if not DEVICE.fullmatch(trainer.device):
+        raise ConfigError(f"trainer.device={trainer.device} is not a device; valid: auto, cpu, cuda, cuda:N, mps")
+    fractions = cfg.dataset.get("val_fraction", 0) + cfg.dataset.get("test_fraction", 0)
+    if fractions >= 1:
+        raise ConfigError(f"dataset.val_fraction + dataset.test_fraction = {fractions:g} leaves no training "
+                          "data; keep the sum below 1 (e.g. 0.1 and 0.1)")
     metrics = available_metrics(cfg)
     for key, value in (("trainer.monitor", trainer.monitor),
                        ("trainer.early_stopping.monitor", trainer.early_stopping.monitor),
@@ -35,6 +92,27 @@ def check_config(cfg: DictConfig, choices: dict[str, str]) -> None:
         mode = OmegaConf.select(cfg, key, default=None)
         if mode is not None:
             _one_of(key, mode, ("auto", "min", "max"))
+
+
+def check_limits(cfg: DictConfig) -> None:
+    """Every number within its bounds (LIMITS), before any data is read."""
+    for key, bounds in LIMITS.items():
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is not None and not within(value, bounds):
+            raise ConfigError(f"{key}={value} is out of range: it must lie in {bounds}")
+    for key, bounds in ELEMENT_LIMITS.items():
+        values = OmegaConf.select(cfg, key, default=None) or []
+        for value in values:
+            if not within(value, bounds):
+                raise ConfigError(f"{key}={list(values)} is out of range: each value must lie in {bounds}")
+
+
+def within(value: float, bounds: str) -> bool:
+    """within(0.5, "[0, 1)") -> True; "(" and ")" leave the bound itself out."""
+    low, high = (float(part) for part in bounds[1:-1].split(","))
+    above = value >= low if bounds[0] == "[" else value > low
+    below = value <= high if bounds[-1] == "]" else value < high
+    return above and below and not math.isnan(value)
 
 
 def available_metrics(cfg: DictConfig) -> list[str]:

@@ -18,6 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from dlrun import resolvers, schema
 from dlrun.errors import ConfigError, DlrunError, one_line
+from dlrun.run_folders import check_free
 
 
 def config_dir() -> str:
@@ -44,11 +45,13 @@ def train() -> None:
         _report_errors(lambda: print(help_text(config_dir(), overrides)), "dlrun")
         return
     app = hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
+    users_args = sys.argv[1:]
     sys.argv += _rank_overrides()  # last, so they win over the user's hydra.run.dir
 
     def main() -> None:
         from dlrun import sweep
 
+        check_free(users_args)
         sweep.latest = None
         app(_train_task)()
         if sweep.latest is not None and sweep.latest.failed:

@@ -31,6 +31,9 @@ _NOISE = (
 def one_line(error: BaseException) -> str:
     """Fold an error (and the OmegaConf cause Hydra wraps) into a single readable line."""
     parts = [str(error)]
+    override = getattr(error, "override", None)  # Hydra's OverrideParseException
+    if override and override not in parts[0]:
+        parts[0] = f"cannot parse the override {override!r}: {parts[0]}"
     cause = error.__cause__
     if cause is not None and str(cause) not in parts[0]:
         parts.append(str(cause))

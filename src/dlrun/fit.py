@@ -56,6 +56,7 @@ def _train_epoch(s: Session) -> EpochResult:
             s.forward, s.data.train, s.optimizer, s.criterion, s.task, s.position,
             precision=s.precision,
             grad_clip=trainer.grad_clip,
+            on_nonfinite=trainer.on_nonfinite,
             step_scheduler=s.scheduler if s.cfg.scheduler.interval == "step" else None,
             limit=trainer.limit_train_batches,
             log_every=log_every,
@@ -90,6 +91,10 @@ def _record(s: Session, result: EpochResult, evaluation: Evaluation, lr: float, 
                       **s.last_val, "lr": lr, "seconds": round(seconds, 3)})
     s.report.epoch_summary(s.position.epoch, s.cfg.trainer.epochs, {"loss": result.loss, "acc": result.acc},
                            evaluation.metrics, lr, seconds, result.samples, improved)
+    if result.skipped:
+        s.board.scalars(s.position.global_step, {"train/skipped_steps": result.skipped})
+        s.report.warn(f"epoch {s.position.epoch}: skipped {result.skipped} step(s) with a non-finite loss or "
+                      "gradient (trainer.on_nonfinite=skip; each is named in dlrun.log)")
 
 
 def current_lr(s: Session) -> float:

@@ -7,17 +7,25 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from dlrun.run_folders import claim
+
 
 def run_dir(resume: str | None, fresh: str) -> str:
-    """The run folder: the resumed run's own folder, else a fresh one."""
+    """The run folder: the resumed run's own folder, else a fresh one, claimed (see run_folders)."""
     if resume is None:
-        return fresh
+        return claim(fresh)
     if resume == "last":
         return os.getcwd()  # `trainer.resume=last` is typed inside a run folder
     path = Path(resume).expanduser()
     if path.is_dir():
         return str(path)
     return str(path.parent.parent if path.parent.name == "checkpoints" else path.parent)
+
+
+def record_dir(resume: str | None, stamp: str) -> str:
+    """Where Hydra records the composed config: .hydra, or for a resumed run a folder of its own
+    inside it, so that resuming (or failing to) leaves the original record as it was."""
+    return ".hydra" if resume is None else f".hydra/resumed-{stamp}"
 
 
 def package_file(name: str) -> str:
@@ -72,9 +80,12 @@ def direction(metric: str, arch: str) -> str:
 def register() -> None:
     for name, function in {
         "dlrun.run_dir": run_dir,
+        "dlrun.fresh_dir": claim,
+        "dlrun.record_dir": record_dir,
         "dlrun.package_file": package_file,
         "dlrun.short": short_overrides,
         "dlrun.direction": direction,
     }.items():
         if not OmegaConf.has_resolver(name):
-            OmegaConf.register_new_resolver(name, function)
+            # cached: a folder is claimed once per composed config, however often Hydra reads it
+            OmegaConf.register_new_resolver(name, function, use_cache=True)

@@ -78,6 +78,9 @@ def _train(cfg: DictConfig, run_dir: Path, hydra, ranks: distributed.Ranks) -> f
     report.config(session.cfg, choices)
     report.line(f"device {device}{_ranks_text(ranks)}, {threads} CPU thread(s), "
                 f"{_count(session.model):,} trainable parameters")
+    if session.data.facts.skipped_files:
+        report.warn(f"left out {session.data.facts.skipped_files} unreadable image file(s) "
+                    f"(dataset.bad_images=skip; each is named in {run_dir / 'dlrun.log'})")
     if checkpoint is not None:
         check_resumable(checkpoint["config"], session.cfg, resume_from)
         session.load_state_dict(checkpoint)

@@ -61,6 +61,7 @@ class ImageFolderDataset:
     val_transforms: list[Any] = field(default_factory=list)
     mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
     std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    bad_images: str = "error"  # a file that does not decode: error (named) | skip (counted)
     num_workers: int = 2
     prefetch_factor: int = 2
     persistent_workers: bool = True
@@ -289,6 +290,7 @@ class Trainer:
     limit_val_batches: Optional[int] = None
     log_every_n_steps: int = 50
     grad_clip: Optional[float] = None  # max gradient norm
+    on_nonfinite: str = "stop"  # a NaN/inf loss or gradient: stop the run | skip that step
     monitor: str = "auto"  # auto: val/acc for classification, val/mse for reconstruction
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
     checkpoint_every_n_steps: Optional[int] = None  # mid-epoch last.pt, besides every epoch end

@@ -12,6 +12,7 @@ from dlrun import __version__
 from dlrun.checkpoint import restore_rng_states, rng_states, save_checkpoint
 from dlrun.data import Data
 from dlrun.distributed import Ranks
+from dlrun.errors import DlrunError
 from dlrun.monitor import Monitor
 from dlrun.report import Report
 from dlrun.signals import StopRequest
@@ -96,5 +97,11 @@ class Session:
         return self.ranks.is_main  # in a distributed run, rank 0 writes for all
 
     def save(self, name: str) -> None:
-        if self.writes_files:
-            save_checkpoint(self.checkpoints / name, self.state_dict())
+        if not self.writes_files:
+            return
+        # the step checks catch NaN/inf losses and gradients; an update can still overflow
+        if not torch.isfinite(torch.nn.utils.get_total_norm(list(self.model.parameters()))):
+            raise DlrunError(f"the weights are no longer finite after step {self.position.global_step}; "
+                             f"{name} was not written, so {self.checkpoints} keeps the last finite state: "
+                             "lower optimizer.lr or set trainer.grad_clip")
+        save_checkpoint(self.checkpoints / name, self.state_dict())

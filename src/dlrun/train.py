@@ -1,11 +1,13 @@
 """The training loop: plain functions over a model, its batches and an optimizer.
 
-No host-device synchronisation per step: the running loss and accuracy stay on the device and
-are read once per logging interval.
+No host-device synchronisation per step: each step's loss and the accuracy stay on the device
+and are read once per logging interval, which is also when a non-finite loss is found (and
+named by its step). Only trainer.on_nonfinite=skip reads each step's finiteness, as it decides
+there whether the optimizer may step (as PyTorch's GradScaler decides for fp16).
 """
 
 import contextlib
-import math
+import logging
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -14,6 +16,8 @@ from torch import Tensor, nn
 
 from dlrun.errors import DlrunError
 from dlrun.tasks import Evaluation
+
+log = logging.getLogger("dlrun")
 
 
 class Precision:
@@ -43,37 +47,56 @@ class Position:
     step_in_epoch: int = 0  # batches of the current epoch already trained
 
 
-class RunningMeans:
-    """Loss and accuracy sums kept on the device between two reads."""
+@dataclass
+class Reading:
+    """The figures of the steps since the last read."""
 
-    def __init__(self, device: torch.device, reduce: Optional[Callable[[Tensor], None]] = None):
-        self.loss = torch.zeros((), dtype=torch.float64, device=device)
+    loss: float  # mean over samples
+    acc: Optional[float]
+    samples: int
+    steps: int
+    first_bad: Optional[int] = None  # which of those steps (0 = the first) had a non-finite loss
+    bad_loss: float = 0.0  # that loss
+
+
+class RunningMeans:
+    """Each step's loss and the count of correct predictions, kept on the device between two
+    reads that are at most `capacity` steps apart."""
+
+    def __init__(self, device: torch.device, capacity: int, reduce: Optional[Callable[[Tensor], None]] = None):
+        self.losses = torch.zeros(capacity, dtype=torch.float32, device=device)
         self.correct = torch.zeros((), dtype=torch.int64, device=device)
-        self.samples = 0
+        self.sizes: list[int] = []  # samples per step
         self.has_correct = False
         self.reduce = reduce  # sums the figures over the processes of a distributed run
 
     def add(self, loss: Tensor, correct: Optional[Tensor], samples: int) -> None:
-        self.loss.add_(loss.detach(), alpha=samples)  # promoted to float64 in place
+        self.losses[len(self.sizes)] = loss.detach()  # one copy on the device, no sync
         if correct is not None:
             self.correct.add_(correct)
             self.has_correct = True
-        self.samples += samples
+        self.sizes.append(samples)
 
-    def read(self) -> tuple[float, Optional[float], int]:
-        """(mean loss, accuracy or None, samples) since the last read; one device sync."""
-        figures = torch.stack([self.loss, self.correct.double(),
-                               torch.tensor(float(self.samples), dtype=torch.float64, device=self.loss.device)])
+    def read(self) -> Reading:
+        """The figures since the last read, with one device sync; then start over."""
+        steps = len(self.sizes)
+        if steps == 0:
+            return Reading(float("nan"), None, 0, 0)
+        losses = self.losses[:steps]
+        sizes = torch.tensor(self.sizes, dtype=torch.float64).to(losses.device, non_blocking=True)
+        figures = torch.stack([losses.double().mul(sizes).sum(), self.correct.double(), sizes.sum()])
         if self.reduce is not None:
             self.reduce(figures)
-        loss, correct, samples = figures.tolist()
-        samples = int(samples)
-        self.loss.zero_()
+        # this process's own first bad step: any non-finite loss makes every process's gradients,
+        # averaged over them, non-finite too, so all stop together at the next step
+        bad = ~torch.isfinite(losses)
+        first_bad = bad.int().argmax()  # the first True, when there is one
+        loss, correct, samples, any_bad, bad_loss = torch.cat(
+            [figures, torch.stack([bad.any().double(), losses[first_bad].double()])]).tolist()
         self.correct.zero_()
-        self.samples = 0
-        if samples == 0:
-            return float("nan"), None, 0
-        return loss / samples, (correct / samples if self.has_correct else None), samples
+        self.sizes = []
+        return Reading(loss / samples, correct / samples if self.has_correct else None, int(samples), steps,
+                       int(first_bad) if any_bad else None, bad_loss)
 
 
 @dataclass
@@ -83,6 +106,11 @@ class EpochResult:
     samples: int
     steps: int
     interrupted: bool = False
+    skipped: int = 0  # steps left out for a non-finite loss or gradient (on_nonfinite=skip)
+
+
+class NonFinite(DlrunError):
+    """A NaN/inf loss or gradient under trainer.on_nonfinite=stop."""
 
 
 def train_one_epoch(
@@ -95,6 +123,7 @@ def train_one_epoch(
     *,
     precision: Precision,
     grad_clip: Optional[float] = None,
+    on_nonfinite: str = "stop",
     step_scheduler=None,
     limit: Optional[int] = None,
     log_every: int = 50,
@@ -105,27 +134,37 @@ def train_one_epoch(
 ) -> EpochResult:
     """Train until the epoch ends, `limit` batches are done, or a stop is requested.
 
-    Resumes inside an epoch when `position.step_in_epoch` > 0: those batches are skipped.
+    Resumes inside an epoch when `position.step_in_epoch` > 0: those batches are skipped. A
+    non-finite loss raises NonFinite at the next read of the running figures, naming the step
+    where it happened (a non-finite gradient makes the weights, and so the next step's loss,
+    non-finite). With on_nonfinite="skip" each step's loss and gradient norm are checked before
+    the optimizer steps: a bad step changes no weight, is counted, and training goes on.
     """
     model.train()
-    interval = RunningMeans(next(model.parameters()).device, reduce)
+    interval = RunningMeans(next(model.parameters()).device, log_every, reduce)
     totals = EpochTotals()
     end = len(batches) if limit is None else min(limit, len(batches))
     for inputs, labels in batches.batches(skip=position.step_in_epoch):
         if position.step_in_epoch >= end:
             break
-        loss, outputs = _step(model, inputs, labels, optimizer, criterion, task, precision, grad_clip, position)
-        interval.add(loss, task.correct(outputs.detach(), labels), len(labels))
+        loss, outputs, applied = _step(model, inputs, labels, optimizer, criterion, task, precision, grad_clip,
+                                       skip_nonfinite=on_nonfinite == "skip")
+        if applied:
+            interval.add(loss, task.correct(outputs.detach(), labels), len(labels))
+        else:
+            log.warning("skipped %s: its loss or gradient is not finite; no weight was changed", _where(
+                position.global_step + 1, position, end))
+            totals.skipped += 1
         position.global_step += 1
         position.step_in_epoch += 1
         totals.steps += 1
         if position.global_step % log_every == 0 or position.step_in_epoch == end:
-            _read(interval, totals, position, on_log)  # logs the lr this step used: before the scheduler
+            _read(interval, totals, position, on_log, end)  # logs the lr this step used: before the scheduler
         if step_scheduler is not None:
             step_scheduler.step()
         after_step()
         if stop_requested() and position.step_in_epoch < end:
-            _read(interval, totals, position, on_log)
+            _read(interval, totals, position, on_log, end)
             return totals.result(task, interrupted=True)
     return totals.result(task)
 
@@ -135,7 +174,7 @@ class EpochTotals:
 
     def __init__(self):
         self.loss = self.correct = 0.0
-        self.samples = self.steps = 0
+        self.samples = self.steps = self.skipped = 0
 
     def add(self, loss: float, acc: Optional[float], samples: int) -> None:
         self.loss += loss * samples
@@ -145,49 +184,52 @@ class EpochTotals:
     def result(self, task, interrupted: bool = False) -> EpochResult:
         loss = self.loss / self.samples if self.samples else float("nan")
         acc = self.correct / self.samples if self.samples and task.name == "classification" else None
-        return EpochResult(loss, acc, self.samples, self.steps, interrupted)
+        return EpochResult(loss, acc, self.samples, self.steps, interrupted, self.skipped)
 
 
-def _read(interval: RunningMeans, totals: EpochTotals, position: Position, on_log) -> None:
-    loss, acc, samples = interval.read()
-    if samples == 0:
-        return
-    if not math.isfinite(loss):
-        raise DlrunError(
-            f"the training loss became {loss} by step {position.global_step} (epoch "
-            f"{position.epoch + 1}): lower optimizer.lr or set trainer.grad_clip"
+def _read(interval: RunningMeans, totals: EpochTotals, position: Position, on_log, end: int) -> None:
+    reading = interval.read()
+    if reading.first_bad is not None:
+        step = position.global_step - reading.steps + 1 + reading.first_bad
+        raise NonFinite(
+            f"the training loss became {reading.bad_loss} at {_where(step, position, end)}; training stopped and no "
+            "checkpoint holds weights from after it: lower optimizer.lr, set trainer.grad_clip, check the data "
+            "for NaN/inf, or set trainer.on_nonfinite=skip"
         )
-    totals.add(loss, acc, samples)
-    on_log(position.global_step, loss, acc)
+    if reading.samples == 0:
+        return
+    totals.add(reading.loss, reading.acc, reading.samples)
+    on_log(position.global_step, reading.loss, reading.acc)
 
 
-def _step(model, inputs, labels, optimizer, criterion, task, precision: Precision, grad_clip, position):
+def _where(step: int, position: Position, end: int) -> str:
+    """'step 37 (epoch 1, batch 37 of 50)' for a step of the current epoch."""
+    batch = position.step_in_epoch - (position.global_step - step)
+    return f"step {step} (epoch {position.epoch + 1}, batch {batch} of {end})"
+
+
+def _step(model, inputs, labels, optimizer, criterion, task, precision: Precision, grad_clip, skip_nonfinite: bool):
+    """One optimizer step: (loss, outputs, whether the weights were updated). With skip_nonfinite
+    a step whose loss or gradient norm is not finite leaves the weights alone (a sync per step)."""
     with precision.autocast():
         outputs = model(inputs)
         loss = criterion(outputs, task.target(inputs, labels))
     optimizer.zero_grad(set_to_none=True)
     scaler = precision.scaler  # disabled (fp32, bf16): scale, unscale_ and update pass through
     scaler.scale(loss).backward()
-    if grad_clip is not None:
-        scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
-        _clip(model, grad_clip, precision, position)
-    scaler.step(optimizer)  # skipped when the gradients overflowed
+    if grad_clip is not None or skip_nonfinite:
+        scaler.unscale_(optimizer)  # the true gradients, to measure and clip
+        parameters = [p for p in model.parameters() if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm([p.grad for p in parameters])
+        # fp16 gradients overflow now and then by design: the scaler skips those steps itself
+        if skip_nonfinite and not torch.isfinite(loss.detach() if scaler.is_enabled() else loss.detach() + norm):
+            scaler.update()
+            return loss, outputs, False
+        if grad_clip is not None:
+            torch.nn.utils.clip_grads_with_norm_(parameters, grad_clip, norm)
+    scaler.step(optimizer)  # fp16: skipped when the scaled gradients overflowed
     scaler.update()
-    return loss, outputs
-
-
-def _clip(model: nn.Module, max_norm: float, precision: Precision, position: Position) -> None:
-    # with fp16 the scaler skips steps with inf gradients by design; elsewhere they are a bug
-    strict = not precision.scaler.is_enabled()
-    try:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm, error_if_nonfinite=strict)
-    except RuntimeError as error:
-        if "non-finite" not in str(error):
-            raise
-        raise DlrunError(
-            f"non-finite gradients at step {position.global_step + 1} (epoch {position.epoch + 1}): "
-            "lower optimizer.lr, or check the data for NaN/inf values"
-        ) from None
+    return loss, outputs, True
 
 
 @torch.no_grad()

@@ -17,6 +17,7 @@ class Facts:
     std: Optional[list[float]] = None
     vocab: Optional[str] = None  # text: character i of vocab is token i + 1; 0 pads
     feature_names: list[str] = field(default_factory=list)
+    skipped_files: int = 0  # unreadable files left out (dataset.bad_images=skip)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

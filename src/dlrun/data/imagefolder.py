@@ -4,6 +4,7 @@ Files are decoded and transformed in DataLoader workers (torchvision.transforms.
 config) into uint8 tensors; normalization happens on the device, like every image dataset.
 """
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -13,28 +14,35 @@ from omegaconf import DictConfig, OmegaConf
 from dlrun.data import Data, LoadOptions
 from dlrun.data.batches import EpochBatchSampler, LoaderBatches, Normalize
 from dlrun.data.facts import Facts
+from dlrun.data.image_check import check_classes_filled, drop_bad_images
 from dlrun.data.split import stratified_split
 from dlrun.errors import ConfigError, DataError
 
 
 def load_imagefolder(cfg: DictConfig, options: LoadOptions) -> Data:
-    from torchvision.datasets import ImageFolder
-
     root = Path(cfg.root).expanduser().resolve()
     train_dir, val_dir, test_dir = root / "train", root / "val", root / "test"
     if not train_dir.is_dir():
         raise DataError(f"no train/ folder in {root}: lay images out as {root}/train/<class>/*.jpg (and val/<class>/)")
     train_tf = pipeline(cfg.train_transforms, "dataset.train_transforms")
     val_tf = pipeline(cfg.val_transforms, "dataset.val_transforms")
-    train_set = _folder(ImageFolder, train_dir, train_tf)
+    train_set, skipped = _folder(train_dir, train_tf, cfg)
     classes = train_set.classes
     if val_dir.is_dir():
-        val_set = _same_classes(_folder(ImageFolder, val_dir, val_tf), classes, val_dir)
+        val_set, skipped_val = _folder(val_dir, val_tf, cfg)
+        skipped += skipped_val
+        _same_classes(val_set, classes, val_dir)
     else:  # carve a seeded, stratified val split out of train/, seen through the val transforms
         val_rows, train_rows = stratified_split(torch.tensor(train_set.targets), [cfg.val_fraction], options.seed)
-        val_set = torch.utils.data.Subset(_folder(ImageFolder, train_dir, val_tf), val_rows.tolist())
+        val_view = copy.copy(train_set)
+        val_view.transform = val_tf
+        val_set = torch.utils.data.Subset(val_view, val_rows.tolist())
         train_set = torch.utils.data.Subset(train_set, train_rows.tolist())
-    test_set = _same_classes(_folder(ImageFolder, test_dir, val_tf), classes, test_dir) if test_dir.is_dir() else None
+    test_set = None
+    if test_dir.is_dir():
+        test_set, skipped_test = _folder(test_dir, val_tf, cfg)
+        skipped += skipped_test
+        _same_classes(test_set, classes, test_dir)
 
     mean, std = list(cfg.mean), list(cfg.std)
     if options.task == "reconstruction":
@@ -42,7 +50,8 @@ def load_imagefolder(cfg: DictConfig, options: LoadOptions) -> Data:
     prepare = Normalize(mean, std, options.device, options.channels_last)
     sample, _ = val_set[0]
     facts = Facts(kind="image", task=options.task, input_shape=list(sample.shape),
-                  num_classes=len(classes), class_names=list(classes), mean=mean, std=std)
+                  num_classes=len(classes), class_names=list(classes), mean=mean, std=std,
+                  skipped_files=skipped)
     generator = torch.Generator().manual_seed(options.seed)
     return Data(
         train=LoaderBatches(_loader(train_set, cfg, options, options.batch_size, generator), options.device, prepare, root),
@@ -73,17 +82,23 @@ def pipeline(specs: Any, key: str):
     return v2.Compose(steps)
 
 
-def _folder(image_folder, path: Path, transform):
-    try:
-        return image_folder(str(path), transform=transform)
-    except (FileNotFoundError, RuntimeError) as error:
-        raise DataError(f"cannot use {path} as an image folder: {error}") from None
+def _folder(path: Path, transform, cfg: DictConfig):
+    """The ImageFolder at `path`, every class filled, every file decodable (or left out), and
+    how many files were left out."""
+    from torchvision.datasets import ImageFolder
+
+    if not any(entry.is_dir() for entry in path.iterdir()):
+        raise DataError(f"no class folders in {path}: put the images in {path}/<class>/*.jpg")
+    # empty classes are allowed here so that the check below can name the folder
+    dataset = ImageFolder(str(path), transform=transform, allow_empty=True)
+    check_classes_filled(dataset, path)
+    skipped = drop_bad_images(dataset, cfg.bad_images, cfg.num_workers)
+    return dataset, skipped
 
 
-def _same_classes(dataset, classes: list[str], path: Path):
+def _same_classes(dataset, classes: list[str], path: Path) -> None:
     if dataset.classes != classes:
         raise DataError(f"{path} has classes {dataset.classes}, but train/ has {classes}; they must match")
-    return dataset
 
 
 def _loader(dataset, cfg: DictConfig, options: LoadOptions, batch_size: int, generator=None):

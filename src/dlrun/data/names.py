@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 from dlrun.data import LoadOptions, Splits
 from dlrun.data.facts import Facts
 from dlrun.data.split import carve
+from dlrun.data.text_files import read_utf8
 from dlrun.errors import DataError
 
 KEPT = frozenset(string.ascii_letters + " .,;'")
@@ -67,10 +68,7 @@ def _read(files: list[Path]) -> tuple[list[str], list[int]]:
     names: list[str] = []
     labels: list[int] = []
     for label, file in enumerate(files):
-        try:
-            lines = file.read_text(encoding="utf-8").splitlines()
-        except UnicodeDecodeError as error:
-            raise DataError(f"{file} is not UTF-8 text ({error.reason} at byte {error.start}); save it as UTF-8") from None
+        lines = read_utf8(file, "names files must be UTF-8 text, one name per line").splitlines()
         folded = [fold_to_ascii(line) for line in lines]
         kept = [name for name in folded if name]
         if not kept:

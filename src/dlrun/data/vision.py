@@ -56,7 +56,17 @@ def _read(cfg: DictConfig, class_name: str, folder: str, files: str, train: bool
     images = torch.as_tensor(dataset.data)
     images = images.unsqueeze(1) if images.dim() == 3 else images.permute(0, 3, 1, 2)
     labels = torch.as_tensor(dataset.targets, dtype=torch.int64)
+    _check_labels(labels, len(dataset.classes), root / folder, train)
     return images.contiguous(), labels, dataset.classes
+
+
+def _check_labels(labels: torch.Tensor, classes: int, folder: Path, train: bool) -> None:
+    bad = ((labels < 0) | (labels >= classes)).nonzero()
+    if len(bad):
+        index = bad[0].item()
+        split = "training" if train else "test"
+        raise DataError(f"the {split} labels in {folder} hold {labels[index].item()} at sample {index}, but there are "
+                        f"only {classes} classes (0..{classes - 1}): the label file is damaged; replace it with a fresh copy")
 
 
 def _missing(cfg, class_name: str, folder: Path, files: str, error: Exception) -> str:

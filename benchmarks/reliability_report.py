@@ -1,0 +1,60 @@
+"""Reliability report: every bad input of tests/bad_inputs.py, run as a real command.
+
+Counts the bad inputs tried, those rejected cleanly (non-zero exit, one error line that names the
+key or path, no traceback), the tracebacks, and the files that failed commands changed (must be
+0; a log may only grow). Prints each case's error line.
+
+    python -m benchmarks.reliability_report
+"""
+
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from tests.bad_inputs import CASES, TRACEBACK, Case, changed_files, log_contents, snapshot
+
+MODULES = {"dlrun": "dlrun", "dlrun-eval": "dlrun.cli:evaluate", "dlrun-predict": "dlrun.cli:predict"}
+
+
+def command(program: str, args: list[str]) -> list[str]:
+    if program == "dlrun":
+        return [sys.executable, "-m", "dlrun", *args]
+    module, function = MODULES[program].split(":")
+    return [sys.executable, "-c", f"import sys; sys.argv[0] = {program!r}; from {module} import {function}; {function}()",
+            *args]
+
+
+def try_case(case: Case, folder: Path) -> dict:
+    def run(*args: str) -> None:
+        subprocess.run(command("dlrun", list(args)), cwd=folder, capture_output=True, check=True)
+
+    args, names = case.setup(folder, run)
+    before, logs = snapshot(folder), log_contents(folder)
+    done = subprocess.run(command(case.program, args), cwd=folder, capture_output=True, text=True)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    clean = (done.returncode != 0 and len(lines) == 1 and lines[0].startswith(f"{case.program}: error: ")
+             and names in lines[0] and TRACEBACK not in done.stdout + done.stderr)
+    return {"clean": clean, "traceback": TRACEBACK in done.stdout + done.stderr, "code": done.returncode,
+            "changed": changed_files(before, folder, logs), "line": lines[-1] if lines else "(no error line)"}
+
+
+def main() -> None:
+    outcomes = []
+    for case in CASES:
+        with tempfile.TemporaryDirectory() as folder:
+            outcome = try_case(case, Path(folder))
+        outcomes.append(outcome)
+        mark = "ok  " if outcome["clean"] and not outcome["changed"] else "FAIL"
+        print(f"{mark} [{outcome['code']}] {case.name}: {outcome['line']}")
+        for name in outcome["changed"]:
+            print(f"     changed: {name}")
+    print()
+    print(f"bad inputs tried:         {len(outcomes)}")
+    print(f"rejected cleanly:         {sum(o['clean'] for o in outcomes)}")
+    print(f"tracebacks:               {sum(o['traceback'] for o in outcomes)}")
+    print(f"files changed by failures: {sum(len(o['changed']) for o in outcomes)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,226 @@
+"""The catalogue of bad inputs: what a user types or feeds dlrun by mistake, and what the one
+error line must name. tests/test_bad_input.py runs every case in-process;
+benchmarks/reliability_report.py runs them as real commands and counts the outcomes.
+
+A case's `setup(folder, run)` writes what it needs under `folder` (running dlrun through `run`
+where it needs an earlier run) and returns the command line and the text the error must name.
+"""
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from tests import datasets
+
+QUICK = ["trainer.epochs=1", "logger.progress=off"]
+TRACEBACK = "Traceback (most recent call last)"
+
+
+@dataclass
+class Case:
+    name: str
+    setup: Callable  # (folder, run) -> (args, text the error line must name)
+    code: int = 1  # 2: a config error, 1: data, numerics, checkpoints
+    program: str = "dlrun"
+
+
+def csv_with(folder: Path, lines: list[str]) -> Path:
+    path = folder / "table.csv"
+    path.write_text("\n".join(["kind,a,b,c", "x,0.1,0.2,0.3", "y,0.4,0.5,0.6"] + lines) + "\n")
+    return path
+
+
+def csv_case(lines: list[str], names: str) -> Callable:
+    def setup(folder, run):
+        path = csv_with(folder, lines)
+        return ["dataset=csv", f"dataset.path={path}", *QUICK], names.format(path=path)
+    return setup
+
+
+def config_case(args: list[str], names: str) -> Callable:
+    return lambda folder, run: (list(args), names)
+
+
+def images(folder: Path) -> Path:
+    return datasets.write_image_folder(folder / "images", per_class=4, size=16)
+
+
+IMAGE_ARGS = ["dataset=imagefolder", "model=cnn", "dataset.num_workers=0",
+              "dataset.train_transforms=[]", "dataset.val_transforms=[]", *QUICK]
+
+
+def image_case(damage: Callable[[Path], Path], extra: tuple[str, ...] = ()) -> Callable:
+    def setup(folder, run):
+        root = images(folder)
+        named = damage(root)
+        return [f"dataset.root={root}", *IMAGE_ARGS, *extra], str(named)
+    return setup
+
+
+def empty_class(root: Path) -> Path:
+    for image in (root / "train" / "bees").iterdir():
+        image.unlink()
+    return root / "train" / "bees"
+
+
+def broken_image(root: Path) -> Path:
+    path = root / "train" / "ants" / "001.png"
+    path.write_bytes(path.read_bytes()[:40])  # cut short
+    return path
+
+
+def no_classes(root: Path) -> Path:
+    for image in (root / "train").glob("*/*"):
+        image.unlink()
+    for folder in (root / "train").iterdir():
+        folder.rmdir()
+    return root / "train"
+
+
+def mnist_labels_out_of_range(folder, run):
+    root = datasets.write_mnist(folder / "data")
+    labels = root / "MNIST" / "raw" / "train-labels-idx1-ubyte"
+    raw = bytearray(labels.read_bytes())
+    raw[8 + 5] = 12  # sample 5 (after the 8-byte header): class 12 of 10
+    labels.write_bytes(bytes(raw))
+    return ["dataset=mnist", f"dataset.root={root}", "dataset.download=false", *QUICK], "sample 5"
+
+
+def names_not_utf8(folder, run):
+    root = datasets.write_names(folder / "data")
+    (root / "names" / "Greek.txt").write_bytes("Papadopoulos\nNikolaou\nAnto".encode() + b"\xffnis\n")
+    return ["experiment=names_char_rnn", f"dataset.root={root}", *QUICK], f"{root / 'names' / 'Greek.txt'}:3:5"
+
+
+def csv_empty(folder, run):
+    path = folder / "empty.csv"
+    path.write_text("")
+    return ["dataset=csv", f"dataset.path={path}", *QUICK], f"{path} is empty"
+
+
+def csv_not_utf8(folder, run):
+    path = csv_with(folder, [])
+    path.write_bytes(path.read_bytes().replace(b"y,0.4", b"y,\xe9.4"))
+    return ["dataset=csv", f"dataset.path={path}", *QUICK], f"{path}:3:3"
+
+
+def finished_run(folder: Path, run) -> Path:
+    """A wine run of one epoch in folder/run (metrics.json, checkpoints)."""
+    run_dir = folder / "run"
+    run(*QUICK, f"hydra.run.dir={run_dir}")
+    return run_dir
+
+
+def rerun_into_a_finished_run(folder, run):
+    run_dir = finished_run(folder, run)
+    return [*QUICK, f"hydra.run.dir={run_dir}"], "already holds a run"
+
+
+def resume_with_another_model(folder, run):
+    run_dir = finished_run(folder, run)
+    return [*QUICK, "trainer.epochs=2", "model.hidden_sizes=[8]", f"hydra.run.dir={run_dir}",
+            f"trainer.resume={run_dir / 'checkpoints' / 'last.pt'}"], "model.hidden_sizes"
+
+
+def resume_from_a_damaged_checkpoint(folder, run):
+    run_dir = finished_run(folder, run)
+    checkpoint = run_dir / "checkpoints" / "last.pt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+    return [*QUICK, "trainer.epochs=2", f"hydra.run.dir={run_dir}", f"trainer.resume={checkpoint}"], str(checkpoint)
+
+
+def eval_a_missing_checkpoint(folder, run):
+    return [f"ckpt={folder / 'nope.pt'}"], str(folder / "nope.pt")
+
+
+def predict_a_missing_image(folder, run):
+    run_dir = folder / "run"
+    run(f"dataset.root={images(folder)}", *IMAGE_ARGS, f"hydra.run.dir={run_dir}")
+    return [f"ckpt={run_dir / 'checkpoints' / 'best.pt'}", f"inputs=[{folder / 'ant.jpg'}]"], str(folder / "ant.jpg")
+
+
+def overflowing_features(folder, run):
+    # finite numbers whose products overflow float32: the loss becomes inf in the first step
+    path = csv_with(folder, ["x,3e38,3e38,3e38"] * 3 + ["y,0.1,0.1,0.1"] * 3)
+    return ["dataset=csv", f"dataset.path={path}", "dataset.standardize=false", "trainer.batch_size=64",
+            *QUICK], "step 1 (epoch 1, batch 1 of 1)"
+
+
+CASES = [
+    # config: checked before any data is read, without torch
+    Case("unknown key", config_case(["trainer.epochz=3"], "epochz"), 2),
+    Case("unknown option", config_case(["model=transformer"], "lenet"), 2),
+    Case("unknown group", config_case(["modle=mlp"], "modle"), 2),
+    Case("wrong type", config_case(["trainer.epochs=many"], "trainer.epochs"), 2),
+    Case("bad override syntax", config_case(["trainer.epochs=[1,"], "trainer.epochs"), 2),
+    Case("lr <= 0", config_case(["optimizer.lr=0"], "optimizer.lr"), 2),
+    Case("batch_size < 1", config_case(["trainer.batch_size=0"], "trainer.batch_size"), 2),
+    Case("epochs < 1", config_case(["trainer.epochs=0"], "trainer.epochs"), 2),
+    Case("negative workers", config_case(["dataset=imagefolder", "dataset.root=x", "dataset.num_workers=-1"],
+                                         "dataset.num_workers"), 2),
+    Case("not a device", config_case(["trainer.device=tpu"], "trainer.device"), 2),
+    Case("a GPU that is not there", config_case(["trainer.device=cuda:7", *QUICK], "trainer.device=cuda:7"), 2),
+    Case("fractions leave no training data", config_case(["dataset.val_fraction=0.5", "dataset.test_fraction=0.5"],
+                                                          "dataset.val_fraction"), 2),
+    Case("required path unset", config_case(["dataset=csv"], "dataset.path"), 2),
+    Case("required root unset", config_case(["dataset=imagefolder"], "dataset.root"), 2),
+    Case("unknown policy", config_case(["trainer.on_nonfinite=ignore"], "stop, skip"), 2),
+    # data
+    Case("no MNIST files offline", lambda folder, run: (
+        ["dataset=mnist", f"dataset.root={folder}", "dataset.download=false", *QUICK], str(folder / "MNIST" / "raw"))),
+    Case("no names folder", lambda folder, run: (
+        ["experiment=names_char_rnn", f"dataset.root={folder}", *QUICK], str(folder / "names"))),
+    Case("no train/ in an image folder", lambda folder, run: (
+        [f"dataset.root={folder}", *IMAGE_ARGS], str(folder))),
+    Case("CSV file missing", lambda folder, run: (
+        ["dataset=csv", f"dataset.path={folder / 'nope.csv'}", *QUICK], str(folder / "nope.csv"))),
+    Case("CSV empty", csv_empty),
+    Case("CSV ragged row", csv_case(["z,0.7,0.8"], "{path}:4:")),
+    Case("CSV word among numbers", csv_case(["z,0.7,high,0.9"], "{path}:4:3")),
+    Case("CSV NaN cell", csv_case(["z,0.7,0.8,nan"], "{path}:4:4")),
+    Case("CSV inf cell", csv_case(["z,inf,0.8,0.9"], "{path}:4:2")),
+    Case("CSV empty label", csv_case([",0.7,0.8,0.9"], "{path}:4:1")),
+    Case("CSV label column missing", lambda folder, run: (
+        ["dataset=csv", f"dataset.path={csv_with(folder, [])}", "dataset.label_column=quality", *QUICK], "quality")),
+    Case("CSV not UTF-8", csv_not_utf8),
+    Case("names file not UTF-8", names_not_utf8),
+    Case("image folder with an empty class", image_case(empty_class)),
+    Case("image that does not decode", image_case(broken_image)),
+    Case("image folder without classes", image_case(no_classes)),
+    Case("labels out of range", mnist_labels_out_of_range),
+    # numerics
+    Case("loss becomes inf", overflowing_features),
+    # runs and checkpoints: nothing already written may change
+    Case("rerun into a finished run", rerun_into_a_finished_run, 2),
+    Case("resume with another model", resume_with_another_model),
+    Case("resume from a damaged checkpoint", resume_from_a_damaged_checkpoint),
+    Case("eval a missing checkpoint", eval_a_missing_checkpoint, 1, "dlrun-eval"),
+    Case("predict a missing image", predict_a_missing_image, 1, "dlrun-predict"),
+]
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """{relative path: sha256} of every file under `folder`."""
+    return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def changed_files(before: dict[str, str], folder: Path, logs: dict[str, bytes]) -> list[str]:
+    """Files of `before` that are gone or different now; a log (in `logs`, its old bytes) may
+    only have grown: what it said before must still be there."""
+    changed = []
+    for name, digest in before.items():
+        path = folder / name
+        if not path.is_file():
+            changed.append(name)
+        elif name in logs:
+            if not path.read_bytes().startswith(logs[name]):
+                changed.append(name)
+        elif hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+            changed.append(name)
+    return changed
+
+
+def log_contents(folder: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(folder)): path.read_bytes() for path in folder.rglob("*.log")}

@@ -1,0 +1,28 @@
+"""Every bad input of tests/bad_inputs.py, run as a user would: a non-zero exit, one error line
+that names the key or path, no traceback, and no file that existed before changed."""
+
+import pytest
+
+from dlrun import cli
+from tests.bad_inputs import CASES, TRACEBACK, changed_files, log_contents, snapshot
+
+PROGRAMS = {"dlrun": cli.train, "dlrun-eval": cli.evaluate, "dlrun-predict": cli.predict}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+def test_bad_input_gets_one_clear_line(case, dlrun, tmp_path):
+    folder = tmp_path / "case"
+    folder.mkdir()
+
+    def run(*args):
+        assert dlrun(*args).code == 0
+
+    args, names = case.setup(folder, run)
+    before, logs = snapshot(folder), log_contents(folder)
+    result = dlrun(*args, program=PROGRAMS[case.program])
+    assert result.code == case.code, result.err
+    assert TRACEBACK not in result.out + result.err
+    lines = [line for line in result.err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"{case.program}: error: "), result.err
+    assert names in lines[0]
+    assert changed_files(before, folder, logs) == []
