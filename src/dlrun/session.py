@@ -100,7 +100,7 @@ class Session:
         if not self.writes_files:
             return
         # the step checks catch NaN/inf losses and gradients; an update can still overflow
-        if not torch.isfinite(torch.nn.utils.get_total_norm(list(self.model.parameters()))):
+        if not torch.stack([p.isfinite().all() for p in self.model.parameters()]).all():
             raise DlrunError(f"the weights are no longer finite after step {self.position.global_step}; "
                              f"{name} was not written, so {self.checkpoints} keeps the last finite state: "
                              "lower optimizer.lr or set trainer.grad_clip")
