@@ -26,7 +26,8 @@ FOOTER = """Examples:
 Each run writes runs/<date>/<time>_<dataset>_<model>/ (log, TensorBoard events, checkpoints,
 metrics.json). Compare runs with: tensorboard --logdir runs
 From a checkpoint: dlrun-eval ckpt=PATH [split=test], dlrun-predict ckpt=PATH inputs=[...]
-Hydra's own flags: dlrun --hydra-help"""
+Hydra's own flags: dlrun --hydra-help
+Errors are one line; HYDRA_FULL_ERROR=1 dlrun ... shows the full traceback."""
 
 GROUPS = ("dataset", "model", "loss", "optimizer", "scheduler", "trainer", "logger", "experiment",
           "hparams_search")
