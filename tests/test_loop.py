@@ -7,7 +7,7 @@ from torch import nn
 from dlrun.data.batches import Augment, Normalize, TensorBatches
 from dlrun.errors import DlrunError
 from dlrun.tasks import Classification, Reconstruction
-from dlrun.train import NonFinite, Position, Precision, RunningMeans, evaluate, train_one_epoch
+from dlrun.train import LossWatch, NonFinite, Position, Precision, RunningMeans, evaluate, train_one_epoch
 
 CPU = torch.device("cpu")
 
@@ -69,17 +69,21 @@ def test_augment_crops_and_flips_whole_batches_reproducibly():
 
 
 def test_running_means_are_read_once_per_interval():
-    means = RunningMeans(CPU, capacity=3)
+    means = RunningMeans(CPU)
     means.add(torch.tensor(1.0), torch.tensor(3), 4)
     means.add(torch.tensor(3.0), torch.tensor(1), 4)
-    reading = means.read()
-    assert (reading.loss, reading.acc, reading.samples, reading.steps) == (pytest.approx(2.0), pytest.approx(0.5), 8, 2)
-    assert reading.first_bad is None
-    assert means.read().samples == 0  # reset after reading
-    for loss in (1.0, float("inf"), float("nan")):
-        means.add(torch.tensor(loss), torch.tensor(1), 4)
-    reading = means.read()
-    assert reading.first_bad == 1 and reading.bad_loss == float("inf")
+    assert means.read() == (pytest.approx(2.0), pytest.approx(0.5), 8)
+    assert means.read()[2] == 0  # reset after reading
+
+
+def test_the_loss_watch_reports_a_non_finite_loss_it_copied_once():
+    watch = LossWatch(CPU)
+    assert watch.look() is None  # nothing copied yet
+    watch.copy(torch.tensor(0.5), step=7)
+    assert watch.look() is None
+    watch.copy(torch.tensor(float("inf")), step=8)
+    assert watch.look() == (8, float("inf"))
+    assert watch.look() is None  # looked at already
 
 
 def train(model, split, **kwargs):
@@ -119,7 +123,7 @@ def poisoned(batch_index: int, value: float = float("nan")) -> TensorBatches:
 def test_a_non_finite_loss_stops_the_run_naming_its_step_and_batch(value):
     model = nn.Linear(4, 2)
     with pytest.raises(NonFinite, match=r"became (nan|inf) at step 3 \(epoch 1, batch 3 of 5\)"):
-        train(model, poisoned(3, value), log_every=50)  # found at the epoch's one read, step 5
+        train(model, poisoned(3, value), log_every=50)
 
 
 class SqrtAtZero(nn.Module):

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from dlrun import runtime
+from dlrun import runtime, train
 from dlrun.data.batches import TensorBatches
 from dlrun.tasks import Classification
 from dlrun.train import Position, Precision, train_one_epoch
@@ -69,13 +69,23 @@ def test_deterministic_mode_and_cudnn_benchmark():
 
 
 def test_the_loop_reads_values_from_the_device_once_per_logging_interval(monkeypatch):
-    """Every .item()/.tolist()/bool() on a tensor is a host-device sync on a GPU."""
-    reads = []
+    """Every .item()/.tolist()/bool() on a device tensor is a host-device sync on a GPU; the
+    LossWatch's reads are of its own host copy, made without waiting (one per step)."""
+    watches = []
+
+    class RecordedWatch(train.LossWatch):
+        def __init__(self, device):
+            super().__init__(device)
+            watches.append(self)
+
+    monkeypatch.setattr(train, "LossWatch", RecordedWatch)
+    reads, host_reads = [], []
     for name in ("item", "tolist", "__bool__", "__float__", "__int__"):
         original = getattr(torch.Tensor, name)
 
         def counted(self, *args, _original=original, _name=name):
-            reads.append(_name)
+            on_host = any(self is watch.host for watch in watches)
+            (host_reads if on_host else reads).append(_name)
             return _original(self, *args)
 
         monkeypatch.setattr(torch.Tensor, name, counted)
@@ -86,6 +96,7 @@ def test_the_loop_reads_values_from_the_device_once_per_logging_interval(monkeyp
     train_one_epoch(model, batches, torch.optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(), Classification(),
                     Position(), precision=Precision("32", torch.device("cpu")), log_every=10)
     assert len(reads) == 4  # 40 steps, one read per 10
+    assert len(host_reads) == 40  # each step's loss, looked at once
 
 
 def test_processes_are_spread_over_the_gpus(monkeypatch):

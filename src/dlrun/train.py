@@ -1,13 +1,15 @@
 """The training loop: plain functions over a model, its batches and an optimizer.
 
-No host-device synchronisation per step: each step's loss and the accuracy stay on the device
-and are read once per logging interval, which is also when a non-finite loss is found (and
-named by its step). Only trainer.on_nonfinite=skip reads each step's finiteness, as it decides
-there whether the optimizer may step (as PyTorch's GradScaler decides for fp16).
+No host-device synchronisation per step: the running loss and accuracy stay on the device and
+are read once per logging interval; each step's loss also travels to the host asynchronously
+and is looked at one step later (LossWatch), so a NaN/inf stops training within one step. Only
+trainer.on_nonfinite=skip waits for each step's finiteness, as it decides there whether the
+optimizer may step (as PyTorch's GradScaler decides for fp16).
 """
 
 import contextlib
 import logging
+import math
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -47,56 +49,65 @@ class Position:
     step_in_epoch: int = 0  # batches of the current epoch already trained
 
 
-@dataclass
-class Reading:
-    """The figures of the steps since the last read."""
-
-    loss: float  # mean over samples
-    acc: Optional[float]
-    samples: int
-    steps: int
-    first_bad: Optional[int] = None  # which of those steps (0 = the first) had a non-finite loss
-    bad_loss: float = 0.0  # that loss
-
-
 class RunningMeans:
-    """Each step's loss and the count of correct predictions, kept on the device between two
-    reads that are at most `capacity` steps apart."""
+    """Loss and accuracy sums kept on the device between two reads."""
 
-    def __init__(self, device: torch.device, capacity: int, reduce: Optional[Callable[[Tensor], None]] = None):
-        self.losses = torch.zeros(capacity, dtype=torch.float32, device=device)
+    def __init__(self, device: torch.device, reduce: Optional[Callable[[Tensor], None]] = None):
+        self.loss = torch.zeros((), dtype=torch.float64, device=device)
         self.correct = torch.zeros((), dtype=torch.int64, device=device)
-        self.sizes: list[int] = []  # samples per step
+        self.samples = 0
         self.has_correct = False
         self.reduce = reduce  # sums the figures over the processes of a distributed run
 
     def add(self, loss: Tensor, correct: Optional[Tensor], samples: int) -> None:
-        self.losses[len(self.sizes)] = loss.detach()  # one copy on the device, no sync
+        self.loss.add_(loss.detach(), alpha=samples)  # promoted to float64 in place
         if correct is not None:
             self.correct.add_(correct)
             self.has_correct = True
-        self.sizes.append(samples)
+        self.samples += samples
 
-    def read(self) -> Reading:
-        """The figures since the last read, with one device sync; then start over."""
-        steps = len(self.sizes)
-        if steps == 0:
-            return Reading(float("nan"), None, 0, 0)
-        losses = self.losses[:steps]
-        sizes = torch.tensor(self.sizes, dtype=torch.float64).to(losses.device, non_blocking=True)
-        figures = torch.stack([losses.double().mul(sizes).sum(), self.correct.double(), sizes.sum()])
+    def read(self) -> tuple[float, Optional[float], int]:
+        """(mean loss, accuracy or None, samples) since the last read; one device sync."""
+        figures = torch.stack([self.loss, self.correct.double(),
+                               torch.tensor(float(self.samples), dtype=torch.float64, device=self.loss.device)])
         if self.reduce is not None:
             self.reduce(figures)
-        # this process's own first bad step: any non-finite loss makes every process's gradients,
-        # averaged over them, non-finite too, so all stop together at the next step
-        bad = ~torch.isfinite(losses)
-        first_bad = bad.int().argmax()  # the first True, when there is one
-        loss, correct, samples, any_bad, bad_loss = torch.cat(
-            [figures, torch.stack([bad.any().double(), losses[first_bad].double()])]).tolist()
+        loss, correct, samples = figures.tolist()
+        samples = int(samples)
+        self.loss.zero_()
         self.correct.zero_()
-        self.sizes = []
-        return Reading(loss / samples, correct / samples if self.has_correct else None, int(samples), steps,
-                       int(first_bad) if any_bad else None, bad_loss)
+        self.samples = 0
+        if samples == 0:
+            return float("nan"), None, 0
+        return loss / samples, (correct / samples if self.has_correct else None), samples
+
+
+class LossWatch:
+    """Each step's loss, copied to the host without waiting for the device and looked at one
+    step later: by then the device has long computed it, so the look costs no stall, and a
+    NaN/inf loss is found within one step."""
+
+    def __init__(self, device: torch.device):
+        cuda = device.type == "cuda"
+        self.host = torch.zeros((), dtype=torch.float32, pin_memory=cuda)  # pinned: an async copy
+        self.copied = torch.cuda.Event() if cuda else None
+        self.step: Optional[int] = None  # the step whose loss `host` holds, not yet looked at
+
+    def copy(self, loss: Tensor, step: int) -> None:
+        self.host.copy_(loss.detach(), non_blocking=self.copied is not None)
+        if self.copied is not None:
+            self.copied.record()
+        self.step = step
+
+    def look(self) -> Optional[tuple[int, float]]:
+        """(step, loss) if the last copied loss is not finite; None if it is, or if none waits."""
+        if self.step is None:
+            return None
+        if self.copied is not None:
+            self.copied.synchronize()  # this copy only, not the steps queued after it
+        step, self.step = self.step, None
+        value = self.host.item()  # host memory
+        return None if math.isfinite(value) else (step, value)
 
 
 @dataclass
@@ -135,13 +146,15 @@ def train_one_epoch(
     """Train until the epoch ends, `limit` batches are done, or a stop is requested.
 
     Resumes inside an epoch when `position.step_in_epoch` > 0: those batches are skipped. A
-    non-finite loss raises NonFinite at the next read of the running figures, naming the step
-    where it happened (a non-finite gradient makes the weights, and so the next step's loss,
-    non-finite). With on_nonfinite="skip" each step's loss and gradient norm are checked before
-    the optimizer steps: a bad step changes no weight, is counted, and training goes on.
+    non-finite loss raises NonFinite one step later, naming the step where it happened (a
+    non-finite gradient makes the weights, and so the next step's loss, non-finite). With
+    on_nonfinite="skip" each step's loss and gradient norm are checked before the optimizer
+    steps: a bad step changes no weight, is counted, and training goes on.
     """
     model.train()
-    interval = RunningMeans(next(model.parameters()).device, log_every, reduce)
+    device = next(model.parameters()).device
+    interval = RunningMeans(device, reduce)
+    watch = LossWatch(device)
     totals = EpochTotals()
     end = len(batches) if limit is None else min(limit, len(batches))
     for inputs, labels in batches.batches(skip=position.step_in_epoch):
@@ -149,8 +162,10 @@ def train_one_epoch(
             break
         loss, outputs, applied = _step(model, inputs, labels, optimizer, criterion, task, precision, grad_clip,
                                        skip_nonfinite=on_nonfinite == "skip")
+        _stop_if_nonfinite(watch.look(), position, end)  # the previous step's loss
         if applied:
             interval.add(loss, task.correct(outputs.detach(), labels), len(labels))
+            watch.copy(loss, position.global_step + 1)
         else:
             log.warning("skipped %s: its loss or gradient is not finite; no weight was changed", _where(
                 position.global_step + 1, position, end))
@@ -159,12 +174,14 @@ def train_one_epoch(
         position.step_in_epoch += 1
         totals.steps += 1
         if position.global_step % log_every == 0 or position.step_in_epoch == end:
-            _read(interval, totals, position, on_log, end)  # logs the lr this step used: before the scheduler
+            _stop_if_nonfinite(watch.look(), position, end)
+            _read(interval, totals, position, on_log)  # logs the lr this step used: before the scheduler
         if step_scheduler is not None:
             step_scheduler.step()
         after_step()
         if stop_requested() and position.step_in_epoch < end:
-            _read(interval, totals, position, on_log, end)
+            _stop_if_nonfinite(watch.look(), position, end)
+            _read(interval, totals, position, on_log)
             return totals.result(task, interrupted=True)
     return totals.result(task)
 
@@ -187,19 +204,23 @@ class EpochTotals:
         return EpochResult(loss, acc, self.samples, self.steps, interrupted, self.skipped)
 
 
-def _read(interval: RunningMeans, totals: EpochTotals, position: Position, on_log, end: int) -> None:
-    reading = interval.read()
-    if reading.first_bad is not None:
-        step = position.global_step - reading.steps + 1 + reading.first_bad
-        raise NonFinite(
-            f"the training loss became {reading.bad_loss} at {_where(step, position, end)}; training stopped and no "
-            "checkpoint holds weights from after it: lower optimizer.lr, set trainer.grad_clip, check the data "
-            "for NaN/inf, or set trainer.on_nonfinite=skip"
-        )
-    if reading.samples == 0:
+def _read(interval: RunningMeans, totals: EpochTotals, position: Position, on_log) -> None:
+    loss, acc, samples = interval.read()
+    if samples == 0:
         return
-    totals.add(reading.loss, reading.acc, reading.samples)
-    on_log(position.global_step, reading.loss, reading.acc)
+    totals.add(loss, acc, samples)
+    on_log(position.global_step, loss, acc)
+
+
+def _stop_if_nonfinite(bad: Optional[tuple[int, float]], position: Position, end: int) -> None:
+    if bad is None:
+        return
+    step, loss = bad
+    raise NonFinite(
+        f"the training loss became {loss} at {_where(step, position, end)}; training stopped and no checkpoint "
+        "holds weights from after it: lower optimizer.lr, set trainer.grad_clip, check the data for NaN/inf, "
+        "or set trainer.on_nonfinite=skip"
+    )
 
 
 def _where(step: int, position: Position, end: int) -> str:
