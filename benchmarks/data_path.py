@@ -18,8 +18,8 @@ from benchmarks.timing import REAL_DATA, interleaved, median, paired_ratio, row
 from dlrun.data.batches import Normalize, TensorBatches
 from dlrun.models.lenet import LeNet5
 from dlrun.models.mlp import MLP
-from dlrun.tasks import Classification
-from dlrun.train import Position, Precision, train_one_epoch
+from dlrun.engine.tasks import Classification
+from dlrun.engine.loop import Position, Precision, train_one_epoch
 
 CPU = torch.device("cpu")
 

@@ -21,9 +21,9 @@ import torch
 from benchmarks.timing import REAL_DATA, median, row
 from dlrun.data.batches import Normalize, TensorBatches
 from dlrun.models.convnet import ConvNet
-from dlrun.runtime import select_device
-from dlrun.tasks import Classification
-from dlrun.train import Position, Precision, train_one_epoch
+from dlrun.engine.runtime import select_device
+from dlrun.engine.tasks import Classification
+from dlrun.engine.loop import Position, Precision, train_one_epoch
 
 
 def epoch_seconds(preset: str, epochs: int) -> float:

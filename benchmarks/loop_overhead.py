@@ -29,10 +29,10 @@ from dlrun.data.batches import Normalize, TensorBatches
 from dlrun.models.convnet import ConvNet
 from dlrun.models.lenet import LeNet5
 from dlrun.models.mlp import MLP
-from dlrun.report import Report
-from dlrun.signals import StopRequest
-from dlrun.tasks import Classification
-from dlrun.train import Position, Precision, train_one_epoch
+from dlrun.reporting.terminal import Report
+from dlrun.engine.runtime import StopRequest
+from dlrun.engine.tasks import Classification
+from dlrun.engine.loop import Position, Precision, train_one_epoch
 
 CPU = torch.device("cpu")
 

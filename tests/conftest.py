@@ -61,7 +61,7 @@ class RunResult:
         return read_events(self.run_dir)
 
     def checkpoint(self, name: str = "last.pt") -> dict[str, Any]:
-        from dlrun.checkpoint import load_checkpoint
+        from dlrun.checkpoints.files import load_checkpoint
 
         return load_checkpoint(self.run_dir / "checkpoints" / name)
 

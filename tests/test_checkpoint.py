@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from dlrun import checkpoint
-from dlrun.checkpoint import load_checkpoint, remove_stale_temporaries, save_checkpoint
+from dlrun.checkpoints import files as checkpoint
+from dlrun.checkpoints.files import load_checkpoint, remove_stale_temporaries, save_checkpoint
 from dlrun.errors import CheckpointError
 
 

@@ -9,9 +9,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from dlrun import cli, schema
-from dlrun.build import build_loss, build_model, build_optimizer, build_scheduler
-from dlrun.catalog import MODELS
+from dlrun import cli
+from dlrun.config import schema
+from dlrun.engine.build import build_loss, build_model, build_optimizer, build_scheduler
+from dlrun.config.catalog import MODELS
 from dlrun.data.facts import Facts
 
 CONFIG_DIR = Path(cli.config_dir())

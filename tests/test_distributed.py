@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dlrun.checkpoint import load_checkpoint
+from dlrun.checkpoints.files import load_checkpoint
 from dlrun.data.batches import EpochBatchSampler, TensorBatches, batch_count
 
 TORCHRUN = Path(sys.executable).parent / "torchrun"

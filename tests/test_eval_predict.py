@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dlrun import cli
-from dlrun.checkpoint import load_checkpoint, save_checkpoint
+from dlrun.checkpoints.files import load_checkpoint, save_checkpoint
 from tests import datasets
 from tests.conftest import QUICK
 from tests.test_checkpoint import Hostile

@@ -6,8 +6,8 @@ from torch import nn
 
 from dlrun.data.batches import Augment, Normalize, TensorBatches
 from dlrun.errors import DlrunError
-from dlrun.tasks import Classification, Reconstruction
-from dlrun.train import LossWatch, NonFinite, Position, Precision, RunningMeans, evaluate, train_one_epoch
+from dlrun.engine.tasks import Classification, Reconstruction
+from dlrun.engine.loop import LossWatch, NonFinite, Position, Precision, RunningMeans, evaluate, train_one_epoch
 
 CPU = torch.device("cpu")
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dlrun.catalog import DATASETS, MODELS, check_pairing
+from dlrun.config.catalog import DATASETS, MODELS, check_pairing
 from dlrun.data.facts import Facts
 from dlrun.errors import ConfigError
 from dlrun.models.resnet import resnet18_classifier
@@ -21,7 +21,7 @@ DEFAULTS = {"resnet18": {"pretrained": False}}
 
 
 def build(arch: str, facts: Facts):
-    from dlrun.build import build_model
+    from dlrun.engine.build import build_model
     from omegaconf import OmegaConf
 
     return build_model(OmegaConf.create({"arch": arch, **DEFAULTS.get(arch, {})}), facts, "cross_entropy").eval()
@@ -91,7 +91,7 @@ def test_char_rnn_ignores_the_padding_after_a_name():
 
 
 def test_nll_models_end_in_log_softmax():
-    from dlrun.build import build_model
+    from dlrun.engine.build import build_model
     from omegaconf import OmegaConf
 
     model = build_model(OmegaConf.create({"arch": "linear"}), FACTS["table"], "nll")

@@ -4,7 +4,7 @@ import io
 
 from rich.console import Console
 
-from dlrun.report import EpochProgress, Report
+from dlrun.reporting.terminal import EpochProgress, Report
 
 
 def console(terminal: bool) -> tuple[Console, io.StringIO]:

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from dlrun.checkpoint import load_checkpoint
-from dlrun.session import Session
+from dlrun.checkpoints.files import load_checkpoint
+from dlrun.engine.state import Session
 from tests import datasets
 
 EPOCHS = 3

@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 from dlrun.errors import DlrunError
-from dlrun.run_folders import claim
-from dlrun.session import Session
-from dlrun.train import Position
+from dlrun.config.run_folders import claim
+from dlrun.engine.state import Session
+from dlrun.engine.loop import Position
 from tests.bad_inputs import IMAGE_ARGS, QUICK, broken_image, csv_with, images
 
 

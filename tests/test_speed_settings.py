@@ -6,10 +6,11 @@ import pytest
 import torch
 from torch import nn
 
-from dlrun import runtime, train
+from dlrun.engine import runtime
+from dlrun.engine import loop as train
 from dlrun.data.batches import TensorBatches
-from dlrun.tasks import Classification
-from dlrun.train import Position, Precision, train_one_epoch
+from dlrun.engine.tasks import Classification
+from dlrun.engine.loop import Position, Precision, train_one_epoch
 from tests.conftest import QUICK
 
 

@@ -9,7 +9,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 
 from dlrun import cli
-from dlrun.resolvers import direction, short_overrides
+from dlrun.config.resolvers import direction, short_overrides
 from tests.test_tensorboard import hparams
 
 

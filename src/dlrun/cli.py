@@ -16,9 +16,10 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from dlrun import resolvers, schema
+from dlrun.config import resolvers
+from dlrun.config import schema
 from dlrun.errors import ConfigError, DlrunError, one_line
-from dlrun.run_folders import check_free
+from dlrun.config.run_folders import check_free
 
 
 def config_dir() -> str:
@@ -39,7 +40,7 @@ def train() -> None:
     _register()
     _failures.clear()
     if any(arg in ("-h", "--help") for arg in sys.argv[1:]):
-        from dlrun.usage import help_text
+        from dlrun.config.usage import help_text
 
         overrides = [arg for arg in sys.argv[1:] if arg not in ("-h", "--help")]
         _report_errors(lambda: print(help_text(config_dir(), overrides)), "dlrun")
@@ -49,7 +50,7 @@ def train() -> None:
     sys.argv += _rank_overrides()  # last, so they win over the user's hydra.run.dir
 
     def main() -> None:
-        from dlrun import sweep
+        from dlrun.reporting import sweep_summary as sweep
 
         check_free(users_args)
         sweep.latest = None
@@ -68,7 +69,7 @@ def _rank_overrides() -> list[str]:
     rank = int(os.environ.get("RANK", "0"))
     if rank == 0:
         return []
-    from dlrun.distributed import scratch_overrides  # imports torch: only under torchrun
+    from dlrun.engine.distributed import scratch_overrides  # imports torch: only under torchrun
 
     return scratch_overrides(rank)
 
@@ -80,12 +81,12 @@ def _train_task(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from dlrun.checks import check_config
+    from dlrun.config.checks import check_config
 
     hydra_cfg = HydraConfig.get()
     try:
         check_config(cfg, dict(hydra_cfg.runtime.choices))
-        from dlrun.run import train  # torch loads here, once the config is known to be sound
+        from dlrun.engine.experiment import train  # torch loads here, once the config is known to be sound
 
         return train(cfg)
     except (DlrunError, OmegaConfBaseException) as error:
@@ -113,7 +114,7 @@ def evaluate() -> None:
 
     def main() -> None:
         cfg = _parse_cli(schema.EvalConfig, EVAL_USAGE)
-        from dlrun.evaluate import evaluate_checkpoint
+        from dlrun.commands.evaluate import evaluate_checkpoint
 
         evaluate_checkpoint(cfg)
 
@@ -126,7 +127,7 @@ def predict() -> None:
 
     def main() -> None:
         cfg = _parse_cli(schema.PredictConfig, PREDICT_USAGE)
-        from dlrun.predict import predict_from_checkpoint
+        from dlrun.commands.predict import predict_from_checkpoint
 
         predict_from_checkpoint(cfg)
 

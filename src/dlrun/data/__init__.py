@@ -6,7 +6,7 @@ from typing import Optional, Union
 import torch
 from omegaconf import DictConfig
 
-from dlrun.catalog import dataset_entry
+from dlrun.config.catalog import dataset_entry
 from dlrun.data.batches import Augment, LoaderBatches, Normalize, TensorBatches
 from dlrun.data.facts import Facts
 

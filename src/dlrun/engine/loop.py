@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from dlrun.errors import DlrunError
-from dlrun.tasks import Evaluation
+from dlrun.engine.tasks import Evaluation
 
 log = logging.getLogger("dlrun")
 

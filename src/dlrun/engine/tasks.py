@@ -9,8 +9,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from dlrun.catalog import METRIC_MODES
-from dlrun.metrics import confusion_matrix, per_class_accuracy
+from dlrun.config.catalog import METRIC_MODES
 
 
 @dataclass
@@ -108,3 +107,15 @@ def make_task(name: str):
 
 def mode_of(metric: str) -> str:
     return METRIC_MODES[metric]
+
+
+def confusion_matrix(predictions: Tensor, labels: Tensor, num_classes: int) -> Tensor:
+    """[true class, predicted class] counts."""
+    flat = labels * num_classes + predictions
+    return torch.bincount(flat, minlength=num_classes**2).view(num_classes, num_classes)
+
+
+def per_class_accuracy(confusion: Tensor) -> Tensor:
+    """Recall of each class; NaN for a class absent from the split."""
+    totals = confusion.sum(dim=1).double()
+    return confusion.diagonal().double() / totals

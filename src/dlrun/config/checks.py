@@ -5,7 +5,7 @@ import re
 
 from omegaconf import DictConfig, OmegaConf
 
-from dlrun.catalog import check_pairing, task_of
+from dlrun.config.catalog import check_pairing, task_of
 from dlrun.errors import ConfigError
 
 PRECISIONS = ("32", "bf16", "16")

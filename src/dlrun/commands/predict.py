@@ -17,9 +17,9 @@ from dlrun.data.batches import Normalize
 from dlrun.data.facts import Facts
 from dlrun.data.names import encode, fold_to_ascii
 from dlrun.errors import ConfigError, DataError
-from dlrun.report import make_console
-from dlrun.restore import restore
-from dlrun.runtime import select_device
+from dlrun.reporting.terminal import make_console
+from dlrun.commands.restore import restore
+from dlrun.engine.runtime import select_device
 
 FORMATS = ("table", "json")
 

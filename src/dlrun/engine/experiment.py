@@ -16,28 +16,29 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from dlrun import distributed, runtime
-from dlrun.build import build_loss, build_model, build_optimizer, build_scheduler
-from dlrun.catalog import task_of
-from dlrun.checkpoint import load_checkpoint, remove_stale_temporaries
-from dlrun.checks import monitored
+from dlrun.engine import distributed
+from dlrun.engine import runtime
+from dlrun.engine.build import build_loss, build_model, build_optimizer, build_scheduler
+from dlrun.config.catalog import task_of
+from dlrun.checkpoints.files import load_checkpoint, remove_stale_temporaries
+from dlrun.config.checks import monitored
 from dlrun.data import LoadOptions, build_data
 from dlrun.errors import ConfigError, DlrunError
-from dlrun.fit import fit
-from dlrun.monitor import Monitor
-from dlrun.report import Report, per_class_table
-from dlrun.resume import apply_optimizer_settings, check_resumable, resume_path
-from dlrun.session import Session
-from dlrun.signals import Interrupted, StopRequest
-from dlrun.tasks import make_task, mode_of
-from dlrun.tensorboard_log import Board
-from dlrun.train import Precision, evaluate
+from dlrun.engine.fit import fit
+from dlrun.engine.state import Monitor
+from dlrun.reporting.terminal import Report, per_class_table
+from dlrun.checkpoints.resume import apply_optimizer_settings, check_resumable, resume_path
+from dlrun.engine.state import Session
+from dlrun.engine.runtime import Interrupted, StopRequest
+from dlrun.engine.tasks import make_task, mode_of
+from dlrun.reporting.tensorboard import Board
+from dlrun.engine.loop import Precision, evaluate
 
 log = logging.getLogger("dlrun")
 
 
 def train(cfg: DictConfig, run_dir: Optional[Path] = None) -> float:
-    """Run one experiment (its config already passed dlrun.checks); returns the metric a
+    """Run one experiment (its config already passed dlrun.config.checks); returns the metric a
     sweeper optimizes (`optimized_metric`)."""
     hydra = HydraConfig.get() if HydraConfig.initialized() else None
     run_dir = Path(run_dir or hydra.runtime.output_dir)

@@ -7,7 +7,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from dlrun.errors import CheckpointError
-from dlrun.schema import BOOKKEEPING
+from dlrun.config.schema import BOOKKEEPING
 
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from dlrun.build import build_loss, build_model
-from dlrun.checkpoint import load_checkpoint
+from dlrun.engine.build import build_loss, build_model
+from dlrun.checkpoints.files import load_checkpoint
 from dlrun.data.facts import Facts
 from dlrun.errors import CheckpointError, one_line
 

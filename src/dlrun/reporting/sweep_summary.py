@@ -67,7 +67,7 @@ def write(summary: Summary) -> None:
 
 
 def show(summary: Summary) -> None:
-    from dlrun.report import make_console
+    from dlrun.reporting.terminal import make_console
 
     table = Table(title=f"sweep: {len(summary.rows)} jobs, {len(summary.failed)} failed", title_style="bold")
     for column in ("job", "overrides", "status", "metric", "value", "seconds", "folder"):

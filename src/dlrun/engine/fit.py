@@ -3,11 +3,11 @@
 import signal
 import time
 
-from dlrun import distributed
-from dlrun.session import Session
-from dlrun.signals import Interrupted
-from dlrun.tasks import Evaluation
-from dlrun.train import EpochResult, evaluate, train_one_epoch
+from dlrun.engine import distributed
+from dlrun.engine.state import Session
+from dlrun.engine.runtime import Interrupted
+from dlrun.engine.tasks import Evaluation
+from dlrun.engine.loop import EpochResult, evaluate, train_one_epoch
 
 
 def fit(s: Session) -> None:

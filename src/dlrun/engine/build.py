@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from dlrun.catalog import model_entry
+from dlrun.config.catalog import model_entry
 from dlrun.data.facts import Facts
 from dlrun.errors import ConfigError
 

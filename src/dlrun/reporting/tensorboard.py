@@ -13,7 +13,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from dlrun import schema
+from dlrun.config import schema
 
 # kept out of HPARAMS: bookkeeping, the data's facts, and paths and lists that make poor columns
 HPARAM_SKIP = schema.BOOKKEEPING + ("facts.", "dataset.path", "dataset.train_transforms",

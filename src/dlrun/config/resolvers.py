@@ -7,7 +7,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from dlrun.run_folders import claim
+from dlrun.config.run_folders import claim
 
 
 def run_dir(resume: str | None, fresh: str) -> str:
@@ -70,7 +70,7 @@ def _short_number(value: str) -> str:
 
 def direction(metric: str, arch: str) -> str:
     """What a sweeper does with `metric`: maximize accuracy, minimize losses and errors."""
-    from dlrun.catalog import METRIC_MODES, task_of
+    from dlrun.config.catalog import METRIC_MODES, task_of
 
     if metric == "auto":
         return "maximize" if task_of(arch) == "classification" else "minimize"

@@ -9,11 +9,11 @@ from rich.table import Table
 
 from dlrun.data import LoadOptions, build_data
 from dlrun.errors import ConfigError, DataError
-from dlrun.report import make_console, per_class_table
-from dlrun.restore import criterion_for, restore
-from dlrun.runtime import select_device
-from dlrun.tasks import make_task
-from dlrun.train import Precision, evaluate
+from dlrun.reporting.terminal import make_console, per_class_table
+from dlrun.commands.restore import criterion_for, restore
+from dlrun.engine.runtime import select_device
+from dlrun.engine.tasks import make_task
+from dlrun.engine.loop import Precision, evaluate
 
 SPLITS = ("val", "test")
 

@@ -1,0 +1,1 @@
+"""The programs that start from a checkpoint: dlrun-eval and dlrun-predict."""

@@ -1,0 +1,1 @@
+"""One training run: build the objects, fit them epoch by epoch, evaluate, finish."""

@@ -1,0 +1,1 @@
+"""What a user reads: the terminal, TensorBoard, the table after a sweep."""
