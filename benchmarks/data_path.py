@@ -16,10 +16,12 @@ import torch.nn.functional as F
 
 from benchmarks.timing import REAL_DATA, interleaved, median, paired_ratio, row
 from dlrun.data.batches import Normalize, TensorBatches
+from dlrun.engine.loop import StepRules, train_one_epoch
+from dlrun.engine.runtime import Precision
+from dlrun.engine.state import Position
+from dlrun.engine.tasks import Classification
 from dlrun.models.lenet import LeNet5
 from dlrun.models.mlp import MLP
-from dlrun.engine.tasks import Classification
-from dlrun.engine.loop import Position, Precision, train_one_epoch
 
 CPU = torch.device("cpu")
 
@@ -45,20 +47,39 @@ def compare(name, model, lr, batch_size, repeats, workers):
     from torchvision.datasets import MNIST
 
     raw = MNIST(str(REAL_DATA), train=True, download=False)
-    batches = TensorBatches(raw.data.unsqueeze(1), raw.targets, batch_size, shuffle=True,
-                            generator=torch.Generator().manual_seed(0), prepare=Normalize([0.1307], [0.3081], CPU))
+    batches = TensorBatches(
+        raw.data.unsqueeze(1),
+        raw.targets,
+        batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(0),
+        prepare=Normalize([0.1307], [0.3081], CPU),
+    )
     loader = classic_loader(batch_size, workers)
     dlrun_model, classic_model = copy.deepcopy(model), copy.deepcopy(model)
     dlrun_opt = torch.optim.Adam(dlrun_model.parameters(), lr=lr)
     classic_opt = torch.optim.Adam(classic_model.parameters(), lr=lr)
     criterion = torch.nn.CrossEntropyLoss()
-    times = interleaved({
-        "dlrun": lambda: train_one_epoch(dlrun_model, batches, dlrun_opt, criterion, Classification(), Position(),
-                                         precision=Precision("32", CPU)),
-        "classic": lambda: classic_epoch(classic_model, classic_opt, loader),
-    }, repeats)
+    times = interleaved(
+        {
+            "dlrun": lambda: train_one_epoch(
+                dlrun_model,
+                batches,
+                dlrun_opt,
+                criterion,
+                Classification(),
+                Position(),
+                StepRules(Precision("32", CPU)),
+            ),
+            "classic": lambda: classic_epoch(classic_model, classic_opt, loader),
+        },
+        repeats,
+    )
     speedup = 1 / paired_ratio(times["dlrun"], times["classic"])
-    print(row(name, f"{median(times['dlrun']):.2f} s", f"{median(times['classic']):.2f} s", f"{speedup:.1f}x"), flush=True)
+    print(
+        row(name, f"{median(times['dlrun']):.2f} s", f"{median(times['classic']):.2f} s", f"{speedup:.1f}x"),
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -67,10 +88,15 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers of the classic path")
     args = parser.parse_args()
     torch.manual_seed(0)
-    print(f"one epoch of the 60,000 MNIST training images, median of {args.repeats}; {torch.get_num_threads()} CPU threads; "
-          f"classic DataLoader workers: {args.workers}")
+    print(
+        f"one epoch of the 60,000 MNIST training images, median of {args.repeats}; "
+        f"{torch.get_num_threads()} CPU threads; "
+        f"classic DataLoader workers: {args.workers}"
+    )
     print(row("model (batch, optimizer)", "dlrun", "classic", "speed-up"))
-    compare("MLP 784-1000-10 (100, Adam)", MLP([1, 28, 28], 10, [1000]), 1e-3, 100, args.repeats, args.workers)
+    compare(
+        "MLP 784-1000-10 (100, Adam)", MLP([1, 28, 28], 10, [1000]), 1e-3, 100, args.repeats, args.workers
+    )
     compare("LeNet-5 (64, Adam)", LeNet5([1, 28, 28], 10), 5e-4, 64, args.repeats, args.workers)
 
 

@@ -20,33 +20,62 @@ import torch
 
 from benchmarks.timing import REAL_DATA, median, row
 from dlrun.data.batches import Normalize, TensorBatches
-from dlrun.models.convnet import ConvNet
-from dlrun.engine.runtime import select_device
+from dlrun.engine.loop import StepRules, train_one_epoch
+from dlrun.engine.runtime import Precision, select_device
+from dlrun.engine.state import Position
 from dlrun.engine.tasks import Classification
-from dlrun.engine.loop import Position, Precision, train_one_epoch
+from dlrun.models.convnet import ConvNet
 
 
 def epoch_seconds(preset: str, epochs: int) -> float:
     with tempfile.TemporaryDirectory() as folder:
-        subprocess.run([sys.executable, "-m", "dlrun", f"experiment={preset}", f"dataset.root={REAL_DATA}",
-                        f"trainer.epochs={epochs}", "logger.progress=off", f"hydra.run.dir={folder}/run"],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "dlrun",
+                f"experiment={preset}",
+                f"dataset.root={REAL_DATA}",
+                f"trainer.epochs={epochs}",
+                "logger.progress=off",
+                f"hydra.run.dir={folder}/run",
+            ],
+            check=True,
+            capture_output=True,
+        )
         history = json.loads((Path(folder) / "run" / "metrics.json").read_text())["history"]
     return median([entry["seconds"] for entry in history[1:]] or [history[0]["seconds"]])
 
 
-def cifar_throughput(device: torch.device, precision: str, batch_size: int = 256, batches: int = 100) -> float:
+def cifar_throughput(
+    device: torch.device, precision: str, batch_size: int = 256, batches: int = 100
+) -> float:
     generator = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (batch_size * batches, 3, 32, 32), dtype=torch.uint8, generator=generator).to(device)
+    images = torch.randint(
+        0, 256, (batch_size * batches, 3, 32, 32), dtype=torch.uint8, generator=generator
+    ).to(device)
     labels = torch.randint(0, 10, (batch_size * batches,), generator=generator).to(device)
-    split = TensorBatches(images, labels, batch_size, shuffle=True, generator=generator,
-                          prepare=Normalize([0.5] * 3, [0.25] * 3, device))
+    split = TensorBatches(
+        images,
+        labels,
+        batch_size,
+        shuffle=True,
+        generator=generator,
+        prepare=Normalize([0.5] * 3, [0.25] * 3, device),
+    )
     model = ConvNet([3, 32, 32], 10).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
 
     def epoch():
-        train_one_epoch(model, split, optimizer, torch.nn.CrossEntropyLoss(), Classification(), Position(),
-                        precision=Precision(precision, device))
+        train_one_epoch(
+            model,
+            split,
+            optimizer,
+            torch.nn.CrossEntropyLoss(),
+            Classification(),
+            Position(),
+            StepRules(Precision(precision, device)),
+        )
         if device.type == "cuda":
             torch.cuda.synchronize()
 
@@ -64,11 +93,24 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
     print(f"device: {name}")
     widths = (40, 16)
-    print(row("MNIST MLP epoch (mnist_mlp)", f"{epoch_seconds('mnist_mlp', args.epochs):.2f} s", widths=widths))
-    print(row("MNIST LeNet-5 epoch (mnist_lenet)", f"{epoch_seconds('mnist_lenet', args.epochs):.2f} s", widths=widths))
+    print(
+        row("MNIST MLP epoch (mnist_mlp)", f"{epoch_seconds('mnist_mlp', args.epochs):.2f} s", widths=widths)
+    )
+    print(
+        row(
+            "MNIST LeNet-5 epoch (mnist_lenet)",
+            f"{epoch_seconds('mnist_lenet', args.epochs):.2f} s",
+            widths=widths,
+        )
+    )
     for precision in ("32", "bf16"):
-        print(row(f"CIFAR ConvNet, batch 256, precision {precision}",
-                  f"{cifar_throughput(device, precision):,.0f} img/s", widths=widths))
+        print(
+            row(
+                f"CIFAR ConvNet, batch 256, precision {precision}",
+                f"{cifar_throughput(device, precision):,.0f} img/s",
+                widths=widths,
+            )
+        )
 
 
 if __name__ == "__main__":

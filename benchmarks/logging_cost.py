@@ -21,9 +21,21 @@ from benchmarks.timing import REAL_DATA, median, paired_ratio, row
 
 def run(logger: str, epochs: int, folder: Path) -> tuple[float, float]:
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "dlrun", "experiment=mnist_mlp", f"dataset.root={REAL_DATA}",
-                    f"trainer.epochs={epochs}", f"logger={logger}", "logger.progress=off",
-                    f"hydra.run.dir={folder}"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "dlrun",
+            "experiment=mnist_mlp",
+            f"dataset.root={REAL_DATA}",
+            f"trainer.epochs={epochs}",
+            f"logger={logger}",
+            "logger.progress=off",
+            f"hydra.run.dir={folder}",
+        ],
+        check=True,
+        capture_output=True,
+    )
     wall = time.perf_counter() - started
     history = json.loads((folder / "metrics.json").read_text())["history"]
     return median([row["seconds"] for row in history[1:]]), wall
@@ -39,8 +51,10 @@ def main() -> None:
         for repeat in range(args.repeats):
             for logger in results:
                 results[logger].append(run(logger, args.epochs, Path(scratch) / f"{logger}{repeat}"))
-    print(f"mnist_mlp, {args.epochs} epochs, {args.repeats} runs each, alternating; cost: median of the "
-          "ratios of back-to-back runs")
+    print(
+        f"mnist_mlp, {args.epochs} epochs, {args.repeats} runs each, alternating; cost: median of the "
+        "ratios of back-to-back runs"
+    )
     print(row("", "logging on", "off", "cost"))
     for index, label in ((0, "epoch time (epochs 2..)"), (1, "whole run, wall")):
         on = [r[index] for r in results["tensorboard"]]

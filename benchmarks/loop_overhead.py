@@ -25,14 +25,16 @@ from rich.console import Console
 from torch.utils.tensorboard import SummaryWriter
 
 from benchmarks.timing import REAL_DATA, interleaved, median, paired_ratio, row
+from dlrun.checkpoints.policy import CheckpointPolicy
 from dlrun.data.batches import Normalize, TensorBatches
+from dlrun.engine.loop import EpochHooks, StepRules, train_one_epoch
+from dlrun.engine.runtime import Precision, StopRequest
+from dlrun.engine.state import Position
+from dlrun.engine.tasks import Classification
 from dlrun.models.convnet import ConvNet
 from dlrun.models.lenet import LeNet5
 from dlrun.models.mlp import MLP
 from dlrun.reporting.terminal import Report
-from dlrun.engine.runtime import StopRequest
-from dlrun.engine.tasks import Classification
-from dlrun.engine.loop import Position, Precision, train_one_epoch
 
 CPU = torch.device("cpu")
 
@@ -44,7 +46,11 @@ def mnist_images() -> tuple[torch.Tensor, torch.Tensor, str]:
         data = MNIST(str(REAL_DATA), train=True, download=False)
         return data.data.unsqueeze(1), data.targets, "MNIST"
     except Exception:  # no real data here: the same shapes, random content
-        return torch.randint(0, 256, (60000, 1, 28, 28), dtype=torch.uint8), torch.randint(0, 10, (60000,)), "synthetic MNIST"
+        return (
+            torch.randint(0, 256, (60000, 1, 28, 28), dtype=torch.uint8),
+            torch.randint(0, 10, (60000,)),
+            "synthetic MNIST",
+        )
 
 
 def cifar_shaped() -> tuple[torch.Tensor, torch.Tensor, str]:
@@ -67,50 +73,92 @@ def bare_epoch(model, optimizer, inputs, targets, batch_size, generator, prepare
 
 
 def compare(name, model, make_optimizer, images, labels, mean, std, batch_size, pairs, chunk):
-    floats = (images.float() / 255 - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
+    floats = (images.float() / 255 - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(
+        1, -1, 1, 1
+    )
     normalize = Normalize(mean, std, CPU)
     bare_model, float_model, dlrun_model = (copy.deepcopy(model) for _ in range(3))
-    bare_opt, float_opt, dlrun_opt = make_optimizer(bare_model), make_optimizer(float_model), make_optimizer(dlrun_model)
-    batches = TensorBatches(images, labels, batch_size, shuffle=True, generator=torch.Generator().manual_seed(0),
-                            prepare=normalize)
+    bare_opt, float_opt, dlrun_opt = (
+        make_optimizer(bare_model),
+        make_optimizer(float_model),
+        make_optimizer(dlrun_model),
+    )
+    batches = TensorBatches(
+        images,
+        labels,
+        batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(0),
+        prepare=normalize,
+    )
     bare_generator, float_generator = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
     writer = SummaryWriter(tempfile.mkdtemp(prefix="dlrun-bench-"))
     report = Report("lines", console=Console(file=io.StringIO()))
     position = Position()
     criterion = torch.nn.CrossEntropyLoss()
 
-    def log(step, loss, acc):
-        writer.add_scalar("train/loss", loss, step)
-        writer.add_scalar("train/acc", acc, step)
-        writer.add_scalar("lr", dlrun_opt.param_groups[0]["lr"], step)
+    rules = StepRules(Precision("32", CPU))
+    stop, policy = StopRequest(), CheckpointPolicy()  # trainer.checkpoint_every_n_steps: unset by default
 
-    stop = StopRequest()
-    save_every = None  # trainer.checkpoint_every_n_steps: unset by default
+    class Hooks(EpochHooks):
+        """What a run's fit.RunHooks does per step: scalars to TensorBoard and the progress (plain
+        lines, as in a log) per interval; the scheduler, checkpoint and stop checks per step."""
+
+        def __init__(self, progress):
+            self.progress = progress
+
+        def logged(self, step, loss, acc):
+            writer.add_scalar("train/loss", loss, step)
+            writer.add_scalar("train/acc", acc, step)
+            writer.add_scalar("lr", dlrun_opt.param_groups[0]["lr"], step)
+            self.progress.metrics(loss, acc)
+
+        def stepped(self, step):
+            self.progress.advance(batch_size)
+            policy.after_step(step)  # no checkpoint is due: fit would save what it names
+
+        def stop_requested(self, step):
+            return bool(stop)
 
     def dlrun_epoch():
-        # the hooks a run's fit() passes: progress (plain lines, as in a log), checkpoint and stop checks
         position.step_in_epoch = 0
         with report.epoch_progress(1, 1, chunk) as progress:
-            def after_step():
-                progress.advance(batch_size)
-                if save_every and position.global_step % save_every == 0:
-                    pass  # fit() would save last.pt here
+            train_one_epoch(
+                dlrun_model,
+                batches,
+                dlrun_opt,
+                criterion,
+                Classification(),
+                position,
+                rules,
+                Hooks(progress),
+                limit=chunk,
+            )
 
-            train_one_epoch(dlrun_model, batches, dlrun_opt, criterion, Classification(), position,
-                            precision=Precision("32", CPU), limit=chunk, log_every=50,
-                            on_log=lambda step, loss, acc: (log(step, loss, acc), progress.metrics(loss, acc)),
-                            after_step=after_step, stop_requested=lambda: bool(stop))
-
-    times = interleaved({
-        "dlrun": dlrun_epoch,
-        "bare": lambda: bare_epoch(bare_model, bare_opt, images, labels, batch_size, bare_generator, normalize, chunk),
-        "float": lambda: bare_epoch(float_model, float_opt, floats, labels, batch_size, float_generator, None, chunk),
-    }, pairs)
+    times = interleaved(
+        {
+            "dlrun": dlrun_epoch,
+            "bare": lambda: bare_epoch(
+                bare_model, bare_opt, images, labels, batch_size, bare_generator, normalize, chunk
+            ),
+            "float": lambda: bare_epoch(
+                float_model, float_opt, floats, labels, batch_size, float_generator, None, chunk
+            ),
+        },
+        pairs,
+    )
     writer.close()
     scale = len(batches) / chunk  # chunks -> one full epoch
     ratio = paired_ratio(times["dlrun"], times["bare"])
-    print(row(name, *(f"{median(times[k]) * scale:.2f} s" for k in ("dlrun", "bare", "float")), f"{ratio:.3f}",
-              f"{paired_ratio(times['dlrun'], times['float']):.3f}"), flush=True)
+    print(
+        row(
+            name,
+            *(f"{median(times[k]) * scale:.2f} s" for k in ("dlrun", "bare", "float")),
+            f"{ratio:.3f}",
+            f"{paired_ratio(times['dlrun'], times['float']):.3f}",
+        ),
+        flush=True,
+    )
     return ratio
 
 
@@ -123,20 +171,62 @@ def main() -> None:
     torch.manual_seed(0)
     mnist, mnist_labels, source = mnist_images()
     cifar, cifar_labels, cifar_source = cifar_shaped()
-    print(f"epoch time from {args.pairs} alternating chunks per side, {args.threads} CPU threads; data: {source}, {cifar_source}")
-    print("ratios: median of dlrun/bare over back-to-back chunk pairs (bare: same uint8 tensors; float: pre-normalized)")
+    print(
+        f"epoch time from {args.pairs} alternating chunks per side, {args.threads} CPU threads; "
+        f"data: {source}, {cifar_source}"
+    )
+    print(
+        "ratios: median of dlrun/bare over back-to-back chunk pairs "
+        "(bare: same uint8 tensors; float: pre-normalized)"
+    )
     print(row("model (batch, optimizer)", "dlrun", "bare", "float", "vs bare", "vs float"))
     adam = lambda lr: lambda m: torch.optim.Adam(m.parameters(), lr=lr)  # noqa: E731
     sgd = lambda m: torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9)  # noqa: E731
     grey, colour = ([0.1307], [0.3081]), ([0.5, 0.5, 0.5], [0.25, 0.25, 0.25])
-    compare("MLP 784-1000-10 (100, Adam)", MLP([1, 28, 28], 10, [1000]), adam(1e-3), mnist, mnist_labels,
-            *grey, 100, args.pairs, chunk=150)
-    compare("LeNet-5 (64, Adam)", LeNet5([1, 28, 28], 10), adam(5e-4), mnist, mnist_labels,
-            *grey, 64, args.pairs, chunk=150)
-    compare("CIFAR ConvNet (4, SGD)", ConvNet([3, 32, 32], 10), sgd, cifar, cifar_labels, *colour, 4,
-            args.pairs, chunk=1000)
-    compare("CIFAR ConvNet (64, SGD)", ConvNet([3, 32, 32], 10), sgd, cifar, cifar_labels, *colour, 64,
-            args.pairs, chunk=200)
+    compare(
+        "MLP 784-1000-10 (100, Adam)",
+        MLP([1, 28, 28], 10, [1000]),
+        adam(1e-3),
+        mnist,
+        mnist_labels,
+        *grey,
+        100,
+        args.pairs,
+        chunk=150,
+    )
+    compare(
+        "LeNet-5 (64, Adam)",
+        LeNet5([1, 28, 28], 10),
+        adam(5e-4),
+        mnist,
+        mnist_labels,
+        *grey,
+        64,
+        args.pairs,
+        chunk=150,
+    )
+    compare(
+        "CIFAR ConvNet (4, SGD)",
+        ConvNet([3, 32, 32], 10),
+        sgd,
+        cifar,
+        cifar_labels,
+        *colour,
+        4,
+        args.pairs,
+        chunk=1000,
+    )
+    compare(
+        "CIFAR ConvNet (64, SGD)",
+        ConvNet([3, 32, 32], 10),
+        sgd,
+        cifar,
+        cifar_labels,
+        *colour,
+        64,
+        args.pairs,
+        chunk=200,
+    )
 
 
 if __name__ == "__main__":

@@ -79,9 +79,20 @@ def classic(splits, steps: int, lr: float = 0.005) -> tuple[float, float]:
 def batched(target: float, epochs: int) -> tuple[float, float, float]:
     """(seconds of dlrun training until val accuracy >= target, the accuracy then, best val acc)."""
     with tempfile.TemporaryDirectory() as folder:
-        subprocess.run([sys.executable, "-m", "dlrun", "experiment=names_char_rnn", f"dataset.root={REAL_DATA}",
-                        f"trainer.epochs={epochs}", "logger.progress=off", f"hydra.run.dir={folder}/run"],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "dlrun",
+                "experiment=names_char_rnn",
+                f"dataset.root={REAL_DATA}",
+                f"trainer.epochs={epochs}",
+                "logger.progress=off",
+                f"hydra.run.dir={folder}/run",
+            ],
+            check=True,
+            capture_output=True,
+        )
         history = json.loads((Path(folder) / "run" / "metrics.json").read_text())["history"]
     elapsed = 0.0
     for row in history:
@@ -100,10 +111,15 @@ def main() -> None:
     cfg = OmegaConf.create({"root": str(REAL_DATA), "val_fraction": 0.1, "test_fraction": 0.1})
     splits = load_names(cfg, LoadOptions("classification", 42, 32, 128, torch.device("cpu")))
     accuracy, classic_seconds = classic(splits, args.steps)
-    print(f"classic loop: {args.steps:,} steps in {classic_seconds:.1f} s, val accuracy {accuracy:.1%}", flush=True)
+    print(
+        f"classic loop: {args.steps:,} steps in {classic_seconds:.1f} s, val accuracy {accuracy:.1%}",
+        flush=True,
+    )
     seconds, reached, best = batched(accuracy, args.epochs)
-    print(f"dlrun names_char_rnn: reached {reached:.1%} after {seconds:.1f} s of training "
-          f"(best {best:.1%} in {args.epochs} epochs)")
+    print(
+        f"dlrun names_char_rnn: reached {reached:.1%} after {seconds:.1f} s of training "
+        f"(best {best:.1%} in {args.epochs} epochs)"
+    )
     print(f"speed-up to the same accuracy: {classic_seconds / seconds:.0f}x")
 
 

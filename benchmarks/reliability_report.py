@@ -14,15 +14,19 @@ from pathlib import Path
 
 from tests.bad_inputs import CASES, TRACEBACK, Case, changed_files, log_contents, snapshot
 
-MODULES = {"dlrun": "dlrun", "dlrun-eval": "dlrun.cli:evaluate", "dlrun-predict": "dlrun.cli:predict"}
+MODULES = {"dlrun": "dlrun", "dlrun-eval": "dlrun.cli:eval_main", "dlrun-predict": "dlrun.cli:predict_main"}
 
 
 def command(program: str, args: list[str]) -> list[str]:
     if program == "dlrun":
         return [sys.executable, "-m", "dlrun", *args]
     module, function = MODULES[program].split(":")
-    return [sys.executable, "-c", f"import sys; sys.argv[0] = {program!r}; from {module} import {function}; {function}()",
-            *args]
+    return [
+        sys.executable,
+        "-c",
+        f"import sys; sys.argv[0] = {program!r}; from {module} import {function}; {function}()",
+        *args,
+    ]
 
 
 def try_case(case: Case, folder: Path) -> dict:
@@ -33,10 +37,20 @@ def try_case(case: Case, folder: Path) -> dict:
     before, logs = snapshot(folder), log_contents(folder)
     done = subprocess.run(command(case.program, args), cwd=folder, capture_output=True, text=True)
     lines = [line for line in done.stderr.splitlines() if line.strip()]
-    clean = (done.returncode != 0 and len(lines) == 1 and lines[0].startswith(f"{case.program}: error: ")
-             and names in lines[0] and TRACEBACK not in done.stdout + done.stderr)
-    return {"clean": clean, "traceback": TRACEBACK in done.stdout + done.stderr, "code": done.returncode,
-            "changed": changed_files(before, folder, logs), "line": lines[-1] if lines else "(no error line)"}
+    clean = (
+        done.returncode != 0
+        and len(lines) == 1
+        and lines[0].startswith(f"{case.program}: error: ")
+        and names in lines[0]
+        and TRACEBACK not in done.stdout + done.stderr
+    )
+    return {
+        "clean": clean,
+        "traceback": TRACEBACK in done.stdout + done.stderr,
+        "code": done.returncode,
+        "changed": changed_files(before, folder, logs),
+        "line": lines[-1] if lines else "(no error line)",
+    }
 
 
 def main() -> None:

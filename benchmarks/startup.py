@@ -41,7 +41,12 @@ def main() -> None:
     print(f"median wall time of {args.repeats} runs")
     for name, extra in COMMANDS.items():
         print(row(name, f"{seconds([dlrun, *extra], args.repeats):.2f} s"))
-    print(row("python -c 'import torch' (scale)", f"{seconds([sys.executable, '-c', 'import torch'], args.repeats):.2f} s"))
+    print(
+        row(
+            "python -c 'import torch' (scale)",
+            f"{seconds([sys.executable, '-c', 'import torch'], args.repeats):.2f} s",
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -32,4 +32,7 @@ def paired_ratio(numerator: list[float], denominator: list[float]) -> float:
 
 
 def row(*cells, widths=(30, 10, 10, 10, 10, 10)) -> str:
-    return "".join(str(cell).ljust(width) if i == 0 else str(cell).rjust(width) for i, (cell, width) in enumerate(zip(cells, widths)))
+    return "".join(
+        str(cell).ljust(width) if i == 0 else str(cell).rjust(width)
+        for i, (cell, width) in enumerate(zip(cells, widths))
+    )

@@ -7,13 +7,13 @@ where it needs an earlier run) and returns the command line and the text the err
 """
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from tests import datasets
 
-QUICK = ["trainer.epochs=1", "logger.progress=off"]
+ONE_EPOCH = ["trainer.epochs=1", "logger.progress=off"]
 TRACEBACK = "Traceback (most recent call last)"
 
 
@@ -34,7 +34,8 @@ def csv_with(folder: Path, lines: list[str]) -> Path:
 def csv_case(lines: list[str], names: str) -> Callable:
     def setup(folder, run):
         path = csv_with(folder, lines)
-        return ["dataset=csv", f"dataset.path={path}", *QUICK], names.format(path=path)
+        return ["dataset=csv", f"dataset.path={path}", *ONE_EPOCH], names.format(path=path)
+
     return setup
 
 
@@ -46,8 +47,14 @@ def images(folder: Path) -> Path:
     return datasets.write_image_folder(folder / "images", per_class=4, size=16)
 
 
-IMAGE_ARGS = ["dataset=imagefolder", "model=cnn", "dataset.num_workers=0",
-              "dataset.train_transforms=[]", "dataset.val_transforms=[]", *QUICK]
+IMAGE_ARGS = [
+    "dataset=imagefolder",
+    "model=cnn",
+    "dataset.num_workers=0",
+    "dataset.train_transforms=[]",
+    "dataset.val_transforms=[]",
+    *ONE_EPOCH,
+]
 
 
 def image_case(damage: Callable[[Path], Path], extra: tuple[str, ...] = ()) -> Callable:
@@ -55,6 +62,7 @@ def image_case(damage: Callable[[Path], Path], extra: tuple[str, ...] = ()) -> C
         root = images(folder)
         named = damage(root)
         return [f"dataset.root={root}", *IMAGE_ARGS, *extra], str(named)
+
     return setup
 
 
@@ -84,50 +92,61 @@ def mnist_labels_out_of_range(folder, run):
     raw = bytearray(labels.read_bytes())
     raw[8 + 5] = 12  # sample 5 (after the 8-byte header): class 12 of 10
     labels.write_bytes(bytes(raw))
-    return ["dataset=mnist", f"dataset.root={root}", "dataset.download=false", *QUICK], "sample 5"
+    return ["dataset=mnist", f"dataset.root={root}", "dataset.download=false", *ONE_EPOCH], "sample 5"
 
 
 def names_not_utf8(folder, run):
     root = datasets.write_names(folder / "data")
-    (root / "names" / "Greek.txt").write_bytes("Papadopoulos\nNikolaou\nAnto".encode() + b"\xffnis\n")
-    return ["experiment=names_char_rnn", f"dataset.root={root}", *QUICK], f"{root / 'names' / 'Greek.txt'}:3:5"
+    (root / "names" / "Greek.txt").write_bytes(b"Papadopoulos\nNikolaou\nAnto" + b"\xffnis\n")
+    return [
+        "experiment=names_char_rnn",
+        f"dataset.root={root}",
+        *ONE_EPOCH,
+    ], f"{root / 'names' / 'Greek.txt'}:3:5"
 
 
 def csv_empty(folder, run):
     path = folder / "empty.csv"
     path.write_text("")
-    return ["dataset=csv", f"dataset.path={path}", *QUICK], f"{path} is empty"
+    return ["dataset=csv", f"dataset.path={path}", *ONE_EPOCH], f"{path} is empty"
 
 
 def csv_not_utf8(folder, run):
     path = csv_with(folder, [])
     path.write_bytes(path.read_bytes().replace(b"y,0.4", b"y,\xe9.4"))
-    return ["dataset=csv", f"dataset.path={path}", *QUICK], f"{path}:3:3"
+    return ["dataset=csv", f"dataset.path={path}", *ONE_EPOCH], f"{path}:3:3"
 
 
 def finished_run(folder: Path, run) -> Path:
     """A wine run of one epoch in folder/run (metrics.json, checkpoints)."""
     run_dir = folder / "run"
-    run(*QUICK, f"hydra.run.dir={run_dir}")
+    run(*ONE_EPOCH, f"hydra.run.dir={run_dir}")
     return run_dir
 
 
 def rerun_into_a_finished_run(folder, run):
     run_dir = finished_run(folder, run)
-    return [*QUICK, f"hydra.run.dir={run_dir}"], "already holds a run"
+    return [*ONE_EPOCH, f"hydra.run.dir={run_dir}"], "already holds a run"
 
 
 def resume_with_another_model(folder, run):
     run_dir = finished_run(folder, run)
-    return [*QUICK, "trainer.epochs=2", "model.hidden_sizes=[8]", f"hydra.run.dir={run_dir}",
-            f"trainer.resume={run_dir / 'checkpoints' / 'last.pt'}"], "model.hidden_sizes"
+    return [
+        *ONE_EPOCH,
+        "trainer.epochs=2",
+        "model.hidden_sizes=[8]",
+        f"hydra.run.dir={run_dir}",
+        f"trainer.resume={run_dir / 'checkpoints' / 'last.pt'}",
+    ], "model.hidden_sizes"
 
 
 def resume_from_a_damaged_checkpoint(folder, run):
     run_dir = finished_run(folder, run)
     checkpoint = run_dir / "checkpoints" / "last.pt"
     checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
-    return [*QUICK, "trainer.epochs=2", f"hydra.run.dir={run_dir}", f"trainer.resume={checkpoint}"], str(checkpoint)
+    return [*ONE_EPOCH, "trainer.epochs=2", f"hydra.run.dir={run_dir}", f"trainer.resume={checkpoint}"], str(
+        checkpoint
+    )
 
 
 def eval_a_missing_checkpoint(folder, run):
@@ -137,14 +156,21 @@ def eval_a_missing_checkpoint(folder, run):
 def predict_a_missing_image(folder, run):
     run_dir = folder / "run"
     run(f"dataset.root={images(folder)}", *IMAGE_ARGS, f"hydra.run.dir={run_dir}")
-    return [f"ckpt={run_dir / 'checkpoints' / 'best.pt'}", f"inputs=[{folder / 'ant.jpg'}]"], str(folder / "ant.jpg")
+    return [f"ckpt={run_dir / 'checkpoints' / 'best.pt'}", f"inputs=[{folder / 'ant.jpg'}]"], str(
+        folder / "ant.jpg"
+    )
 
 
 def overflowing_features(folder, run):
     # finite numbers whose products overflow float32: the loss becomes inf in the first step
     path = csv_with(folder, ["x,3e38,3e38,3e38"] * 3 + ["y,0.1,0.1,0.1"] * 3)
-    return ["dataset=csv", f"dataset.path={path}", "dataset.standardize=false", "trainer.batch_size=64",
-            *QUICK], "step 1 (epoch 1, batch 1 of 1)"
+    return [
+        "dataset=csv",
+        f"dataset.path={path}",
+        "dataset.standardize=false",
+        "trainer.batch_size=64",
+        *ONE_EPOCH,
+    ], "step 1 (epoch 1, batch 1 of 1)"
 
 
 CASES = [
@@ -157,32 +183,71 @@ CASES = [
     Case("lr <= 0", config_case(["optimizer.lr=0"], "optimizer.lr"), 2),
     Case("batch_size < 1", config_case(["trainer.batch_size=0"], "trainer.batch_size"), 2),
     Case("epochs < 1", config_case(["trainer.epochs=0"], "trainer.epochs"), 2),
-    Case("negative workers", config_case(["dataset=imagefolder", "dataset.root=x", "dataset.num_workers=-1"],
-                                         "dataset.num_workers"), 2),
+    Case(
+        "negative workers",
+        config_case(
+            ["dataset=imagefolder", "dataset.root=x", "dataset.num_workers=-1"], "dataset.num_workers"
+        ),
+        2,
+    ),
     Case("not a device", config_case(["trainer.device=tpu"], "trainer.device"), 2),
-    Case("a GPU that is not there", config_case(["trainer.device=cuda:7", *QUICK], "trainer.device=cuda:7"), 2),
-    Case("fractions leave no training data", config_case(["dataset.val_fraction=0.5", "dataset.test_fraction=0.5"],
-                                                          "dataset.val_fraction"), 2),
+    Case(
+        "a GPU that is not there",
+        config_case(["trainer.device=cuda:7", *ONE_EPOCH], "trainer.device=cuda:7"),
+        2,
+    ),
+    Case(
+        "fractions leave no training data",
+        config_case(["dataset.val_fraction=0.5", "dataset.test_fraction=0.5"], "dataset.val_fraction"),
+        2,
+    ),
     Case("required path unset", config_case(["dataset=csv"], "dataset.path"), 2),
     Case("required root unset", config_case(["dataset=imagefolder"], "dataset.root"), 2),
     Case("unknown policy", config_case(["trainer.on_nonfinite=ignore"], "stop, skip"), 2),
     # data
-    Case("no MNIST files offline", lambda folder, run: (
-        ["dataset=mnist", f"dataset.root={folder}", "dataset.download=false", *QUICK], str(folder / "MNIST" / "raw"))),
-    Case("no names folder", lambda folder, run: (
-        ["experiment=names_char_rnn", f"dataset.root={folder}", *QUICK], str(folder / "names"))),
-    Case("no train/ in an image folder", lambda folder, run: (
-        [f"dataset.root={folder}", *IMAGE_ARGS], str(folder))),
-    Case("CSV file missing", lambda folder, run: (
-        ["dataset=csv", f"dataset.path={folder / 'nope.csv'}", *QUICK], str(folder / "nope.csv"))),
+    Case(
+        "no MNIST files offline",
+        lambda folder, run: (
+            ["dataset=mnist", f"dataset.root={folder}", "dataset.download=false", *ONE_EPOCH],
+            str(folder / "MNIST" / "raw"),
+        ),
+    ),
+    Case(
+        "no names folder",
+        lambda folder, run: (
+            ["experiment=names_char_rnn", f"dataset.root={folder}", *ONE_EPOCH],
+            str(folder / "names"),
+        ),
+    ),
+    Case(
+        "no train/ in an image folder",
+        lambda folder, run: ([f"dataset.root={folder}", *IMAGE_ARGS], str(folder)),
+    ),
+    Case(
+        "CSV file missing",
+        lambda folder, run: (
+            ["dataset=csv", f"dataset.path={folder / 'nope.csv'}", *ONE_EPOCH],
+            str(folder / "nope.csv"),
+        ),
+    ),
     Case("CSV empty", csv_empty),
     Case("CSV ragged row", csv_case(["z,0.7,0.8"], "{path}:4:")),
     Case("CSV word among numbers", csv_case(["z,0.7,high,0.9"], "{path}:4:3")),
     Case("CSV NaN cell", csv_case(["z,0.7,0.8,nan"], "{path}:4:4")),
     Case("CSV inf cell", csv_case(["z,inf,0.8,0.9"], "{path}:4:2")),
     Case("CSV empty label", csv_case([",0.7,0.8,0.9"], "{path}:4:1")),
-    Case("CSV label column missing", lambda folder, run: (
-        ["dataset=csv", f"dataset.path={csv_with(folder, [])}", "dataset.label_column=quality", *QUICK], "quality")),
+    Case(
+        "CSV label column missing",
+        lambda folder, run: (
+            [
+                "dataset=csv",
+                f"dataset.path={csv_with(folder, [])}",
+                "dataset.label_column=quality",
+                *ONE_EPOCH,
+            ],
+            "quality",
+        ),
+    ),
     Case("CSV not UTF-8", csv_not_utf8),
     Case("names file not UTF-8", names_not_utf8),
     Case("image folder with an empty class", image_case(empty_class)),
@@ -202,8 +267,11 @@ CASES = [
 
 def snapshot(folder: Path) -> dict[str, str]:
     """{relative path: sha256} of every file under `folder`."""
-    return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
-            for path in sorted(folder.rglob("*")) if path.is_file()}
+    return {
+        str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file()
+    }
 
 
 def changed_files(before: dict[str, str], folder: Path, logs: dict[str, bytes]) -> list[str]:

@@ -13,10 +13,9 @@ from typing import Any
 import pytest
 
 from tests import datasets
+from tests.helpers import read_events
 
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-QUICK = ["trainer.epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
-         "trainer.log_every_n_steps=1"]
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +39,9 @@ def cifar_root(tmp_path, monkeypatch):
     from torchvision import datasets as tv_datasets
 
     md5 = datasets.write_cifar10(tmp_path)
-    monkeypatch.setattr(tv_datasets.CIFAR10, "train_list", [[f"data_batch_{i}", md5[f"data_batch_{i}"]] for i in range(1, 6)])
+    monkeypatch.setattr(
+        tv_datasets.CIFAR10, "train_list", [[f"data_batch_{i}", md5[f"data_batch_{i}"]] for i in range(1, 6)]
+    )
     monkeypatch.setattr(tv_datasets.CIFAR10, "test_list", [["test_batch", md5["test_batch"]]])
     monkeypatch.setattr(tv_datasets.CIFAR10, "meta", {**tv_datasets.CIFAR10.meta, "md5": md5["batches.meta"]})
     return tmp_path
@@ -73,10 +74,12 @@ def dlrun(tmp_path, capsys, monkeypatch):
 
     counter = iter(range(1000))
 
-    def run(*overrides: str, run_dir: Path | None = None, program=cli.train) -> RunResult:
+    def run(*overrides: str, run_dir: Path | None = None, program=cli.main) -> RunResult:
         run_dir = run_dir or tmp_path / f"run{next(counter)}"
         argv = [*overrides]
-        if program is cli.train and not any(arg.startswith(("hydra.run.dir=", "-m", "--multirun")) for arg in argv):
+        if program is cli.main and not any(
+            arg.startswith(("hydra.run.dir=", "-m", "--multirun")) for arg in argv
+        ):
             argv.append(f"hydra.run.dir={run_dir}")
         monkeypatch.setattr(sys, "argv", ["dlrun", *argv])
         try:
@@ -88,15 +91,6 @@ def dlrun(tmp_path, capsys, monkeypatch):
         return RunResult(code, run_dir, captured.out, captured.err)
 
     return run
-
-
-def read_events(run_dir: Path):
-    """The run's TensorBoard events, read back with TensorBoard's own reader."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "tensors": 0, "images": 0})
-    accumulator.Reload()
-    return accumulator
 
 
 @pytest.fixture(scope="session")

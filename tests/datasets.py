@@ -14,7 +14,9 @@ import numpy as np
 RNG_SEED = 1234
 
 
-def pattern_images(count: int, classes: int, size: int, channels: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def pattern_images(
+    count: int, classes: int, size: int, channels: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """uint8 images [N, size, size, channels] and labels [N]."""
     rng = np.random.default_rng(seed)
     labels = np.arange(count) % classes
@@ -65,20 +67,82 @@ def write_cifar10(root: Path, per_batch: int = 40, test: int = 40) -> dict[str, 
         }
         with open(folder / name, "wb") as handle:
             pickle.dump(entry, handle, protocol=2)
-    meta = {"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
-            "num_cases_per_batch": per_batch, "num_vis": 3072}
+    meta = {
+        "label_names": [
+            "airplane",
+            "automobile",
+            "bird",
+            "cat",
+            "deer",
+            "dog",
+            "frog",
+            "horse",
+            "ship",
+            "truck",
+        ],
+        "num_cases_per_batch": per_batch,
+        "num_vis": 3072,
+    }
     with open(folder / "batches.meta", "wb") as handle:
         pickle.dump(meta, handle, protocol=2)
     return {name: hashlib.md5((folder / name).read_bytes()).hexdigest() for name in files + ["batches.meta"]}
 
 
 NAMES = {
-    "English": ["Smith", "Jones", "Taylor", "Brown", "Williams", "Wilson", "Johnson", "Davies",
-                "Robinson", "Wright", "Thompson", "Evans", "Walker", "White", "Roberts", "Green"],
-    "French": ["Dubois", "Lefèvre", "Moreau", "Laurent", "Girard", "Bonnet", "Dupont", "Lambert",
-               "Fontaine", "Rousseau", "Vincent", "Muller", "Lefebvre", "Faure", "André", "Mercier"],
-    "Japanese": ["Satō", "Suzuki", "Takahashi", "Tanaka", "Watanabe", "Itō", "Yamamoto", "Nakamura",
-                 "Kobayashi", "Katō", "Yoshida", "Yamada", "Sasaki", "Yamaguchi", "Matsumoto", "Inoue"],
+    "English": [
+        "Smith",
+        "Jones",
+        "Taylor",
+        "Brown",
+        "Williams",
+        "Wilson",
+        "Johnson",
+        "Davies",
+        "Robinson",
+        "Wright",
+        "Thompson",
+        "Evans",
+        "Walker",
+        "White",
+        "Roberts",
+        "Green",
+    ],
+    "French": [
+        "Dubois",
+        "Lefèvre",
+        "Moreau",
+        "Laurent",
+        "Girard",
+        "Bonnet",
+        "Dupont",
+        "Lambert",
+        "Fontaine",
+        "Rousseau",
+        "Vincent",
+        "Muller",
+        "Lefebvre",
+        "Faure",
+        "André",
+        "Mercier",
+    ],
+    "Japanese": [
+        "Satō",
+        "Suzuki",
+        "Takahashi",
+        "Tanaka",
+        "Watanabe",
+        "Itō",
+        "Yamamoto",
+        "Nakamura",
+        "Kobayashi",
+        "Katō",
+        "Yoshida",
+        "Yamada",
+        "Sasaki",
+        "Yamaguchi",
+        "Matsumoto",
+        "Inoue",
+    ],
 }
 
 
@@ -91,7 +155,9 @@ def write_names(root: Path, names: dict[str, list[str]] = NAMES) -> Path:
     return root
 
 
-def write_image_folder(root: Path, classes=("ants", "bees"), per_class: int = 8, val: bool = True, size: int = 40) -> Path:
+def write_image_folder(
+    root: Path, classes=("ants", "bees"), per_class: int = 8, val: bool = True, size: int = 40
+) -> Path:
     """<root>/train/<class>/*.png (and val/), real PNG files."""
     from PIL import Image
 

@@ -6,7 +6,7 @@ import pytest
 from dlrun import cli
 from tests.bad_inputs import CASES, TRACEBACK, changed_files, log_contents, snapshot
 
-PROGRAMS = {"dlrun": cli.train, "dlrun-eval": cli.evaluate, "dlrun-predict": cli.predict}
+PROGRAMS = {"dlrun": cli.main, "dlrun-eval": cli.eval_main, "dlrun-predict": cli.predict_main}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])

@@ -1,9 +1,7 @@
 """Checkpoint files: atomic writes, and loading that refuses anything but plain tensors."""
 
-import os
 import pickle
 import random
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,16 +9,7 @@ import torch
 from dlrun.checkpoints import files as checkpoint
 from dlrun.checkpoints.files import load_checkpoint, remove_stale_temporaries, save_checkpoint
 from dlrun.errors import CheckpointError
-
-
-class Hostile:
-    """Unpickling this runs a shell command."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
+from tests.helpers import Hostile
 
 
 def test_a_checkpoint_round_trips_with_weights_only(tmp_path):
@@ -73,7 +62,9 @@ def test_any_random_bytes_get_one_clear_error(tmp_path):
     for seed in range(200):
         noise = random.Random(seed)
         path.write_bytes(noise.randbytes(noise.randint(1, 8192)))
-        with pytest.raises(CheckpointError, match="not a readable checkpoint|refusing to load|not a dlrun checkpoint"):
+        with pytest.raises(
+            CheckpointError, match="not a readable checkpoint|refusing to load|not a dlrun checkpoint"
+        ):
             load_checkpoint(path)
 
 

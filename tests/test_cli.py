@@ -12,18 +12,25 @@ BIN = Path(sys.executable).parent
 
 
 def run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1", **env})
+    return subprocess.run(
+        args,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
+    )
 
 
 def torch_free(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
     """Run the dlrun entry point and report whether torch was imported by the time it exited."""
     code = (
         "import atexit, sys\n"
-        "atexit.register(lambda: print('TORCH_IMPORTED' if 'torch' in sys.modules else 'NO_TORCH', file=sys.stderr))\n"
+        "atexit.register(lambda: print('TORCH_IMPORTED' if 'torch' in sys.modules else 'NO_TORCH',\n"
+        "                              file=sys.stderr))\n"
         f"sys.argv = {['dlrun', *argv]!r}\n"
-        "from dlrun.cli import train\n"
-        "train()\n"
+        "from dlrun.cli import main\n"
+        "main()\n"
     )
     return run([sys.executable, "-c", code], cwd)
 
@@ -70,8 +77,15 @@ def test_python_dash_m_is_the_same_command(tmp_path):
 
 
 def test_two_runs_started_together_get_their_own_folders(tmp_path):
-    procs = [subprocess.Popen([str(BIN / "dlrun"), "trainer.epochs=1"], cwd=tmp_path,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [str(BIN / "dlrun"), "trainer.epochs=1"],
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(2)
+    ]
     for proc in procs:
         assert proc.wait(timeout=300) == 0
     assert len(list((tmp_path / "runs").glob("*/*_wine_mlp"))) == 2

@@ -1,42 +1,67 @@
 """The config tree: every option composes, builds its object, and bad input fails early."""
 
 import inspect
-from dataclasses import fields
+from dataclasses import MISSING, fields
+from importlib import import_module
 from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+import yaml
 from omegaconf import OmegaConf
+from omegaconf.errors import ConfigAttributeError
 
-from dlrun import cli
 from dlrun.config import schema
-from dlrun.engine.build import build_loss, build_model, build_optimizer, build_scheduler
 from dlrun.config.catalog import MODELS
 from dlrun.data.facts import Facts
+from dlrun.engine.build import build_loss, build_model, build_optimizer, build_scheduler
+from dlrun.errors import ConfigError
+from tests.helpers import CONFIG_DIR, compose_config, options_of
 
-CONFIG_DIR = Path(cli.config_dir())
 GROUPS = ("dataset", "model", "loss", "optimizer", "scheduler", "trainer", "logger")
+make_config = compose_config
+options = options_of
 
 
-def options(group: str) -> list[str]:
-    return sorted(path.stem for path in (CONFIG_DIR / group).glob("*.yaml"))
-
-
-def make_config(*overrides: str):
-    cli._register()
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
+def schema_of(group: str, option: str) -> type:
+    """The dataclass an option's YAML starts from (its defaults list), or the group's own schema."""
+    entries = yaml.safe_load((CONFIG_DIR / group / f"{option}.yaml").read_text()) or {}
+    for entry in entries.get("defaults", []):
+        if isinstance(entry, str) and entry.startswith(f"/schema_{group}_"):
+            return schema.SCHEMAS[group][entry.split("@")[0][len(f"/schema_{group}_") :]]
+    return {"trainer": schema.Trainer, "logger": schema.Logger}[group]
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
 def test_every_option_composes_against_its_schema(group, option):
-    cfg = make_config(f"{group}={option}")
-    node = cfg[group]
-    # the schema is attached: an unknown key cannot be added by accident
-    with pytest.raises(Exception):
+    node = make_config(f"{group}={option}")[group]
+    assert OmegaConf.get_type(node) is schema_of(group, option)
+    with pytest.raises(ConfigAttributeError):  # the schema is attached: no key can be added by accident
         node.not_a_setting = 1
-    assert OmegaConf.to_container(node, resolve=True, throw_on_missing=False) is not None
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
+def test_an_option_file_writes_only_what_differs_from_its_schema(group, option):
+    """One source for each default: the schema dataclass."""
+    written = yaml.safe_load((CONFIG_DIR / group / f"{option}.yaml").read_text()) or {}
+    written.pop("defaults", None)
+    defaults = {f.name: default_of(f) for f in fields(schema_of(group, option))}
+    repeated = [key for key, value in written.items() if key in defaults and defaults[key] == value]
+    assert repeated == []
+
+
+def default_of(field):
+    return (
+        field.default_factory()
+        if field.default is MISSING and field.default_factory is not MISSING
+        else field.default
+    )
+
+
+def test_a_setting_the_chosen_loss_does_not_use_is_refused():
+    assert make_config("loss=cross_entropy", "loss.label_smoothing=0.3").loss.label_smoothing == 0.3
+    with pytest.raises(Exception, match="label_smoothing"):
+        make_config("loss=nll", "loss.label_smoothing=0.3")
 
 
 def test_the_default_is_the_embedded_wine_data_with_an_mlp():
@@ -97,13 +122,43 @@ def test_every_scheduler_builds(option):
     assert (scheduler is None) == (option == "none")
 
 
-def test_model_schemas_mirror_the_model_keyword_arguments():
-    """A setting in a model's schema must be a keyword argument of its class, and back."""
+def model_class(arch: str):
+    module, attribute = MODELS[arch].target.split(":")
+    return getattr(import_module(module), attribute)
+
+
+def plain(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+@pytest.mark.parametrize("arch", sorted(schema.SCHEMAS["model"]))
+def test_a_model_schema_and_its_class_agree_on_settings_and_defaults(arch):
+    """Every setting of a model's schema is a keyword argument of its class with the same
+    default, and back; only the facts from the data (in_shape, ...) have none."""
     facts_arguments = {"in_shape", "num_classes", "vocab_size"}
-    for arch, node in schema.SCHEMAS["model"].items():
-        settings = {f.name for f in fields(node)} - {"arch"}
-        parameters = set(inspect.signature(MODELS[arch].load()).parameters) - facts_arguments
-        assert settings == parameters, arch
+    settings = {f.name: default_of(f) for f in fields(schema.SCHEMAS["model"][arch]) if f.name != "arch"}
+    parameters = {
+        name: plain(p.default)
+        for name, p in inspect.signature(model_class(arch)).parameters.items()
+        if name not in facts_arguments
+    }
+    assert settings == parameters
+
+
+def test_a_setting_a_model_does_not_take_is_a_config_error():
+    with pytest.raises(ConfigError, match="model.arch=mlp does not take these settings.*colour"):
+        build_model(OmegaConf.create({"arch": "mlp", "colour": "red"}), facts_for("table"), "cross_entropy")
+
+
+def test_a_type_error_inside_a_model_is_a_bug_and_shows_as_one():
+    """Wrong settings are refused before the call; what the constructor itself raises is not
+    turned into a config error that would hide the bug."""
+    with pytest.raises(TypeError):
+        build_model(
+            OmegaConf.create({"arch": "mlp", "hidden_sizes": "not a list"}),
+            facts_for("table"),
+            "cross_entropy",
+        )
 
 
 def test_a_wrong_type_fails_at_compose_time():
@@ -116,3 +171,24 @@ def test_a_wrong_type_fails_at_compose_time():
 def test_a_misspelt_key_fails_at_compose_time():
     with pytest.raises(Exception, match="epochz"):
         make_config("trainer.epochz=3")
+
+
+def test_one_list_of_bookkeeping_settings_serves_resume_hparams_and_sweep_folder_names():
+    """schema.BOOKKEEPING: what a resumed run may change, what HPARAMS leaves out, and what sweep
+    job folders are not named after."""
+    from dlrun.checkpoints.resume import check_resumable
+    from dlrun.config.resolvers import short_overrides
+    from dlrun.errors import CheckpointError
+    from dlrun.reporting.tensorboard import hparam_values
+
+    cfg = make_config("trainer.resume_force=false")
+    saved = OmegaConf.to_container(cfg, resolve=True)
+    changed = make_config("trainer.device=cpu", "trainer.num_threads=1", "logger.graph=false")
+    check_resumable(saved, changed, Path("last.pt"))  # bookkeeping only: accepted
+    with pytest.raises(CheckpointError, match="optimizer.lr"):
+        check_resumable(saved, make_config("optimizer.lr=0.5"), Path("last.pt"))
+
+    assert not [key for key in hparam_values(cfg, {}) if key.startswith(schema.BOOKKEEPING)]
+
+    overrides = "dataset.root=/d,optimizer.lr=0.01,trainer.device=cpu,hydra.launcher.n_jobs=2"
+    assert short_overrides(overrides) == "lr=0.01"

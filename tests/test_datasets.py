@@ -4,11 +4,12 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from dlrun.data import LoadOptions, build_data
+from dlrun.data import LoadOptions
 from dlrun.data.names import fold_to_ascii
+from dlrun.engine.build import build_data
 from dlrun.errors import ConfigError, DataError
 from tests import datasets
-from tests.conftest import QUICK
+from tests.helpers import FEW_STEPS
 
 CPU = torch.device("cpu")
 
@@ -22,8 +23,14 @@ def config(**values):
 
 
 def torchvision_cfg(loader, root, **extra):
-    return config(loader=loader, root=str(root), download=False, val_fraction=0.25,
-                  augment={"crop_padding": 0, "hflip": False}, **extra)
+    return config(
+        loader=loader,
+        root=str(root),
+        download=False,
+        val_fraction=0.25,
+        augment={"crop_padding": 0, "hflip": False},
+        **extra,
+    )
 
 
 def test_mnist_is_held_as_uint8_and_normalized_per_batch(data_root):
@@ -77,8 +84,9 @@ def test_a_corrupt_cifar_file_is_refused_by_the_md5_check(cifar_root):
 
 
 def test_cifar10_trains_through_the_cli(dlrun, cifar_root):
-    result = dlrun("dataset=cifar10", f"dataset.root={cifar_root}", "dataset.download=false",
-                   "model=cnn", *QUICK)
+    result = dlrun(
+        "dataset=cifar10", f"dataset.root={cifar_root}", "dataset.download=false", "model=cnn", *FEW_STEPS
+    )
     assert result.code == 0, result.err
     assert result.checkpoint()["facts"]["input_shape"] == [3, 32, 32]
 
@@ -91,7 +99,9 @@ def test_names_are_folded_to_ascii_like_the_tutorial():
 
 
 def test_names_become_padded_ids_with_a_vocabulary_from_the_data(data_root):
-    data = build_data(config(loader="names", root=str(data_root), val_fraction=0.25, test_fraction=0.25), options())
+    data = build_data(
+        config(loader="names", root=str(data_root), val_fraction=0.25, test_fraction=0.25), options()
+    )
     facts = data.facts
     assert facts.kind == "text" and facts.class_names == ["English", "French", "Japanese"]
     assert "è" not in facts.vocab and "e" in facts.vocab and facts.vocab == "".join(sorted(set(facts.vocab)))
@@ -105,7 +115,7 @@ def test_names_become_padded_ids_with_a_vocabulary_from_the_data(data_root):
 
 def test_names_files_that_are_not_utf8_are_named(tmp_path):
     datasets.write_names(tmp_path)
-    (tmp_path / "names" / "Greek.txt").write_bytes("Papadopoulos\nNikolaou\nAnto".encode() + b"\xffnis\n")
+    (tmp_path / "names" / "Greek.txt").write_bytes(b"Papadopoulos\nNikolaou\nAnto" + b"\xffnis\n")
     with pytest.raises(DataError, match="Greek.txt:3:5: byte 0xff is not UTF-8"):
         build_data(config(loader="names", root=str(tmp_path), val_fraction=0.2, test_fraction=0.2), options())
 
@@ -116,11 +126,19 @@ def test_missing_names_folder_says_where_it_looked(tmp_path):
 
 
 def imagefolder_cfg(root, **extra):
-    values = dict(loader="imagefolder", root=str(root), val_fraction=0.25,
-                  train_transforms=[{"name": "RandomResizedCrop", "size": 32}, "RandomHorizontalFlip"],
-                  val_transforms=[{"name": "Resize", "size": 36}, {"name": "CenterCrop", "size": 32}],
-                  mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25], num_workers=0, prefetch_factor=2,
-                  persistent_workers=False, bad_images="error")
+    values = {
+        "loader": "imagefolder",
+        "root": str(root),
+        "val_fraction": 0.25,
+        "train_transforms": [{"name": "RandomResizedCrop", "size": 32}, "RandomHorizontalFlip"],
+        "val_transforms": [{"name": "Resize", "size": 36}, {"name": "CenterCrop", "size": 32}],
+        "mean": [0.5, 0.5, 0.5],
+        "std": [0.25, 0.25, 0.25],
+        "num_workers": 0,
+        "prefetch_factor": 2,
+        "persistent_workers": False,
+        "bad_images": "error",
+    }
     values.update(extra)
     return config(**values)
 
@@ -175,8 +193,18 @@ def test_an_image_that_breaks_during_training_is_named(tmp_path):
 
 def test_a_csv_with_a_named_label_column_at_the_end(tmp_path):
     path = datasets.write_csv(tmp_path / "t.csv", label_first=False)
-    data = build_data(config(loader="csv", path=str(path), label_column="kind", delimiter=",",
-                             val_fraction=0.2, test_fraction=0.2, standardize=True), options())
+    data = build_data(
+        config(
+            loader="csv",
+            path=str(path),
+            label_column="kind",
+            delimiter=",",
+            val_fraction=0.2,
+            test_fraction=0.2,
+            standardize=True,
+        ),
+        options(),
+    )
     assert data.facts.class_names == ["class0", "class1", "class2"]
     assert data.facts.feature_names == ["a", "b", "c", "d"] and data.facts.input_shape == [4]
     assert data.train.inputs.mean(0).abs().max() < 1e-5  # standardized with the train split's stats
@@ -185,6 +213,16 @@ def test_a_csv_with_a_named_label_column_at_the_end(tmp_path):
 def test_a_csv_without_header_takes_the_first_column_as_label(tmp_path):
     path = datasets.write_csv(tmp_path / "t.csv", header=False)
     path.write_text(path.read_text().replace("class", ""))
-    data = build_data(config(loader="csv", path=str(path), label_column=0, delimiter=",",
-                             val_fraction=0.2, test_fraction=0.2, standardize=False), options())
+    data = build_data(
+        config(
+            loader="csv",
+            path=str(path),
+            label_column=0,
+            delimiter=",",
+            val_fraction=0.2,
+            test_fraction=0.2,
+            standardize=False,
+        ),
+        options(),
+    )
     assert data.facts.class_names == ["0", "1", "2"] and data.facts.feature_names == []

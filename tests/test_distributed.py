@@ -14,16 +14,37 @@ from dlrun.data.batches import EpochBatchSampler, TensorBatches, batch_count
 
 TORCHRUN = Path(sys.executable).parent / "torchrun"
 # deterministic: plain SGD, no dropout; the global batch of 32 is 16 per process
-SETTINGS = ["dataset=mnist", "dataset.download=false", "model=mlp", "model.hidden_sizes=[32]", "optimizer=sgd",
-            "optimizer.lr=0.05", "optimizer.momentum=0", "trainer.batch_size=32", "trainer.deterministic=true",
-            "dataset.augment.crop_padding=2", "dataset.augment.hflip=true"]
+SETTINGS = [
+    "dataset=mnist",
+    "dataset.download=false",
+    "model=mlp",
+    "model.hidden_sizes=[32]",
+    "optimizer=sgd",
+    "optimizer.lr=0.05",
+    "optimizer.momentum=0",
+    "trainer.batch_size=32",
+    "trainer.deterministic=true",
+    "dataset.augment.crop_padding=2",
+    "dataset.augment.hflip=true",
+]
 
 
 def torchrun(data: Path, folder: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [str(TORCHRUN), "--nproc_per_node=2", "--no-python", str(Path(sys.executable).parent / "dlrun"),
-         *SETTINGS, f"dataset.root={data}", f"hydra.run.dir={folder}", *extra],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        [
+            str(TORCHRUN),
+            "--nproc_per_node=2",
+            "--no-python",
+            str(Path(sys.executable).parent / "dlrun"),
+            *SETTINGS,
+            f"dataset.root={data}",
+            f"hydra.run.dir={folder}",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
 
 
@@ -56,15 +77,21 @@ def test_the_result_matches_one_process_with_the_same_global_batch(two_processes
     worst = max((one[key] - two[key]).abs().max().item() for key in one)
     assert worst < 1e-5  # the same arithmetic, summed in a different order
     assert load_checkpoint(folder / "checkpoints" / "last.pt")["metrics"]["val/acc"] == pytest.approx(
-        single.checkpoint()["metrics"]["val/acc"], abs=1e-3)
+        single.checkpoint()["metrics"]["val/acc"], abs=1e-3
+    )
 
 
 def test_resume_under_torchrun(two_processes, data_root, tmp_path):
     folder, _, _ = two_processes
     first = torchrun(data_root, tmp_path / "run", "trainer.epochs=1")
     assert first.returncode == 0, first.stderr[-3000:]
-    resumed = torchrun(data_root, tmp_path / "run", "trainer.epochs=2", "trainer.resume_force=true",
-                       f"trainer.resume={tmp_path / 'run' / 'checkpoints' / 'last.pt'}")
+    resumed = torchrun(
+        data_root,
+        tmp_path / "run",
+        "trainer.epochs=2",
+        "trainer.resume_force=true",
+        f"trainer.resume={tmp_path / 'run' / 'checkpoints' / 'last.pt'}",
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from" in resumed.stdout
     a = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
@@ -76,8 +103,12 @@ def test_resume_under_torchrun(two_processes, data_root, tmp_path):
 def test_shards_of_a_global_batch_add_up_to_it():
     inputs, targets = torch.arange(50).float().unsqueeze(1), torch.arange(50)
     whole = TensorBatches(inputs, targets, 8, shuffle=True, generator=torch.Generator().manual_seed(3))
-    parts = [TensorBatches(inputs, targets, 8, shuffle=True, generator=torch.Generator().manual_seed(3), shard=(rank, 2))
-             for rank in range(2)]
+    parts = [
+        TensorBatches(
+            inputs, targets, 8, shuffle=True, generator=torch.Generator().manual_seed(3), shard=(rank, 2)
+        )
+        for rank in range(2)
+    ]
     assert len(whole) == len(parts[0]) == len(parts[1]) == 7
     for batch, first, second in zip(whole, *parts):
         assert torch.equal(batch[1], torch.cat([first[1], second[1]]))
@@ -86,6 +117,8 @@ def test_shards_of_a_global_batch_add_up_to_it():
 
 
 def test_file_batches_are_sharded_the_same_way():
-    sampler = [list(EpochBatchSampler(20, 6, torch.Generator().manual_seed(1), (rank, 2))) for rank in range(2)]
+    sampler = [
+        list(EpochBatchSampler(20, 6, torch.Generator().manual_seed(1), (rank, 2))) for rank in range(2)
+    ]
     whole = list(EpochBatchSampler(20, 6, torch.Generator().manual_seed(1)))
     assert [a + b for a, b in zip(*sampler)] == whole

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tests.conftest import QUICK
+from tests.helpers import FEW_STEPS
 
 
 def one_error_line(result) -> str:
@@ -22,8 +22,6 @@ def test_an_unknown_option_lists_the_valid_ones(dlrun):
         assert option in line
 
 
-
-
 def test_missing_mnist_files_name_the_folder_and_the_fix(dlrun, tmp_path):
     empty = tmp_path / "nothing-here"
     result = dlrun("dataset=mnist", f"dataset.root={empty}", "dataset.download=false")
@@ -39,12 +37,9 @@ def test_the_error_is_kept_in_the_run_log(dlrun, tmp_path):
     assert "not readable" in (result.run_dir / "dlrun.log").read_text()
 
 
-
-
-
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_asking_for_a_gpu_that_is_not_there(dlrun):
-    result = dlrun("trainer.device=cuda", *QUICK)
+    result = dlrun("trainer.device=cuda", *FEW_STEPS)
     assert result.code == 2
     assert "trainer.device=auto" in one_error_line(result)
 

@@ -8,22 +8,26 @@ import torch
 from dlrun import cli
 from dlrun.checkpoints.files import load_checkpoint, save_checkpoint
 from tests import datasets
-from tests.conftest import QUICK
-from tests.test_checkpoint import Hostile
-from tests.test_presets import SMALL_IMAGES
+from tests.helpers import FEW_STEPS, SMALL_IMAGES, Hostile
 
 
 @pytest.fixture
 def mnist_run(dlrun, data_root):
-    result = dlrun("dataset=mnist", f"dataset.root={data_root}", "dataset.download=false", "model=mlp",
-                   "model.hidden_sizes=[32]", "trainer.epochs=2")
+    result = dlrun(
+        "dataset=mnist",
+        f"dataset.root={data_root}",
+        "dataset.download=false",
+        "model=mlp",
+        "model.hidden_sizes=[32]",
+        "trainer.epochs=2",
+    )
     assert result.code == 0, result.err
     return result
 
 
 def test_eval_reproduces_the_runs_test_accuracy_and_writes_json(dlrun, mnist_run):
     best = mnist_run.run_dir / "checkpoints" / "best.pt"
-    result = dlrun(f"ckpt={best}", program=cli.evaluate)
+    result = dlrun(f"ckpt={best}", program=cli.eval_main)
     assert result.code == 0, result.err
     report = json.loads(best.with_suffix(".test.json").read_text())
     assert report["acc"] == pytest.approx(mnist_run.metrics["test"]["acc"])
@@ -37,19 +41,26 @@ def test_eval_on_val_with_a_moved_data_folder_and_an_output_path(dlrun, mnist_ru
     moved = tmp_path / "moved"
     datasets.write_mnist(moved)
     output = tmp_path / "val.json"
-    result = dlrun(f"ckpt={mnist_run.run_dir / 'checkpoints' / 'last.pt'}", "split=val",
-                   f"dataset.root={moved}", f"output={output}", program=cli.evaluate)
+    result = dlrun(
+        f"ckpt={mnist_run.run_dir / 'checkpoints' / 'last.pt'}",
+        "split=val",
+        f"dataset.root={moved}",
+        f"output={output}",
+        program=cli.eval_main,
+    )
     assert result.code == 0, result.err
     assert json.loads(output.read_text())["split"] == "val"
 
 
 def test_eval_refuses_a_setting_the_dataset_does_not_have(dlrun, mnist_run):
-    result = dlrun(f"ckpt={mnist_run.run_dir / 'checkpoints' / 'last.pt'}", "dataset.colour=blue", program=cli.evaluate)
+    result = dlrun(
+        f"ckpt={mnist_run.run_dir / 'checkpoints' / 'last.pt'}", "dataset.colour=blue", program=cli.eval_main
+    )
     assert result.code == 2 and "dataset.colour" in result.err
 
 
 def test_eval_without_ckpt_prints_usage(dlrun):
-    result = dlrun(program=cli.evaluate)
+    result = dlrun(program=cli.eval_main)
     assert result.code == 2 and "usage: dlrun-eval" in result.out
 
 
@@ -61,8 +72,13 @@ def predictions(result) -> list:
 def test_predict_names_gives_top_languages(dlrun, data_root):
     run = dlrun("experiment=names_char_rnn", f"dataset.root={data_root}", "trainer.epochs=3")
     assert run.code == 0, run.err
-    result = dlrun(f"ckpt={run.run_dir / 'checkpoints' / 'best.pt'}", "inputs=[Jones,Satō]", "topk=2",
-                   "format=json", program=cli.predict)
+    result = dlrun(
+        f"ckpt={run.run_dir / 'checkpoints' / 'best.pt'}",
+        "inputs=[Jones,Satō]",
+        "topk=2",
+        "format=json",
+        program=cli.predict_main,
+    )
     out = predictions(result)
     assert [item["input"] for item in out] == ["Jones", "Satō"]
     for item in out:
@@ -74,25 +90,46 @@ def test_predict_names_gives_top_languages(dlrun, data_root):
 def test_predict_a_table_row(dlrun):
     run = dlrun("trainer.epochs=5")
     row = "[13.2,1.78,2.14,11.2,100,2.65,2.76,0.26,1.28,4.38,1.05,3.4,1050]"  # a class-1 wine
-    out = predictions(dlrun(f"ckpt={run.run_dir / 'checkpoints' / 'best.pt'}", f"inputs=[{row}]", "format=json",
-                            program=cli.predict))
+    out = predictions(
+        dlrun(
+            f"ckpt={run.run_dir / 'checkpoints' / 'best.pt'}",
+            f"inputs=[{row}]",
+            "format=json",
+            program=cli.predict_main,
+        )
+    )
     assert out[0]["predictions"][0]["class"] == "1"
 
 
 def test_predict_a_row_of_the_wrong_width_says_so(dlrun):
-    run = dlrun(*QUICK)
-    result = dlrun(f"ckpt={run.run_dir / 'checkpoints' / 'last.pt'}", "inputs=[[1,2,3]]", program=cli.predict)
+    run = dlrun(*FEW_STEPS)
+    result = dlrun(
+        f"ckpt={run.run_dir / 'checkpoints' / 'last.pt'}", "inputs=[[1,2,3]]", program=cli.predict_main
+    )
     assert result.code == 2 and "needs 13 numbers" in result.err
 
 
 def test_predict_image_files_for_an_image_folder_model(dlrun, tmp_path):
     datasets.write_image_folder(tmp_path / "bugs", per_class=6)
-    run = dlrun("dataset=imagefolder", f"dataset.root={tmp_path / 'bugs'}", "model=resnet18",
-                "model.pretrained=false", *SMALL_IMAGES, *QUICK)
+    run = dlrun(
+        "dataset=imagefolder",
+        f"dataset.root={tmp_path / 'bugs'}",
+        "model=resnet18",
+        "model.pretrained=false",
+        *SMALL_IMAGES,
+        *FEW_STEPS,
+    )
     assert run.code == 0, run.err
     images = sorted((tmp_path / "bugs" / "val" / "bees").glob("*.png"))[:2]
-    out = predictions(dlrun(f"ckpt={run.run_dir / 'checkpoints' / 'last.pt'}",
-                            f"inputs=[{images[0]},{images[1]}]", "topk=1", "format=json", program=cli.predict))
+    out = predictions(
+        dlrun(
+            f"ckpt={run.run_dir / 'checkpoints' / 'last.pt'}",
+            f"inputs=[{images[0]},{images[1]}]",
+            "topk=1",
+            "format=json",
+            program=cli.predict_main,
+        )
+    )
     assert len(out) == 2 and out[0]["predictions"][0]["class"] in ("ants", "bees")
 
 
@@ -101,33 +138,42 @@ def test_predict_a_digit_image_for_an_mnist_model(dlrun, mnist_run, tmp_path):
 
     image, label = datasets.pattern_images(1, 10, 56, 1, 7)  # twice MNIST's size: it gets resized
     Image.fromarray(image[0, :, :, 0]).save(tmp_path / "digit.png")
-    out = predictions(dlrun(f"ckpt={mnist_run.run_dir / 'checkpoints' / 'best.pt'}",
-                            f"inputs=[{tmp_path / 'digit.png'}]", "format=json", program=cli.predict))
+    out = predictions(
+        dlrun(
+            f"ckpt={mnist_run.run_dir / 'checkpoints' / 'best.pt'}",
+            f"inputs=[{tmp_path / 'digit.png'}]",
+            "format=json",
+            program=cli.predict_main,
+        )
+    )
     assert len(out[0]["predictions"]) == 3
 
 
 def test_predict_a_missing_image_file(dlrun, mnist_run, tmp_path):
-    result = dlrun(f"ckpt={mnist_run.run_dir / 'checkpoints' / 'best.pt'}", f"inputs=[{tmp_path / 'no.png'}]",
-                   program=cli.predict)
+    result = dlrun(
+        f"ckpt={mnist_run.run_dir / 'checkpoints' / 'best.pt'}",
+        f"inputs=[{tmp_path / 'no.png'}]",
+        program=cli.predict_main,
+    )
     assert result.code == 1 and "image file not found" in result.err
 
 
-@pytest.mark.parametrize("program", [cli.evaluate, cli.predict])
+@pytest.mark.parametrize("program", [cli.eval_main, cli.predict_main])
 def test_a_hostile_checkpoint_is_refused_without_running_anything(dlrun, tmp_path, monkeypatch, program):
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
     marker = tmp_path / "pwned"
     torch.save({"format": "dlrun-checkpoint", "model": Hostile(marker), "config": {}}, tmp_path / "evil.pt")
-    extra = ["inputs=[x]"] if program is cli.predict else []
+    extra = ["inputs=[x]"] if program is cli.predict_main else []
     result = dlrun(f"ckpt={tmp_path / 'evil.pt'}", *extra, program=program)
     assert result.code == 1 and "refusing to load" in result.err and result.err.count("\n") == 1
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("program", [cli.evaluate, cli.predict])
+@pytest.mark.parametrize("program", [cli.eval_main, cli.predict_main])
 def test_a_truncated_checkpoint_is_refused(dlrun, mnist_run, tmp_path, program):
     best = (mnist_run.run_dir / "checkpoints" / "best.pt").read_bytes()
     (tmp_path / "cut.pt").write_bytes(best[: len(best) // 3])
-    extra = ["inputs=[x]"] if program is cli.predict else []
+    extra = ["inputs=[x]"] if program is cli.predict_main else []
     result = dlrun(f"ckpt={tmp_path / 'cut.pt'}", *extra, program=program)
     assert result.code == 1 and "truncated or corrupt" in result.err
 
@@ -137,5 +183,5 @@ def test_code_named_in_a_checkpoint_config_is_never_instantiated(dlrun, mnist_ru
     state["config"]["model"]["arch"] = "os:system"
     state["config"]["loss"] = {"_target_": "os.system", "name": "cross_entropy"}
     save_checkpoint(tmp_path / "renamed.pt", {k: v for k, v in state.items() if k != "format"})
-    result = dlrun(f"ckpt={tmp_path / 'renamed.pt'}", program=cli.evaluate)
+    result = dlrun(f"ckpt={tmp_path / 'renamed.pt'}", program=cli.eval_main)
     assert result.code == 2 and "model.arch='os:system' is not known" in result.err

@@ -4,10 +4,19 @@ import pytest
 import torch
 from torch import nn
 
-from dlrun.data.batches import Augment, Normalize, TensorBatches
-from dlrun.errors import DlrunError
+from dlrun.data.batches import BatchAugment, Normalize, TensorBatches
+from dlrun.engine.loop import (
+    EpochHooks,
+    LossWatch,
+    NonFinite,
+    RunningMeans,
+    StepRules,
+    evaluate,
+    train_one_epoch,
+)
+from dlrun.engine.runtime import Precision
+from dlrun.engine.state import Position
 from dlrun.engine.tasks import Classification, Reconstruction
-from dlrun.engine.loop import LossWatch, NonFinite, Position, Precision, RunningMeans, evaluate, train_one_epoch
 
 CPU = torch.device("cpu")
 
@@ -55,13 +64,15 @@ def test_normalize_scales_uint8_images_per_channel():
 
 def test_augment_crops_and_flips_whole_batches_reproducibly():
     images = torch.arange(2 * 1 * 4 * 4, dtype=torch.uint8).view(2, 1, 4, 4)
-    augment = Augment(crop_padding=1, hflip=True)
+    augment = BatchAugment(crop_padding=1, hflip=True)
     params = augment.draw(2, torch.Generator().manual_seed(0))
     out = augment(images, params)
     assert out.shape == images.shape and out.dtype == torch.uint8
     assert torch.equal(out, augment(images, augment.draw(2, torch.Generator().manual_seed(0))))
     # a crop offset of (1, 1) with padding 1 is the identity; a flip mirrors the columns
-    identity = augment(images, {"offsets": torch.tensor([[1, 1], [1, 1]]), "flip": torch.tensor([False, True])})
+    identity = augment(
+        images, {"offsets": torch.tensor([[1, 1], [1, 1]]), "flip": torch.tensor([False, True])}
+    )
     assert torch.equal(identity[0], images[0]) and torch.equal(identity[1], images[1].flip(2))
     shifted = augment(images, {"offsets": torch.tensor([[0, 0], [2, 2]])})
     assert shifted[0, 0, 0, 0] == 0 and torch.equal(shifted[0, 0, 1:, 1:], images[0, 0, :3, :3])
@@ -86,21 +97,73 @@ def test_the_loss_watch_reports_a_non_finite_loss_it_copied_once():
     assert watch.look() is None  # looked at already
 
 
-def train(model, split, **kwargs):
-    optimizer = torch.optim.SGD(model.parameters(), lr=kwargs.pop("lr", 0.1))
-    return train_one_epoch(model, split, optimizer, nn.CrossEntropyLoss(), Classification(), Position(),
-                           precision=Precision("32", CPU), **kwargs)
+class Recorded(EpochHooks):
+    """Hooks that note what the loop tells them, and ask to stop after `stop_at` steps."""
+
+    def __init__(self, log_every=50, stop_at=None):
+        self.log_every, self.stop_at = log_every, stop_at
+        self.logs, self.steps = [], []
+
+    def logged(self, step, loss, acc):
+        self.logs.append((step, acc))
+
+    def stepped(self, step):
+        self.steps.append(step)
+
+    def stop_requested(self, step):
+        return self.stop_at is not None and step >= self.stop_at
+
+
+def train(
+    model,
+    split,
+    lr=0.1,
+    grad_clip=None,
+    on_nonfinite="stop",
+    hooks=None,
+    limit=None,
+    task=None,
+    criterion=None,
+    position=None,
+):
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    rules = StepRules(Precision("32", CPU), grad_clip, skip_nonfinite=on_nonfinite == "skip")
+    return train_one_epoch(
+        model,
+        split,
+        optimizer,
+        criterion or nn.CrossEntropyLoss(),
+        task or Classification(),
+        position or Position(),
+        rules,
+        hooks or EpochHooks(),
+        limit=limit,
+    )
 
 
 def test_an_epoch_learns_and_logs_per_interval():
     torch.manual_seed(0)
     model = nn.Linear(4, 2)
-    logs = []
+    hooks = Recorded(log_every=2)
     for _ in range(15):
-        result = train(model, batches(), log_every=2, on_log=lambda step, loss, acc: logs.append(step))
+        result = train(model, batches(), hooks=hooks)
     assert result.steps == 5 and result.samples == 40
     assert result.acc >= 0.85
-    assert logs[:3] == [2, 4, 5]  # every 2 steps, and the end of the epoch
+    assert [step for step, _ in hooks.logs[:3]] == [2, 4, 5]  # every 2 steps, and the end of the epoch
+    assert hooks.steps[:5] == [1, 2, 3, 4, 5]  # after every step
+
+
+def test_a_task_without_accuracy_reports_none():
+    """The loop does not ask which task it runs: no accuracy comes back when the task counts none."""
+    images = torch.rand(16, 1, 2, 2)
+    split = TensorBatches(
+        images, torch.zeros(16, dtype=torch.long), 4, shuffle=True, generator=torch.Generator().manual_seed(0)
+    )
+    autoencoder = nn.Sequential(nn.Flatten(), nn.Linear(4, 4), nn.Unflatten(1, (1, 2, 2)))
+    hooks = Recorded(log_every=2)
+    result = train(autoencoder, split, hooks=hooks, task=Reconstruction(), criterion=nn.MSELoss())
+    assert result.acc is None and result.samples == 16
+    assert all(acc is None for _, acc in hooks.logs)
 
 
 def test_gradient_clipping_bounds_each_update():
@@ -123,7 +186,7 @@ def poisoned(batch_index: int, value: float = float("nan")) -> TensorBatches:
 def test_a_non_finite_loss_stops_the_run_naming_its_step_and_batch(value):
     model = nn.Linear(4, 2)
     with pytest.raises(NonFinite, match=r"became (nan|inf) at step 3 \(epoch 1, batch 3 of 5\)"):
-        train(model, poisoned(3, value), log_every=50)
+        train(model, poisoned(3, value))
 
 
 class SqrtAtZero(nn.Module):
@@ -141,7 +204,7 @@ class SqrtAtZero(nn.Module):
 def test_a_non_finite_gradient_stops_the_run_at_the_next_step():
     # the NaN gradient of step 2 makes the weights NaN, so step 3's loss
     with pytest.raises(NonFinite, match=r"became nan at step 3 \(epoch 1, batch 3 of 5\)"):
-        train(SqrtAtZero(), poisoned(2, 0.0), log_every=50)
+        train(SqrtAtZero(), poisoned(2, 0.0))
 
 
 def test_skip_catches_a_non_finite_gradient_in_its_own_step():
@@ -160,25 +223,30 @@ def test_skip_leaves_the_weights_of_a_bad_step_alone_and_counts_it():
     assert result.skipped == 1 and result.steps == 5 and result.samples == 32
     assert all(torch.isfinite(p).all() for p in model.parameters())
     # the same epoch without batch 3 gives the same weights: the bad step changed nothing
-    kept = TensorBatches(torch.cat([split.inputs[:16], split.inputs[24:]]),
-                         torch.cat([split.targets[:16], split.targets[24:]]), 8, shuffle=False)
+    kept = TensorBatches(
+        torch.cat([split.inputs[:16], split.inputs[24:]]),
+        torch.cat([split.targets[:16], split.targets[24:]]),
+        8,
+        shuffle=False,
+    )
     train(clean, kept)
     assert all(torch.equal(a, b) for a, b in zip(model.parameters(), clean.parameters()))
 
 
 def test_a_stop_request_ends_the_epoch_after_the_current_step():
     position = Position()
-    model = nn.Linear(4, 2)
-    result = train_one_epoch(model, batches(), torch.optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(),
-                             Classification(), position, precision=Precision("32", CPU),
-                             stop_requested=lambda: position.step_in_epoch >= 2)
+    hooks = Recorded(stop_at=2)
+    result = train(nn.Linear(4, 2), batches(), hooks=hooks, position=position)
     assert result.interrupted and position.step_in_epoch == 2 and position.global_step == 2
+    assert [step for step, _ in hooks.logs] == [2]  # the figures up to the stop are read
 
 
 def test_evaluate_classification_counts_every_sample():
     model = nn.Linear(4, 2)
     split = batches(count=10, batch_size=3, shuffle=False)
-    result = evaluate(model, split, nn.CrossEntropyLoss(), Classification(), 2, precision=Precision("32", CPU))
+    result = evaluate(
+        model, split, nn.CrossEntropyLoss(), Classification(), 2, precision=Precision("32", CPU)
+    )
     predictions = model(split.inputs).argmax(1)
     assert result.metrics["acc"] == pytest.approx((predictions == split.targets).float().mean().item())
     assert result.confusion.sum() == 10 and result.probabilities.shape == (10, 2)

@@ -12,8 +12,12 @@ from dlrun.errors import ConfigError
 from dlrun.models.resnet import resnet18_classifier
 
 FACTS = {
-    "grey 28x28": Facts("image", "classification", [1, 28, 28], 10, [str(i) for i in range(10)], [0.5], [0.5]),
-    "colour 32x32": Facts("image", "classification", [3, 32, 32], 10, [str(i) for i in range(10)], [0.5] * 3, [0.5] * 3),
+    "grey 28x28": Facts(
+        "image", "classification", [1, 28, 28], 10, [str(i) for i in range(10)], [0.5], [0.5]
+    ),
+    "colour 32x32": Facts(
+        "image", "classification", [3, 32, 32], 10, [str(i) for i in range(10)], [0.5] * 3, [0.5] * 3
+    ),
     "table": Facts("table", "classification", [13], 3, ["1", "2", "3"]),
     "text": Facts("text", "classification", [15], 18, [f"l{i}" for i in range(18)], vocab="abcdefghijklmnop"),
 }
@@ -21,10 +25,13 @@ DEFAULTS = {"resnet18": {"pretrained": False}}
 
 
 def build(arch: str, facts: Facts):
-    from dlrun.engine.build import build_model
     from omegaconf import OmegaConf
 
-    return build_model(OmegaConf.create({"arch": arch, **DEFAULTS.get(arch, {})}), facts, "cross_entropy").eval()
+    from dlrun.engine.build import build_model
+
+    return build_model(
+        OmegaConf.create({"arch": arch, **DEFAULTS.get(arch, {})}), facts, "cross_entropy"
+    ).eval()
 
 
 def sample(facts: Facts, batch: int = 3) -> torch.Tensor:
@@ -35,7 +42,12 @@ def sample(facts: Facts, batch: int = 3) -> torch.Tensor:
     return torch.rand(batch, *facts.input_shape)
 
 
-PAIRS = [(arch, name) for arch, entry in MODELS.items() for name, facts in FACTS.items() if facts.kind in entry.inputs]
+PAIRS = [
+    (arch, name)
+    for arch, entry in MODELS.items()
+    for name, facts in FACTS.items()
+    if facts.kind in entry.inputs
+]
 
 
 @pytest.mark.parametrize("arch,data", PAIRS)
@@ -47,8 +59,10 @@ def test_a_model_gives_the_right_output_shape(arch, data):
     assert tuple(out.shape) == expected
 
 
-@pytest.mark.parametrize("arch,loader", [(a, d) for a, m in MODELS.items() for d, e in DATASETS.items()
-                                         if e.inputs[0] not in m.inputs])
+@pytest.mark.parametrize(
+    "arch,loader",
+    [(a, d) for a, m in MODELS.items() for d, e in DATASETS.items() if e.inputs[0] not in m.inputs],
+)
 def test_a_pair_that_cannot_work_is_refused_with_the_models_that_fit(arch, loader):
     loss = "mse" if MODELS[arch].task == "reconstruction" else "cross_entropy"
     with pytest.raises(ConfigError, match=r"cannot train on dataset=.*models that fit"):
@@ -75,7 +89,10 @@ def test_autoencoders_reconstruct_in_zero_one():
 
 def test_lenet_computes_its_flatten_size_and_refuses_tiny_images():
     for data in ("grey 28x28", "colour 32x32"):
-        assert build("lenet", FACTS[data]).classifier[1].in_features == 16 * (5 if data == "grey 28x28" else 6) ** 2
+        assert (
+            build("lenet", FACTS[data]).classifier[1].in_features
+            == 16 * (5 if data == "grey 28x28" else 6) ** 2
+        )
     tiny = Facts("image", "classification", [1, 6, 6], 2, ["a", "b"], [0.5], [0.5])
     with pytest.raises(ConfigError, match="at least 10x10"):
         build("lenet", tiny)
@@ -91,8 +108,9 @@ def test_char_rnn_ignores_the_padding_after_a_name():
 
 
 def test_nll_models_end_in_log_softmax():
-    from dlrun.engine.build import build_model
     from omegaconf import OmegaConf
+
+    from dlrun.engine.build import build_model
 
     model = build_model(OmegaConf.create({"arch": "linear"}), FACTS["table"], "nll")
     out = model(torch.randn(4, 13))

@@ -37,8 +37,14 @@ def test_names_char_rnn_reaches_80_percent_val(dlrun, real_data):
 
 
 def test_hymenoptera_resnet18_from_scratch_runs_end_to_end(dlrun, real_data):
-    metrics = run_preset(dlrun, real_data, "hymenoptera_resnet18", "model.pretrained=false", "trainer.epochs=1",
-                         root=real_data / "hymenoptera_data")
+    metrics = run_preset(
+        dlrun,
+        real_data,
+        "hymenoptera_resnet18",
+        "model.pretrained=false",
+        "trainer.epochs=1",
+        root=real_data / "hymenoptera_data",
+    )
     assert metrics["epochs"] == 1 and 0.0 <= metrics["last_val"]["acc"] <= 1.0
 
 

@@ -52,8 +52,24 @@ def test_progress_off_prints_nothing_during_an_epoch():
 def test_epoch_summary_and_results(tmp_path):
     screen, buffer = console(terminal=False)
     report = Report("lines", console=screen)
-    report.epoch_summary(3, 10, {"loss": 0.1, "acc": 0.9}, {"loss": 0.2, "acc": 0.85}, 1e-3, 2.0, 1000, best=True)
-    report.results([("test acc", "85.00%")], None, tmp_path)
+    report.epoch_summary(
+        3, 10, {"loss": 0.1, "acc": 0.9}, {"loss": 0.2, "acc": 0.85}, 1e-3, 2.0, 1000, best=True
+    )
+    results = {
+        "monitor": "val/acc",
+        "best_value": 0.86,
+        "best_epoch": 3,
+        "test": {"loss": 0.3, "acc": 0.85},
+        "epochs": 10,
+        "steps": 1234,
+        "seconds": 20.0,
+        "per_class_acc": {"test": {"cat": 0.8, "dog": 0.9}},
+    }
+    report.results(results, "test", ["cat", "dog"], tmp_path)
     out = buffer.getvalue()
-    assert "epoch  3/10 | train loss 0.1000 acc 90.00% | val loss 0.2000 acc 85.00%" in out and "* best" in out
+    assert (
+        "epoch  3/10 | train loss 0.1000 acc 90.00% | val loss 0.2000 acc 85.00%" in out and "* best" in out
+    )
     assert "500 samples/s" in out and "tensorboard --logdir" in out
+    assert "best val/acc" in out and "86.00% (epoch 3)" in out and "test acc" in out and "1,234" in out
+    assert "per-class" in out and "90.0%" in out

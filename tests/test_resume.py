@@ -19,16 +19,32 @@ import torch
 from dlrun.checkpoints.files import load_checkpoint
 from dlrun.engine.state import Session
 from tests import datasets
+from tests.helpers import read_events
 
 EPOCHS = 3
 # dropout (torch RNG), augmentation and shuffling (the data generator), Adam (optimizer state),
 # a step schedule, and saturating accuracy (so the best-metric and early-stopping state matter)
-SETTINGS = ["dataset=mnist", "dataset.download=false", "dataset.augment.crop_padding=2", "dataset.augment.hflip=true",
-            "model=mlp", "model.hidden_sizes=[256]", "model.dropout=0.2", "optimizer=adam",
-            "scheduler=step", "scheduler.step_size=1", "scheduler.gamma=0.7", f"trainer.epochs={EPOCHS}",
-            "trainer.batch_size=16", "trainer.deterministic=true", "trainer.num_threads=1",
-            "trainer.log_every_n_steps=10", "trainer.early_stopping.enabled=true",
-            "trainer.early_stopping.patience=100", "logger.graph=false"]
+SETTINGS = [
+    "dataset=mnist",
+    "dataset.download=false",
+    "dataset.augment.crop_padding=2",
+    "dataset.augment.hflip=true",
+    "model=mlp",
+    "model.hidden_sizes=[256]",
+    "model.dropout=0.2",
+    "optimizer=adam",
+    "scheduler=step",
+    "scheduler.step_size=1",
+    "scheduler.gamma=0.7",
+    f"trainer.epochs={EPOCHS}",
+    "trainer.batch_size=16",
+    "trainer.deterministic=true",
+    "trainer.num_threads=1",
+    "trainer.log_every_n_steps=10",
+    "trainer.early_stopping.enabled=true",
+    "trainer.early_stopping.patience=100",
+    "logger.graph=false",
+]
 COMPARED = ("model", "optimizer", "scheduler", "position", "monitor", "early_stopping")
 
 
@@ -47,13 +63,23 @@ def reference(resume_data, tmp_path_factory) -> dict:
 
 
 def launch(data: Path, folder: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "dlrun", *SETTINGS, f"dataset.root={data}", f"hydra.run.dir={folder}", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "dlrun",
+        *SETTINGS,
+        f"dataset.root={data}",
+        f"hydra.run.dir={folder}",
+        *extra,
+    ]
 
 
 def kill_when(data: Path, folder: Path, ready, *extra: str) -> dict:
     """Start a run, SIGKILL it as soon as its last.pt satisfies `ready`, return that checkpoint."""
     last = folder / "checkpoints" / "last.pt"
-    process = subprocess.Popen(launch(data, folder, *extra), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        launch(data, folder, *extra), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     seen = None
     deadline = time.monotonic() + 240
     try:
@@ -76,8 +102,12 @@ def kill_when(data: Path, folder: Path, ready, *extra: str) -> dict:
 
 
 def resume(dlrun, data: Path, folder: Path):
-    result = dlrun(*SETTINGS, f"dataset.root={data}", f"trainer.resume={folder / 'checkpoints' / 'last.pt'}",
-                   f"hydra.run.dir={folder}")
+    result = dlrun(
+        *SETTINGS,
+        f"dataset.root={data}",
+        f"trainer.resume={folder / 'checkpoints' / 'last.pt'}",
+        f"hydra.run.dir={folder}",
+    )
     assert result.code == 0, result.err
     return result
 
@@ -129,8 +159,12 @@ def test_killed_mid_epoch_resumes_bitwise(dlrun, resume_data, reference, killed_
 
 def test_killed_at_a_random_moment_while_saving_every_step(dlrun, resume_data, reference, tmp_path):
     folder = tmp_path / "run"
-    kill_when(resume_data, folder, lambda p: p["global_step"] >= 75 + int.from_bytes(os.urandom(1), "big") % 40,
-              "trainer.checkpoint_every_n_steps=1")
+    kill_when(
+        resume_data,
+        folder,
+        lambda p: p["global_step"] >= 75 + int.from_bytes(os.urandom(1), "big") % 40,
+        "trainer.checkpoint_every_n_steps=1",
+    )
     resume(dlrun, resume_data, folder)
     assert differing(load_checkpoint(folder / "checkpoints" / "last.pt"), reference) == []
     assert not list((folder / "checkpoints").glob(".*tmp*"))  # a save cut short is cleaned up
@@ -155,10 +189,22 @@ def forgetting(piece: str):
 
 # python and numpy RNG states are saved and restored (see test_checkpoint) but nothing in this
 # run draws from them, and the AMP scaler is off on a CPU: they cannot change this run's result
-@pytest.mark.parametrize("piece", ["model", "optimizer", "scheduler", "position", "data_generator",
-                                   "rng.torch", "monitor", "early_stopping"])
+@pytest.mark.parametrize(
+    "piece",
+    [
+        "model",
+        "optimizer",
+        "scheduler",
+        "position",
+        "data_generator",
+        "rng.torch",
+        "monitor",
+        "early_stopping",
+    ],
+)
 def test_the_kill_test_fails_if_any_piece_of_state_is_not_restored(
-        dlrun, resume_data, reference, killed_mid_epoch, tmp_path, monkeypatch, piece):
+    dlrun, resume_data, reference, killed_mid_epoch, tmp_path, monkeypatch, piece
+):
     folder = tmp_path / "run"
     shutil.copytree(killed_mid_epoch, folder)
     monkeypatch.setattr(Session, "load_state_dict", forgetting(piece))
@@ -167,8 +213,6 @@ def test_the_kill_test_fails_if_any_piece_of_state_is_not_restored(
 
 
 def test_the_resumed_run_continues_the_same_tensorboard_log(dlrun, resume_data, killed_mid_epoch, tmp_path):
-    from tests.conftest import read_events
-
     folder = tmp_path / "run"
     shutil.copytree(killed_mid_epoch, folder)
     resume(dlrun, resume_data, folder)
@@ -183,7 +227,9 @@ def test_the_resumed_run_continues_the_same_tensorboard_log(dlrun, resume_data, 
 def test_a_stop_signal_saves_flushes_and_exits(dlrun, resume_data, reference, tmp_path, signum, code):
     folder = tmp_path / "run"
     last = folder / "checkpoints" / "last.pt"
-    process = subprocess.Popen(launch(resume_data, folder), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        launch(resume_data, folder), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     deadline = time.monotonic() + 240
     while not last.exists() and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.005)
@@ -200,18 +246,34 @@ def test_a_stop_signal_saves_flushes_and_exits(dlrun, resume_data, reference, tm
 def test_a_changed_config_is_refused_with_the_differing_keys(dlrun, resume_data, killed_mid_epoch, tmp_path):
     folder = tmp_path / "run"
     shutil.copytree(killed_mid_epoch, folder)
-    result = dlrun(*SETTINGS, f"dataset.root={resume_data}", "model.hidden_sizes=[128]", "optimizer.lr=0.01",
-                   f"trainer.resume={folder / 'checkpoints' / 'last.pt'}", f"hydra.run.dir={folder}")
+    result = dlrun(
+        *SETTINGS,
+        f"dataset.root={resume_data}",
+        "model.hidden_sizes=[128]",
+        "optimizer.lr=0.01",
+        f"trainer.resume={folder / 'checkpoints' / 'last.pt'}",
+        f"hydra.run.dir={folder}",
+    )
     assert result.code == 1
-    assert "model.hidden_sizes" in result.err and "optimizer.lr" in result.err and "resume_force" in result.err
+    assert (
+        "model.hidden_sizes" in result.err and "optimizer.lr" in result.err and "resume_force" in result.err
+    )
 
 
-def test_resume_force_accepts_more_epochs_and_a_new_learning_rate(dlrun, resume_data, killed_mid_epoch, tmp_path):
+def test_resume_force_accepts_more_epochs_and_a_new_learning_rate(
+    dlrun, resume_data, killed_mid_epoch, tmp_path
+):
     folder = tmp_path / "run"
     shutil.copytree(killed_mid_epoch, folder)
-    result = dlrun(*SETTINGS, f"dataset.root={resume_data}", "trainer.epochs=4", "optimizer.lr=0.0005",
-                   "trainer.resume_force=true", f"trainer.resume={folder / 'checkpoints' / 'last.pt'}",
-                   f"hydra.run.dir={folder}")
+    result = dlrun(
+        *SETTINGS,
+        f"dataset.root={resume_data}",
+        "trainer.epochs=4",
+        "optimizer.lr=0.0005",
+        "trainer.resume_force=true",
+        f"trainer.resume={folder / 'checkpoints' / 'last.pt'}",
+        f"hydra.run.dir={folder}",
+    )
     assert result.code == 0, result.err
     final = load_checkpoint(folder / "checkpoints" / "last.pt")
     assert final["position"]["epoch"] == 4
@@ -221,8 +283,13 @@ def test_resume_force_accepts_more_epochs_and_a_new_learning_rate(dlrun, resume_
 def test_resume_last_from_inside_the_run_folder(resume_data, killed_mid_epoch, tmp_path):
     folder = tmp_path / "run"
     shutil.copytree(killed_mid_epoch, folder)
-    result = subprocess.run([sys.executable, "-m", "dlrun", *SETTINGS, f"dataset.root={resume_data}", "trainer.resume=last"],
-                            cwd=folder, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "dlrun", *SETTINGS, f"dataset.root={resume_data}", "trainer.resume=last"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert (folder / "metrics.json").is_file() and not (folder / "runs").exists()
 

@@ -7,11 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from dlrun.errors import DlrunError
 from dlrun.config.run_folders import claim
-from dlrun.engine.state import Session
-from dlrun.engine.loop import Position
-from tests.bad_inputs import IMAGE_ARGS, QUICK, broken_image, csv_with, images
+from dlrun.engine.state import Position, Session
+from dlrun.errors import DlrunError
+from tests.bad_inputs import IMAGE_ARGS, ONE_EPOCH, broken_image, csv_with, images
 
 
 def overflowing_csv(folder):
@@ -19,19 +18,30 @@ def overflowing_csv(folder):
     return csv_with(folder, ["x,3e38,3e38,3e38"] * 3 + ["y,0.1,0.1,0.1", "x,0.2,0.3,0.1"] * 10)
 
 
-SPLIT = ["dataset.standardize=false", "dataset.val_fraction=0.1", "dataset.test_fraction=0", "trainer.batch_size=4"]
+SPLIT = [
+    "dataset.standardize=false",
+    "dataset.val_fraction=0.1",
+    "dataset.test_fraction=0",
+    "trainer.batch_size=4",
+]
 
 
 def test_a_non_finite_step_stops_before_any_checkpoint_is_written(dlrun, tmp_path):
-    result = dlrun("dataset=csv", f"dataset.path={overflowing_csv(tmp_path)}", *SPLIT, *QUICK)
+    result = dlrun("dataset=csv", f"dataset.path={overflowing_csv(tmp_path)}", *SPLIT, *ONE_EPOCH)
     assert result.code == 1 and "the training loss became" in result.err
     assert not list((result.run_dir / "checkpoints").glob("*.pt"))
     assert "the training loss became" in (result.run_dir / "error.txt").read_text()
 
 
 def test_skip_trains_on_and_names_each_skipped_step(dlrun, tmp_path):
-    result = dlrun("dataset=csv", f"dataset.path={overflowing_csv(tmp_path)}", *SPLIT,
-                   "trainer.on_nonfinite=skip", "trainer.epochs=2", "logger.progress=lines")
+    result = dlrun(
+        "dataset=csv",
+        f"dataset.path={overflowing_csv(tmp_path)}",
+        *SPLIT,
+        "trainer.on_nonfinite=skip",
+        "trainer.epochs=2",
+        "logger.progress=lines",
+    )
     assert result.code == 0, result.err
     # the three overflowing training rows fall in three of the six batches (seeded order)
     assert result.out.count("skipped 3 step(s)") == 2
@@ -57,16 +67,23 @@ def test_non_finite_weights_are_never_saved(tmp_path):
     model = nn.Linear(2, 2)
     with torch.no_grad():
         model.weight[0, 0] = float("inf")
-    session = SimpleNamespace(writes_files=True, model=model, position=Position(global_step=7),
-                              checkpoints=tmp_path, state_dict=lambda: {"model": model.state_dict()})
+    session = SimpleNamespace(
+        writes_files=True,
+        model=model,
+        position=Position(global_step=7),
+        checkpoints=tmp_path,
+        state_dict=lambda: {"model": model.state_dict()},
+    )
     with pytest.raises(DlrunError, match="no longer finite after step 7"):
-        Session.save(session, "last.pt")
+        Session.save(session, ("last.pt",))
     assert not (tmp_path / "last.pt").exists()
 
 
 def test_a_claimed_folder_is_never_handed_out_twice(tmp_path):
     first, second, third = (claim(str(tmp_path / "12-00-00")) for _ in range(3))
-    assert [first, second, third] == [str(tmp_path / name) for name in ("12-00-00", "12-00-00_2", "12-00-00_3")]
+    assert [first, second, third] == [
+        str(tmp_path / name) for name in ("12-00-00", "12-00-00_2", "12-00-00_3")
+    ]
     assert all((tmp_path / name).is_dir() for name in ("12-00-00", "12-00-00_2", "12-00-00_3"))
 
 
@@ -74,7 +91,7 @@ def test_two_runs_given_the_same_fresh_folder_name_get_two_folders(dlrun, tmp_pa
     # the default hydra.run.dir, with a time stamp that does not move
     fresh = f"hydra.run.dir=${{dlrun.run_dir:null,'{tmp_path / 'same-second'}'}}"
     for _ in range(2):
-        assert dlrun(fresh, *QUICK).code == 0
+        assert dlrun(fresh, *ONE_EPOCH).code == 0
     assert (tmp_path / "same-second" / "metrics.json").is_file()
     assert (tmp_path / "same-second_2" / "metrics.json").is_file()
 
@@ -82,22 +99,27 @@ def test_two_runs_given_the_same_fresh_folder_name_get_two_folders(dlrun, tmp_pa
 def test_two_sweeps_given_the_same_folder_name_get_two_folders(dlrun, tmp_path):
     sweep_dir = f"hydra.sweep.dir=${{dlrun.fresh_dir:'{tmp_path / 'sweep'}'}}"
     for _ in range(2):
-        assert dlrun("-m", sweep_dir, "optimizer.lr=0.01", *QUICK).code == 0
+        assert dlrun("-m", sweep_dir, "optimizer.lr=0.01", *ONE_EPOCH).code == 0
     assert (tmp_path / "sweep" / "sweep_summary.csv").is_file()
     assert (tmp_path / "sweep_2" / "sweep_summary.csv").is_file()
 
 
 def test_a_sweep_folder_that_holds_a_sweep_is_refused(dlrun, tmp_path):
-    assert dlrun("-m", f"hydra.sweep.dir={tmp_path / 'sweep'}", "optimizer.lr=0.01", *QUICK).code == 0
-    result = dlrun("-m", f"hydra.sweep.dir={tmp_path / 'sweep'}", "optimizer.lr=0.02", *QUICK)
+    assert dlrun("-m", f"hydra.sweep.dir={tmp_path / 'sweep'}", "optimizer.lr=0.01", *ONE_EPOCH).code == 0
+    result = dlrun("-m", f"hydra.sweep.dir={tmp_path / 'sweep'}", "optimizer.lr=0.02", *ONE_EPOCH)
     assert result.code == 2 and "already holds a sweep" in result.err
 
 
 def test_a_resumed_run_records_its_config_beside_the_original(dlrun, tmp_path):
-    first = dlrun(*QUICK)
+    first = dlrun(*ONE_EPOCH)
     original = (first.run_dir / ".hydra" / "overrides.yaml").read_text()
-    resumed = dlrun(*QUICK, "trainer.epochs=2", "trainer.resume_force=true",
-                    f"trainer.resume={first.run_dir / 'checkpoints' / 'last.pt'}", run_dir=first.run_dir)
+    resumed = dlrun(
+        *ONE_EPOCH,
+        "trainer.epochs=2",
+        "trainer.resume_force=true",
+        f"trainer.resume={first.run_dir / 'checkpoints' / 'last.pt'}",
+        run_dir=first.run_dir,
+    )
     assert resumed.code == 0, resumed.err
     assert (first.run_dir / ".hydra" / "overrides.yaml").read_text() == original
     records = list((first.run_dir / ".hydra").glob("resumed-*/overrides.yaml"))

@@ -6,18 +6,26 @@ import pytest
 import torch
 from torch import nn
 
-from dlrun.engine import runtime
-from dlrun.engine import loop as train
 from dlrun.data.batches import TensorBatches
+from dlrun.engine import loop, runtime
+from dlrun.engine.loop import EpochHooks, StepRules, train_one_epoch
+from dlrun.engine.runtime import Precision
+from dlrun.engine.state import Position
 from dlrun.engine.tasks import Classification
-from dlrun.engine.loop import Position, Precision, train_one_epoch
-from tests.conftest import QUICK
+from tests.helpers import FEW_STEPS
 
 
 @pytest.mark.parametrize("precision", ["bf16", "16"])
 def test_mixed_precision_trains_on_the_cpu(dlrun, data_root, precision):
-    result = dlrun("dataset=mnist", f"dataset.root={data_root}", "dataset.download=false", "model=lenet",
-                   f"trainer.precision={precision}", "trainer.grad_clip=5.0", "trainer.epochs=2")
+    result = dlrun(
+        "dataset=mnist",
+        f"dataset.root={data_root}",
+        "dataset.download=false",
+        "model=lenet",
+        f"trainer.precision={precision}",
+        "trainer.grad_clip=5.0",
+        "trainer.epochs=2",
+    )
     assert result.code == 0, result.err
     assert result.metrics["best_value"] > 0.3
     scaler = result.checkpoint()["scaler"]
@@ -25,15 +33,28 @@ def test_mixed_precision_trains_on_the_cpu(dlrun, data_root, precision):
 
 
 def test_channels_last_trains_a_convnet(dlrun, data_root):
-    result = dlrun("dataset=mnist", f"dataset.root={data_root}", "dataset.download=false", "model=cnn",
-                   "trainer.channels_last=true", *QUICK)
+    result = dlrun(
+        "dataset=mnist",
+        f"dataset.root={data_root}",
+        "dataset.download=false",
+        "model=cnn",
+        "trainer.channels_last=true",
+        *FEW_STEPS,
+    )
     assert result.code == 0, result.err
 
 
 @pytest.mark.slow
 def test_torch_compile_trains(dlrun, data_root):
-    result = dlrun("dataset=mnist", f"dataset.root={data_root}", "dataset.download=false", "model=mlp",
-                   "model.hidden_sizes=[32]", "trainer.compile=true", *QUICK)
+    result = dlrun(
+        "dataset=mnist",
+        f"dataset.root={data_root}",
+        "dataset.download=false",
+        "model=mlp",
+        "model.hidden_sizes=[32]",
+        "trainer.compile=true",
+        *FEW_STEPS,
+    )
     assert result.code == 0, result.err
     assert not any(key.startswith("_orig_mod") for key in result.checkpoint()["model"])
 
@@ -41,9 +62,9 @@ def test_torch_compile_trains(dlrun, data_root):
 def test_the_configured_thread_count_is_used(dlrun):
     before = torch.get_num_threads()
     try:
-        assert dlrun("trainer.num_threads=1", *QUICK).code == 0
+        assert dlrun("trainer.num_threads=1", *FEW_STEPS).code == 0
         assert torch.get_num_threads() == 1
-        assert dlrun(*QUICK).code == 0
+        assert dlrun(*FEW_STEPS).code == 0
         assert torch.get_num_threads() == len(os.sched_getaffinity(0))
     finally:
         torch.set_num_threads(before)
@@ -74,12 +95,12 @@ def test_the_loop_reads_values_from_the_device_once_per_logging_interval(monkeyp
     LossWatch's reads are of its own host copy, made without waiting (one per step)."""
     watches = []
 
-    class RecordedWatch(train.LossWatch):
+    class RecordedWatch(loop.LossWatch):
         def __init__(self, device):
             super().__init__(device)
             watches.append(self)
 
-    monkeypatch.setattr(train, "LossWatch", RecordedWatch)
+    monkeypatch.setattr(loop, "LossWatch", RecordedWatch)
     reads, host_reads = [], []
     for name in ("item", "tolist", "__bool__", "__float__", "__int__"):
         original = getattr(torch.Tensor, name)
@@ -94,8 +115,18 @@ def test_the_loop_reads_values_from_the_device_once_per_logging_interval(monkeyp
     batches = TensorBatches(inputs, targets, 10, shuffle=True, generator=torch.Generator().manual_seed(0))
     model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
     # SGD: Adam reads its step counters with .item(), host-side tensors that cost no device sync
-    train_one_epoch(model, batches, torch.optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(), Classification(),
-                    Position(), precision=Precision("32", torch.device("cpu")), log_every=10)
+    hooks = EpochHooks()
+    hooks.log_every = 10
+    train_one_epoch(
+        model,
+        batches,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        nn.CrossEntropyLoss(),
+        Classification(),
+        Position(),
+        StepRules(Precision("32", torch.device("cpu"))),
+        hooks,
+    )
     assert len(reads) == 4  # 40 steps, one read per 10
     assert len(host_reads) == 40  # each step's loss, looked at once
 

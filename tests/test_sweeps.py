@@ -6,11 +6,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hydra import compose, initialize_config_dir
 
-from dlrun import cli
 from dlrun.config.resolvers import direction, short_overrides
-from tests.test_tensorboard import hparams
+from tests.helpers import compose_config, hparams, read_events
 
 
 def sweep_folder(root: Path) -> Path:
@@ -45,8 +43,7 @@ def test_every_job_gets_its_own_tensorboard_row_with_the_swept_keys(dlrun, tmp_p
     result = dlrun("-m", "optimizer.lr=0.001,0.003,0.01", "model=mlp,linear", "trainer.epochs=1")
     assert result.code == 0, result.err
     folder = sweep_folder(tmp_path)
-    rows = [hparams(__import__("tests.conftest", fromlist=["read_events"]).read_events(job))
-            for job in sorted(path for path in folder.iterdir() if path.is_dir())]
+    rows = [hparams(read_events(job)) for job in sorted(path for path in folder.iterdir() if path.is_dir())]
     assert len(rows) == 6
     keys = {frozenset(values) for values, _ in rows}
     assert len(keys) == 1  # the same columns in every row
@@ -57,7 +54,9 @@ def test_every_job_gets_its_own_tensorboard_row_with_the_swept_keys(dlrun, tmp_p
 
 def test_parallel_jobs_with_joblib_share_the_cores(dlrun, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    result = dlrun("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model=mlp,linear", "trainer.epochs=2")
+    result = dlrun(
+        "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "model=mlp,linear", "trainer.epochs=2"
+    )
     assert result.code == 0, result.err
     folder = sweep_folder(tmp_path)
     jobs = [path for path in folder.iterdir() if path.is_dir()]
@@ -80,22 +79,16 @@ def test_an_optuna_search_on_wine(dlrun, tmp_path, monkeypatch):
     assert set(best["best_params"]) == {"optimizer.lr", "model.dropout", "trainer.batch_size"}
 
 
-def hydra_config(*overrides: str):
-    cli._register()
-    with initialize_config_dir(config_dir=cli.config_dir(), version_base="1.3"):
-        return compose("config", overrides=list(overrides), return_hydra_config=True)
-
-
 def test_the_launcher_presets_compose():
-    slurm = hydra_config("hydra/launcher=slurm", "hydra.launcher.partition=gpu").hydra.launcher
+    slurm = compose_config("hydra/launcher=slurm", "hydra.launcher.partition=gpu", hydra=True).hydra.launcher
     assert slurm._target_.endswith("SlurmLauncher") and slurm.partition == "gpu" and slurm.gpus_per_node == 1
-    parallel = hydra_config("hydra/launcher=parallel").hydra.launcher
+    parallel = compose_config("hydra/launcher=parallel", hydra=True).hydra.launcher
     assert parallel._target_.endswith("JoblibLauncher") and parallel.n_jobs == 2
 
 
 @pytest.mark.parametrize("preset,metric", [("wine_optuna", "val/acc"), ("mnist_optuna", "val/acc")])
 def test_the_search_presets_compose_with_a_direction_from_the_metric(preset, metric):
-    cfg = hydra_config(f"hparams_search={preset}")
+    cfg = compose_config(f"hparams_search={preset}", hydra=True)
     assert cfg.optimized_metric == metric and cfg.hydra.sweeper.direction == "maximize"
     assert cfg.hydra.sweeper.params
 

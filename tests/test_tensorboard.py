@@ -1,21 +1,8 @@
 """What a run shows in TensorBoard, read back from its event files with TensorBoard's reader."""
 
 import pytest
-from tensorboard.plugins.hparams import plugin_data_pb2
 
-from tests.conftest import QUICK
-
-
-def hparams(events) -> tuple[dict, list[str]]:
-    """(hparam values of the session, metric tags of the experiment)."""
-    content = events.PluginTagToContent("hparams")
-    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
-    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"])
-    values = {}
-    for key, value in start.session_start_info.hparams.items():
-        kind = value.WhichOneof("kind")
-        values[key] = getattr(value, kind)
-    return values, [m.name.tag for m in experiment.experiment.metric_infos]
+from tests.helpers import FEW_STEPS, hparams, read_events
 
 
 @pytest.fixture(scope="module")
@@ -23,15 +10,23 @@ def classification_events(tmp_path_factory, data_root):
     import sys
 
     from dlrun import cli
-    from tests.conftest import read_events
 
     folder = tmp_path_factory.mktemp("tb") / "run"
     argv = sys.argv
-    sys.argv = ["dlrun", "dataset=mnist", f"dataset.root={data_root}", "dataset.download=false", "model=mlp",
-                "model.hidden_sizes=[32]", "trainer.epochs=2", "trainer.batch_size=32", "trainer.log_every_n_steps=2",
-                f"hydra.run.dir={folder}"]
+    sys.argv = [
+        "dlrun",
+        "dataset=mnist",
+        f"dataset.root={data_root}",
+        "dataset.download=false",
+        "model=mlp",
+        "model.hidden_sizes=[32]",
+        "trainer.epochs=2",
+        "trainer.batch_size=32",
+        "trainer.log_every_n_steps=2",
+        f"hydra.run.dir={folder}",
+    ]
     try:
-        cli.train()
+        cli.main()
     finally:
         sys.argv = argv
     return read_events(folder)
@@ -39,7 +34,15 @@ def classification_events(tmp_path_factory, data_root):
 
 def test_classification_scalars(classification_events):
     tags = classification_events.Tags()["scalars"]
-    for tag in ("train/loss", "train/acc", "val/loss", "val/acc", "lr", "time/epoch_seconds", "time/samples_per_second"):
+    for tag in (
+        "train/loss",
+        "train/acc",
+        "val/loss",
+        "val/acc",
+        "lr",
+        "time/epoch_seconds",
+        "time/samples_per_second",
+    ):
         assert tag in tags, tag
     val_acc = [event.value for event in classification_events.Scalars("val/acc")]
     assert len(val_acc) == 2 and all(0.0 <= value <= 1.0 for value in val_acc)
@@ -80,14 +83,22 @@ def test_hparams_row_with_real_final_metrics(classification_events):
 def test_every_run_has_the_same_hparam_keys(dlrun, data_root):
     keys = []
     for model in ("mlp", "cnn"):
-        result = dlrun("dataset=mnist", f"dataset.root={data_root}", "dataset.download=false", f"model={model}", *QUICK)
+        result = dlrun(
+            "dataset=mnist",
+            f"dataset.root={data_root}",
+            "dataset.download=false",
+            f"model={model}",
+            *FEW_STEPS,
+        )
         assert result.code == 0, result.err
         keys.append(set(hparams(result.events())[0]))
     assert keys[0] == keys[1]
 
 
 def test_an_autoencoder_shows_reconstructions_and_mse(dlrun, data_root):
-    result = dlrun("experiment=mnist_conv_autoencoder", f"dataset.root={data_root}", "dataset.download=false", *QUICK)
+    result = dlrun(
+        "experiment=mnist_conv_autoencoder", f"dataset.root={data_root}", "dataset.download=false", *FEW_STEPS
+    )
     assert result.code == 0, result.err
     events = result.events()
     assert "val/mse" in events.Tags()["scalars"] and "val/acc" not in events.Tags()["scalars"]
@@ -98,7 +109,7 @@ def test_an_autoencoder_shows_reconstructions_and_mse(dlrun, data_root):
 
 
 def test_a_names_run_tags_pr_curves_with_the_languages(dlrun, data_root):
-    result = dlrun("experiment=names_char_rnn", f"dataset.root={data_root}", *QUICK)
+    result = dlrun("experiment=names_char_rnn", f"dataset.root={data_root}", *FEW_STEPS)
     assert result.code == 0, result.err
     events = result.events()
     assert {"pr/English", "pr/French", "pr/Japanese"} <= set(events.Tags()["tensors"])
@@ -107,12 +118,14 @@ def test_a_names_run_tags_pr_curves_with_the_languages(dlrun, data_root):
 
 
 def test_logging_switches(dlrun):
-    off = dlrun("logger=none", *QUICK)
+    off = dlrun("logger=none", *FEW_STEPS)
     assert off.code == 0 and not list(off.run_dir.glob("events.out.tfevents.*"))
-    some = dlrun("logger.pr_curves=false", "logger.histograms=true", *QUICK)
+    some = dlrun("logger.pr_curves=false", "logger.histograms=true", *FEW_STEPS)
     tags = some.events().Tags()
     assert not [tag for tag in tags["tensors"] if tag.startswith("pr/")]
-    assert "weights/layers.1.weight" in tags["histograms"] and "gradients/layers.1.weight" in tags["histograms"]
+    assert (
+        "weights/layers.1.weight" in tags["histograms"] and "gradients/layers.1.weight" in tags["histograms"]
+    )
 
 
 def test_a_model_that_cannot_be_traced_warns_and_trains_on(dlrun, monkeypatch):
@@ -122,6 +135,6 @@ def test_a_model_that_cannot_be_traced_warns_and_trains_on(dlrun, monkeypatch):
         raise RuntimeError("tracer failed")
 
     monkeypatch.setattr(SummaryWriter, "add_graph", broken)
-    result = dlrun(*QUICK)
+    result = dlrun(*FEW_STEPS)
     assert result.code == 0
     assert "warning: the model graph could not be traced" in result.out

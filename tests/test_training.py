@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from tests.conftest import QUICK
+from tests.helpers import FEW_STEPS
 
 
 def test_default_run_learns_wine(dlrun):
@@ -20,13 +20,27 @@ def test_default_run_learns_wine(dlrun):
 
 @pytest.mark.parametrize("dataset", ["mnist", "fashion_mnist"])
 def test_image_run_writes_the_run_folder(dlrun, data_root, dataset):
-    result = dlrun(f"dataset={dataset}", f"dataset.root={data_root}", "dataset.download=false",
-                   "model=mlp", "model.hidden_sizes=[32]", "trainer.epochs=2", "trainer.batch_size=32",
-                   "trainer.log_every_n_steps=2")
+    result = dlrun(
+        f"dataset={dataset}",
+        f"dataset.root={data_root}",
+        "dataset.download=false",
+        "model=mlp",
+        "model.hidden_sizes=[32]",
+        "trainer.epochs=2",
+        "trainer.batch_size=32",
+        "trainer.log_every_n_steps=2",
+    )
     assert result.code == 0, result.err
     run = result.run_dir
-    for name in (".hydra/config.yaml", ".hydra/overrides.yaml", "dlrun.log", "config.yaml",
-                 "metrics.json", "checkpoints/last.pt", "checkpoints/best.pt"):
+    for name in (
+        ".hydra/config.yaml",
+        ".hydra/overrides.yaml",
+        "dlrun.log",
+        "config.yaml",
+        "metrics.json",
+        "checkpoints/last.pt",
+        "checkpoints/best.pt",
+    ):
         assert (run / name).is_file(), name
     assert list(run.glob("events.out.tfevents.*"))
 
@@ -54,15 +68,24 @@ def test_image_run_writes_the_run_folder(dlrun, data_root, dataset):
 
 
 def test_the_data_facts_are_in_the_saved_config(dlrun, data_root):
-    result = dlrun("dataset=mnist", f"dataset.root={data_root}", "dataset.download=false", "model=linear", *QUICK)
+    result = dlrun(
+        "dataset=mnist", f"dataset.root={data_root}", "dataset.download=false", "model=linear", *FEW_STEPS
+    )
     assert result.code == 0, result.err
     saved = (result.run_dir / "config.yaml").read_text()
     assert "num_classes: 10" in saved and "input_shape:" in saved
 
 
 def test_an_mnist_mlp_learns_the_tiny_patterns(dlrun, data_root):
-    result = dlrun("dataset=mnist", f"dataset.root={data_root}", "dataset.download=false",
-                   "model=mlp", "model.hidden_sizes=[64]", "trainer.epochs=6", "trainer.batch_size=16")
+    result = dlrun(
+        "dataset=mnist",
+        f"dataset.root={data_root}",
+        "dataset.download=false",
+        "model=mlp",
+        "model.hidden_sizes=[64]",
+        "trainer.epochs=6",
+        "trainer.batch_size=16",
+    )
     assert result.code == 0, result.err
     assert result.metrics["test"]["acc"] >= 0.9
 
@@ -84,18 +107,36 @@ def test_every_optimizer_trains(dlrun, optimizer):
 
 
 # the learning rate each scheduler must leave after 2 epochs of 2 steps, from lr 0.1
-@pytest.mark.parametrize("scheduler,settings,expected", [
-    ("none", [], 0.1),
-    ("step", ["scheduler.step_size=1", "scheduler.gamma=0.5"], 0.025),
-    ("multistep", ["scheduler.milestones=[1]", "scheduler.gamma=0.1"], 0.01),
-    ("exponential", ["scheduler.gamma=0.5"], 0.025),
-    ("cosine", [], 0.0),
-    ("plateau", ["scheduler.patience=0", "scheduler.factor=0.5", "trainer.monitor=val/loss",
-                 "scheduler.threshold=10"], 0.025),  # "improving" by 10: never, so it halves twice
-])
+@pytest.mark.parametrize(
+    "scheduler,settings,expected",
+    [
+        ("none", [], 0.1),
+        ("step", ["scheduler.step_size=1", "scheduler.gamma=0.5"], 0.025),
+        ("multistep", ["scheduler.milestones=[1]", "scheduler.gamma=0.1"], 0.01),
+        ("exponential", ["scheduler.gamma=0.5"], 0.025),
+        ("cosine", [], 0.0),
+        (
+            "plateau",
+            [
+                "scheduler.patience=0",
+                "scheduler.factor=0.5",
+                "trainer.monitor=val/loss",
+                "scheduler.threshold=10",
+            ],
+            0.025,
+        ),  # "improving" by 10: never, so it halves twice
+    ],
+)
 def test_every_scheduler_sets_the_learning_rate(dlrun, scheduler, settings, expected):
-    result = dlrun(f"scheduler={scheduler}", *settings, "optimizer=sgd", "optimizer.lr=0.1",
-                   "trainer.epochs=2", "trainer.batch_size=64", "trainer.limit_train_batches=2")
+    result = dlrun(
+        f"scheduler={scheduler}",
+        *settings,
+        "optimizer=sgd",
+        "optimizer.lr=0.1",
+        "trainer.epochs=2",
+        "trainer.batch_size=64",
+        "trainer.limit_train_batches=2",
+    )
     assert result.code == 0, result.err
     lr = result.checkpoint()["optimizer"]["param_groups"][0]["lr"]
     assert lr == pytest.approx(expected, abs=1e-9)
@@ -104,8 +145,15 @@ def test_every_scheduler_sets_the_learning_rate(dlrun, scheduler, settings, expe
 
 
 def test_onecycle_warms_up_then_anneals_every_step(dlrun):
-    result = dlrun("scheduler=onecycle", "optimizer=sgd", "optimizer.lr=0.1", "trainer.epochs=3",
-                   "trainer.batch_size=16", "trainer.limit_train_batches=4", "trainer.log_every_n_steps=1")
+    result = dlrun(
+        "scheduler=onecycle",
+        "optimizer=sgd",
+        "optimizer.lr=0.1",
+        "trainer.epochs=3",
+        "trainer.batch_size=16",
+        "trainer.limit_train_batches=4",
+        "trainer.log_every_n_steps=1",
+    )
     assert result.code == 0, result.err
     lrs = [event.value for event in result.events().Scalars("lr")]
     peak = max(lrs)
@@ -120,8 +168,12 @@ def test_limits_cap_the_batches(dlrun):
 
 
 def test_early_stopping_ends_a_run_that_does_not_improve(dlrun):
-    result = dlrun("trainer.epochs=8", "trainer.early_stopping.enabled=true", "trainer.early_stopping.patience=2",
-                   "trainer.early_stopping.min_delta=10")  # nothing improves by 10: stops at epoch 3
+    result = dlrun(
+        "trainer.epochs=8",
+        "trainer.early_stopping.enabled=true",
+        "trainer.early_stopping.patience=2",
+        "trainer.early_stopping.min_delta=10",
+    )  # nothing improves by 10: stops at epoch 3
     assert result.code == 0, result.err
     assert result.metrics["epochs"] == 3
     assert "early stopping" in result.out
@@ -142,8 +194,16 @@ def test_the_validation_split_follows_the_seed(csv_file):
     from dlrun.data import LoadOptions
     from dlrun.data.tabular import load_csv
 
-    cfg = OmegaConf.create({"path": str(csv_file), "label_column": 0, "delimiter": ",",
-                            "val_fraction": 0.2, "test_fraction": 0.2, "standardize": True})
+    cfg = OmegaConf.create(
+        {
+            "path": str(csv_file),
+            "label_column": 0,
+            "delimiter": ",",
+            "val_fraction": 0.2,
+            "test_fraction": 0.2,
+            "standardize": True,
+        }
+    )
 
     def val_rows(seed):
         options = LoadOptions("classification", seed, 8, 8, torch.device("cpu"))

@@ -1,5 +1,5 @@
 """`python -m dlrun ...` is the same as `dlrun ...`."""
 
-from dlrun.cli import train
+from dlrun.cli import main
 
-train()
+main()

@@ -8,18 +8,18 @@ import logging
 import os
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, NoReturn
+from typing import NoReturn
 
 import hydra
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from dlrun.config import resolvers
-from dlrun.config import schema
-from dlrun.errors import ConfigError, DlrunError, one_line
+from dlrun.config import resolvers, schema
 from dlrun.config.run_folders import check_free
+from dlrun.errors import ConfigError, DlrunError, one_line
 
 
 def config_dir() -> str:
@@ -31,11 +31,11 @@ def config_dir() -> str:
     raise ConfigError(f"dlrun's config tree is missing next to {here}; reinstall with pip install .")
 
 
-# user errors of the jobs this process ran; Hydra does not see them (see _train_task)
+# user errors of the jobs this process ran; Hydra does not see them (see _run_job)
 _failures: list[BaseException] = []
 
 
-def train() -> None:
+def main() -> None:
     """`dlrun [overrides]`: compose the config with Hydra and run (or sweep) the experiment."""
     _register()
     _failures.clear()
@@ -49,20 +49,23 @@ def train() -> None:
     users_args = sys.argv[1:]
     sys.argv += _rank_overrides()  # last, so they win over the user's hydra.run.dir
 
-    def main() -> None:
-        from dlrun.reporting import sweep_summary as sweep
+    def run() -> None:
+        from dlrun.reporting import sweep_summary
 
         check_free(users_args)
-        sweep.latest = None
-        app(_train_task)()
-        if sweep.latest is not None and sweep.latest.failed:
-            jobs = ", ".join(str(row["job"]) for row in sweep.latest.failed)
-            raise DlrunError(f"{len(sweep.latest.failed)} of {len(sweep.latest.rows)} sweep jobs failed "
-                             f"(job {jobs}); see {sweep.latest.folder / 'sweep_summary.csv'} and each job's error.txt")
+        sweep_summary.latest = None
+        app(_run_job)()
+        latest = sweep_summary.latest
+        if latest is not None and latest.failed:
+            jobs = ", ".join(str(row["job"]) for row in latest.failed)
+            raise DlrunError(
+                f"{len(latest.failed)} of {len(latest.rows)} sweep jobs failed "
+                f"(job {jobs}); see {latest.folder / 'sweep_summary.csv'} and each job's error.txt"
+            )
         if _failures:
             raise _failures[0]
 
-    _report_errors(main, "dlrun")
+    _report_errors(run, "dlrun")
 
 
 def _rank_overrides() -> list[str]:
@@ -74,7 +77,7 @@ def _rank_overrides() -> list[str]:
     return scratch_overrides(rank)
 
 
-def _train_task(cfg: DictConfig) -> float:
+def _run_job(cfg: DictConfig) -> float:
     """One job. A failure is recorded in the job's folder and the job returns NaN, instead of
     raising: Hydra would print its own multi-line report, and a sweep would stop after the
     first bad job. In a single run, errors that are not the user's still raise (a traceback)."""
@@ -86,9 +89,9 @@ def _train_task(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     try:
         check_config(cfg, dict(hydra_cfg.runtime.choices))
-        from dlrun.engine.experiment import train  # torch loads here, once the config is known to be sound
+        from dlrun.engine.experiment import run_experiment  # torch loads here, once the config is sound
 
-        return train(cfg)
+        return run_experiment(cfg)
     except (DlrunError, OmegaConfBaseException) as error:
         _record_failure(error, one_line(error), Path(hydra_cfg.runtime.output_dir))
     except Exception as error:
@@ -108,33 +111,33 @@ def _record_failure(error: BaseException, text: str, run_dir: Path) -> None:
     _failures.append((ConfigError if user_input else DlrunError)(one_line(error)))
 
 
-def evaluate() -> None:
+def eval_main() -> None:
     """`dlrun-eval ckpt=PATH [split=test] [dataset.root=DIR] [output=FILE]`."""
     _register()
 
-    def main() -> None:
+    def run() -> None:
         cfg = _parse_cli(schema.EvalConfig, EVAL_USAGE)
         from dlrun.commands.evaluate import evaluate_checkpoint
 
         evaluate_checkpoint(cfg)
 
-    _report_errors(main, "dlrun-eval")
+    _report_errors(run, "dlrun-eval")
 
 
-def predict() -> None:
+def predict_main() -> None:
     """`dlrun-predict ckpt=PATH inputs=[...] [topk=3] [format=table|json]`."""
     _register()
 
-    def main() -> None:
+    def run() -> None:
         cfg = _parse_cli(schema.PredictConfig, PREDICT_USAGE)
         from dlrun.commands.predict import predict_from_checkpoint
 
         predict_from_checkpoint(cfg)
 
-    _report_errors(main, "dlrun-predict")
+    _report_errors(run, "dlrun-predict")
 
 
-EVAL_USAGE = """usage: dlrun-eval ckpt=PATH [split=test|val|train] [output=FILE] [device=auto]
+EVAL_USAGE = """usage: dlrun-eval ckpt=PATH [split=test|val] [output=FILE] [device=auto]
                   [batch_size=N] [dataset.root=DIR | dataset.path=FILE]
 
 Rebuild the model and data from a dlrun checkpoint, print loss and metrics (per-class accuracy
@@ -163,17 +166,17 @@ def _parse_cli(node: type, usage: str) -> DictConfig:
 
 
 def _register() -> None:
-    schema.register()
-    resolvers.register()
+    schema.store_schemas()
+    resolvers.register_resolvers()
 
 
-def _report_errors(main: Callable[[], object], program: str) -> None:
-    """Run `main`; a user's mistake becomes one line on stderr and a non-zero exit."""
+def _report_errors(run: Callable[[], object], program: str) -> None:
+    """Call `run`; a user's mistake becomes one line on stderr and a non-zero exit."""
     users_setting = os.environ.get("HYDRA_FULL_ERROR")
     # Hydra then re-raises instead of printing its own multi-line report; we print one line
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
-        main()
+        run()
     except (DlrunError, HydraException, OmegaConfBaseException) as error:
         if users_setting == "1":
             raise  # the user asked for the full traceback

@@ -73,9 +73,14 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         ) from None
     except Exception as error:  # garbage makes torch's readers fail in many ways (IndexError, EOFError, ...)
         reason = _short(str(error)) or type(error).__name__
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt?): {reason}") from None
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint (truncated or corrupt?): {reason}"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a dlrun checkpoint (no '{FORMAT}' marker); give a checkpoints/*.pt file of a dlrun run")
+        raise CheckpointError(
+            f"{path} is not a dlrun checkpoint (no '{FORMAT}' marker); "
+            "give a checkpoints/*.pt file of a dlrun run"
+        )
     return payload
 
 
@@ -83,7 +88,9 @@ def _check_file(path: Path) -> None:
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.is_dir():
-        raise CheckpointError(f"{path} is a folder; give a checkpoint file such as {path / 'checkpoints' / 'last.pt'}")
+        raise CheckpointError(
+            f"{path} is a folder; give a checkpoint file such as {path / 'checkpoints' / 'last.pt'}"
+        )
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path} is empty (a save was interrupted?); use another checkpoint")
 

@@ -6,9 +6,8 @@ from typing import Any, Optional
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from dlrun.errors import CheckpointError
 from dlrun.config.schema import BOOKKEEPING
-
+from dlrun.errors import CheckpointError
 
 
 def resume_path(resume: Optional[str], run_dir: Path) -> Optional[Path]:
@@ -26,7 +25,8 @@ def check_resumable(saved: dict[str, Any], current: DictConfig, path: Path) -> N
     now = _flatten(OmegaConf.to_container(current, resolve=True))
     before = _flatten(saved)
     differing = sorted(
-        key for key in now.keys() | before.keys()
+        key
+        for key in now.keys() | before.keys()
         if now.get(key) != before.get(key) and not key.startswith(BOOKKEEPING)
     )
     if differing and not current.trainer.resume_force:
@@ -54,5 +54,7 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
         return {prefix: tree}
     flat: dict[str, Any] = {}
     for key, value in tree.items():
-        flat.update(_flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+        flat.update(
+            _flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value}
+        )
     return flat

@@ -7,13 +7,14 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from rich.table import Table
 
-from dlrun.data import LoadOptions, build_data
+from dlrun.commands.restore import criterion_for, restore
+from dlrun.data import LoadOptions
+from dlrun.engine.build import build_data
+from dlrun.engine.loop import evaluate
+from dlrun.engine.runtime import Precision, select_device
+from dlrun.engine.tasks import make_task
 from dlrun.errors import ConfigError, DataError
 from dlrun.reporting.terminal import make_console, per_class_table
-from dlrun.commands.restore import criterion_for, restore
-from dlrun.engine.runtime import select_device
-from dlrun.engine.tasks import make_task
-from dlrun.engine.loop import Precision, evaluate
 
 SPLITS = ("val", "test")
 
@@ -26,19 +27,38 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
     dataset_cfg = _dataset_config(restored.cfg.dataset, cfg.dataset)
     facts = restored.facts
     batch_size = cfg.batch_size or restored.cfg.trainer.eval_batch_size or 4 * restored.cfg.trainer.batch_size
-    options = LoadOptions(task=facts.task, seed=restored.cfg.seed, batch_size=batch_size,
-                          eval_batch_size=batch_size, device=device)
+    options = LoadOptions(
+        task=facts.task,
+        seed=restored.cfg.seed,
+        batch_size=batch_size,
+        eval_batch_size=batch_size,
+        device=device,
+    )
     data = build_data(dataset_cfg, options)
     _check_same_data(data.facts, facts)
     split = data.test if cfg.split == "test" else data.val
     if split is None:
         raise DataError(f"this dataset has no {cfg.split} split; use split=val")
-    result = evaluate(restored.model, split, criterion_for(restored), make_task(facts.task), facts.num_classes,
-                      precision=Precision("32", device))
-    report = {"checkpoint": str(restored.path), "split": cfg.split, "samples": split.num_samples, **result.metrics}
+    result = evaluate(
+        restored.model,
+        split,
+        criterion_for(restored),
+        make_task(facts.task),
+        facts.num_classes,
+        precision=Precision("32", device),
+    )
+    report = {
+        "checkpoint": str(restored.path),
+        "split": cfg.split,
+        "samples": split.num_samples,
+        **result.metrics,
+    }
     if result.per_class_acc:
         report["per_class_acc"] = dict(zip(facts.class_names, result.per_class_acc))
-        report["confusion_matrix"] = {"classes": facts.class_names, "rows_true_columns_predicted": result.confusion.tolist()}
+        report["confusion_matrix"] = {
+            "classes": facts.class_names,
+            "rows_true_columns_predicted": result.confusion.tolist(),
+        }
     output = Path(cfg.output) if cfg.output else restored.path.with_suffix(f".{cfg.split}.json")
     output.write_text(json.dumps(report, indent=2) + "\n")
     _print(report, facts.class_names, output)
@@ -50,15 +70,18 @@ def _dataset_config(saved: DictConfig, overrides: Any) -> DictConfig:
     given = OmegaConf.to_container(overrides) if not isinstance(overrides, dict) else overrides
     unknown = sorted(set(given) - set(saved))
     if unknown:
-        raise ConfigError(f"dataset.{unknown[0]} is not a setting of this run's dataset; it has: {', '.join(saved)}")
+        raise ConfigError(
+            f"dataset.{unknown[0]} is not a setting of this run's dataset; it has: {', '.join(saved)}"
+        )
     return OmegaConf.merge(saved, given)
 
 
 def _check_same_data(found, expected) -> None:
     if found.class_names != expected.class_names or found.input_shape != expected.input_shape:
         raise DataError(
-            f"the data found ({found.num_classes} classes, inputs {found.input_shape}) is not what the model was "
-            f"trained on ({expected.num_classes} classes, inputs {expected.input_shape}); check dataset.root"
+            f"the data found ({found.num_classes} classes, inputs {found.input_shape}) is not what the model "
+            f"was trained on ({expected.num_classes} classes, inputs {expected.input_shape}); "
+            "check dataset.root"
         )
 
 
@@ -69,11 +92,15 @@ def _print(report: dict, class_names: list[str], output: Path) -> None:
     for key in ("samples", "loss", "acc", "mse"):
         if key in report:
             value = report[key]
-            table.add_row(key, f"{value:.2%}" if key == "acc" else f"{value:,}" if key == "samples" else f"{value:.4f}")
+            table.add_row(
+                key, f"{value:.2%}" if key == "acc" else f"{value:,}" if key == "samples" else f"{value:.4f}"
+            )
     console.print(table)
     if "per_class_acc" in report:
         console.print(per_class_table(class_names, {report["split"]: list(report["per_class_acc"].values())}))
-        console.print(_confusion_table(class_names, report["confusion_matrix"]["rows_true_columns_predicted"]))
+        console.print(
+            _confusion_table(class_names, report["confusion_matrix"]["rows_true_columns_predicted"])
+        )
     console.print(f"written to {output}")
 
 

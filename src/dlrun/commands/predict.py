@@ -13,13 +13,13 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from rich.table import Table
 
+from dlrun.commands.restore import restore
 from dlrun.data.batches import Normalize
 from dlrun.data.facts import Facts
 from dlrun.data.names import encode, fold_to_ascii
+from dlrun.engine.runtime import select_device
 from dlrun.errors import ConfigError, DataError
 from dlrun.reporting.terminal import make_console
-from dlrun.commands.restore import restore
-from dlrun.engine.runtime import select_device
 
 FORMATS = ("table", "json")
 
@@ -33,7 +33,9 @@ def predict_from_checkpoint(cfg: DictConfig) -> list[dict[str, Any]]:
     restored = restore(cfg.ckpt, device)
     facts = restored.facts
     if facts.task != "classification":
-        raise ConfigError(f"{restored.path} is an autoencoder: it reconstructs, it does not classify; use dlrun-eval")
+        raise ConfigError(
+            f"{restored.path} is an autoencoder: it reconstructs, it does not classify; use dlrun-eval"
+        )
     inputs = _plain(cfg.inputs)
     if not inputs:
         raise ConfigError("inputs=[...] is empty; give at least one input")
@@ -42,8 +44,13 @@ def predict_from_checkpoint(cfg: DictConfig) -> list[dict[str, Any]]:
         probabilities = restored.model(batch).float().softmax(dim=1)
     top = probabilities.topk(min(cfg.topk, facts.num_classes), dim=1)
     results = [
-        {"input": item, "predictions": [{"class": facts.class_names[i], "probability": round(p, 6)}
-                                        for p, i in zip(values.tolist(), indices.tolist())]}
+        {
+            "input": item,
+            "predictions": [
+                {"class": facts.class_names[i], "probability": round(p, 6)}
+                for p, i in zip(values.tolist(), indices.tolist())
+            ],
+        }
         for item, values, indices in zip(inputs, top.values, top.indices)
     ]
     _print(results, cfg.format)
@@ -66,7 +73,10 @@ def _rows(inputs: list[Any], facts: Facts) -> torch.Tensor:
     for item in inputs:
         values = item if isinstance(item, list) else [item]
         if len(values) != width:
-            raise ConfigError(f"each input row needs {width} numbers ({', '.join(facts.feature_names) or 'the features'}), got {len(values)}: {values}")
+            raise ConfigError(
+                f"each input row needs {width} numbers ({', '.join(facts.feature_names) or 'the features'}), "
+                f"got {len(values)}: {values}"
+            )
         try:
             rows.append([float(value) for value in values])
         except (TypeError, ValueError):
@@ -85,8 +95,14 @@ def _images(inputs: list[Any], facts: Facts, run_cfg: DictConfig, device: torch.
 
         transform = pipeline(run_cfg.dataset.val_transforms, "dataset.val_transforms")
     else:  # in-memory datasets are fixed-size: bring any image to that size
-        transform = v2.Compose([v2.ToImage(), v2.Resize((height, width), antialias=True),
-                                v2.ToDtype(torch.uint8, scale=True), v2.ToPureTensor()])
+        transform = v2.Compose(
+            [
+                v2.ToImage(),
+                v2.Resize((height, width), antialias=True),
+                v2.ToDtype(torch.uint8, scale=True),
+                v2.ToPureTensor(),
+            ]
+        )
     images = []
     for item in inputs:
         path = Path(str(item)).expanduser()
@@ -100,7 +116,10 @@ def _images(inputs: list[Any], facts: Facts, run_cfg: DictConfig, device: torch.
             raise DataError(f"cannot read {path} as an image: {error}") from None
     batch = torch.stack(images).to(device)
     if list(batch.shape[1:]) != [channels, height, width]:
-        raise DataError(f"images became {list(batch.shape[1:])} after the run's transforms; the model expects {facts.input_shape}")
+        raise DataError(
+            f"images became {list(batch.shape[1:])} after the run's transforms; "
+            f"the model expects {facts.input_shape}"
+        )
     return Normalize(facts.mean, facts.std, device)(batch)
 
 

@@ -1,4 +1,4 @@
-"""Rebuilding a trained model (and its data) from a checkpoint alone, for dlrun-eval and dlrun-predict.
+"""Rebuilding a trained model from a checkpoint alone, for dlrun-eval and dlrun-predict.
 
 Only plain values are read from the checkpoint: the model is rebuilt from dlrun's own tables by
 its `arch` name, never from code named in the file.
@@ -10,9 +10,9 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from dlrun.engine.build import build_loss, build_model
 from dlrun.checkpoints.files import load_checkpoint
 from dlrun.data.facts import Facts
+from dlrun.engine.build import build_loss, build_model
 from dlrun.errors import CheckpointError, one_line
 
 
@@ -33,7 +33,9 @@ def restore(path: str, device: torch.device) -> Restored:
         model = build_model(cfg.model, facts, cfg.loss.name)  # an unknown arch is refused by name
         model.load_state_dict(payload["model"])
     except (KeyError, TypeError, RuntimeError) as error:
-        raise CheckpointError(f"{path} does not describe a model dlrun can rebuild: {one_line(error)}") from None
+        raise CheckpointError(
+            f"{path} does not describe a model dlrun can rebuild: {one_line(error)}"
+        ) from None
     return Restored(path, cfg, facts, model.to(device).eval())
 
 

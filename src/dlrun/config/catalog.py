@@ -1,14 +1,12 @@
-"""What dlrun can build, by name, without importing torch.
+"""What dlrun can build, by name, and the rules of each task, without importing torch.
 
-The config names an `arch` (model) or a `loader` (dataset); this table says which of dlrun's own
+The config names an `arch` (model) or a `loader` (dataset); these tables say which of dlrun's own
 classes that means and which pairs can work together, so a mismatch is reported in a second
 instead of after torch has loaded. Nothing here is ever taken from a checkpoint or a config as
 code: an unknown name is an error.
 """
 
 from dataclasses import dataclass
-from importlib import import_module
-from typing import Any, Callable
 
 from dlrun.errors import ConfigError
 
@@ -18,10 +16,6 @@ class Entry:
     target: str  # "module:attribute" inside dlrun
     inputs: tuple[str, ...] = ()  # kinds of data a model reads: image | table | text
     task: str = "classification"  # what a model does: classification | reconstruction
-
-    def load(self) -> Callable[..., Any]:
-        module, attribute = self.target.split(":")
-        return getattr(import_module(module), attribute)
 
 
 MODELS = {
@@ -33,9 +27,7 @@ MODELS = {
     "char_rnn": Entry("dlrun.models.char_rnn:CharRNN", ("text",)),
     "resnet18": Entry("dlrun.models.resnet:resnet18_classifier", ("image",)),
     "autoencoder": Entry("dlrun.models.autoencoder:LinearAutoencoder", ("image",), "reconstruction"),
-    "conv_autoencoder": Entry(
-        "dlrun.models.autoencoder:ConvAutoencoder", ("image",), "reconstruction"
-    ),
+    "conv_autoencoder": Entry("dlrun.models.autoencoder:ConvAutoencoder", ("image",), "reconstruction"),
 }
 
 # kind: what the data is, so the models that read it can be named before anything is loaded
@@ -48,9 +40,6 @@ DATASETS = {
     "imagefolder": Entry("dlrun.data.imagefolder:load_imagefolder", ("image",)),
 }
 
-# validation metrics a run can monitor, and which way is better
-METRIC_MODES = {"val/acc": "max", "val/loss": "min", "val/mse": "min"}
-
 # which losses make sense for which task
 LOSSES = {
     "cross_entropy": ("classification",),
@@ -58,6 +47,13 @@ LOSSES = {
     "bce_with_logits": ("classification",),
     "mse": ("classification", "reconstruction"),
 }
+
+
+# The one table of task rules, read by the checks, the loop's reports, TensorBoard and the
+# sweepers: what a validation measures besides its loss (and monitors by default), and which way
+# each metric gets better. What a task shows in TensorBoard follows from what it measures.
+TASK_METRIC = {"classification": "acc", "reconstruction": "mse"}
+MODES = {"acc": "max", "loss": "min", "mse": "min"}
 
 
 def model_entry(arch: str) -> Entry:
@@ -80,6 +76,25 @@ def data_kind(loader: str) -> str:
 
 def task_of(arch: str) -> str:
     return model_entry(arch).task
+
+
+def val_metrics(task: str) -> list[str]:
+    """What a validation of this task measures."""
+    return ["val/loss", f"val/{TASK_METRIC[task]}"]
+
+
+def monitored(setting: str, task: str) -> str:
+    """The metric that decides best.pt: `trainer.monitor`, or the task's own when it is auto."""
+    return f"val/{TASK_METRIC[task]}" if setting == "auto" else setting
+
+
+def mode_of(metric: str) -> str:
+    """max or min: which way `metric` ("val/acc", "test/loss", ...) gets better."""
+    name = metric.rsplit("/", 1)[-1]
+    if name not in MODES:
+        valid = ", ".join(f"{split}/{name}" for split in ("val", "test") for name in MODES)
+        raise ConfigError(f"{metric} is not a metric dlrun reports; valid: {valid}")
+    return MODES[name]
 
 
 def check_pairing(arch: str, loader: str, loss: str, model_option: str, dataset_option: str) -> None:

@@ -5,7 +5,7 @@ import re
 
 from omegaconf import DictConfig, OmegaConf
 
-from dlrun.config.catalog import check_pairing, task_of
+from dlrun.config.catalog import check_pairing, task_of, val_metrics
 from dlrun.errors import ConfigError
 
 PRECISIONS = ("32", "bf16", "16")
@@ -65,8 +65,11 @@ ELEMENT_LIMITS = {
 
 def check_config(cfg: DictConfig, choices: dict[str, str]) -> None:
     check_pairing(
-        cfg.model.arch, cfg.dataset.loader, cfg.loss.name,
-        choices.get("model", cfg.model.arch), choices.get("dataset", cfg.dataset.loader),
+        cfg.model.arch,
+        cfg.dataset.loader,
+        cfg.loss.name,
+        choices.get("model", cfg.model.arch),
+        choices.get("dataset", cfg.dataset.loader),
     )
     check_limits(cfg)
     trainer = cfg.trainer
@@ -77,15 +80,21 @@ def check_config(cfg: DictConfig, choices: dict[str, str]) -> None:
     if "bad_images" in cfg.dataset:
         _one_of("dataset.bad_images", cfg.dataset.bad_images, BAD_IMAGES)
     if not DEVICE.fullmatch(trainer.device):
-        raise ConfigError(f"trainer.device={trainer.device} is not a device; valid: auto, cpu, cuda, cuda:N, mps")
+        raise ConfigError(
+            f"trainer.device={trainer.device} is not a device; valid: auto, cpu, cuda, cuda:N, mps"
+        )
     fractions = cfg.dataset.get("val_fraction", 0) + cfg.dataset.get("test_fraction", 0)
     if fractions >= 1:
-        raise ConfigError(f"dataset.val_fraction + dataset.test_fraction = {fractions:g} leaves no training "
-                          "data; keep the sum below 1 (e.g. 0.1 and 0.1)")
-    metrics = available_metrics(cfg)
-    for key, value in (("trainer.monitor", trainer.monitor),
-                       ("trainer.early_stopping.monitor", trainer.early_stopping.monitor),
-                       ("scheduler.monitor", cfg.scheduler.get("monitor", "auto"))):
+        raise ConfigError(
+            f"dataset.val_fraction + dataset.test_fraction = {fractions:g} leaves no training "
+            "data; keep the sum below 1 (e.g. 0.1 and 0.1)"
+        )
+    metrics = val_metrics(task_of(cfg.model.arch))
+    for key, value in (
+        ("trainer.monitor", trainer.monitor),
+        ("trainer.early_stopping.monitor", trainer.early_stopping.monitor),
+        ("scheduler.monitor", cfg.scheduler.get("monitor", "auto")),
+    ):
         if value != "auto" and value not in metrics:
             raise ConfigError(f"{key}={value} is not measured by this run; valid: auto, {', '.join(metrics)}")
     for key in ("trainer.early_stopping.mode", "scheduler.mode"):
@@ -113,18 +122,6 @@ def within(value: float, bounds: str) -> bool:
     above = value >= low if bounds[0] == "[" else value > low
     below = value <= high if bounds[-1] == "]" else value < high
     return above and below and not math.isnan(value)
-
-
-def available_metrics(cfg: DictConfig) -> list[str]:
-    """What a validation of this run measures: its loss, and accuracy or reconstruction error."""
-    return ["val/loss", "val/acc" if task_of(cfg.model.arch) == "classification" else "val/mse"]
-
-
-def monitored(cfg: DictConfig) -> str:
-    """The metric that decides best.pt: trainer.monitor, or the task's own."""
-    if cfg.trainer.monitor != "auto":
-        return cfg.trainer.monitor
-    return "val/acc" if task_of(cfg.model.arch) == "classification" else "val/mse"
 
 
 def _one_of(key: str, value: str, valid: tuple[str, ...]) -> None:

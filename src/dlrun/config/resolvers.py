@@ -7,7 +7,9 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from dlrun.config.catalog import mode_of, monitored, task_of
 from dlrun.config.run_folders import claim
+from dlrun.config.schema import BOOKKEEPING
 
 
 def run_dir(resume: str | None, fresh: str) -> str:
@@ -34,8 +36,9 @@ def package_file(name: str) -> str:
 
 
 def short_overrides(override_dirname: str, limit: int = 60) -> str:
-    """`optimizer.lr=0.01,model=mlp` -> `lr=0.01,model=mlp`: a readable sweep job folder name."""
-    items = _split_top_level(override_dirname)
+    """`optimizer.lr=0.01,model=mlp` -> `lr=0.01,model=mlp`: a readable sweep job folder name,
+    leaving out bookkeeping settings (device, data location, ...)."""
+    items = [item for item in _split_top_level(override_dirname) if not _key(item).startswith(BOOKKEEPING)]
     short = ",".join(_last_key_part(item) for item in items)
     short = re.sub(r"[^\w.,=+\-]", "_", short)
     return short[:limit] or "default"
@@ -54,6 +57,10 @@ def _split_top_level(text: str) -> list[str]:
     return [item for item in items + [current] if item]
 
 
+def _key(item: str) -> str:
+    return item.partition("=")[0].lstrip("+~")
+
+
 def _last_key_part(item: str) -> str:
     key, _, value = item.partition("=")
     return f"{key.rsplit('.', 1)[-1].rsplit('/', 1)[-1]}={_short_number(value)}"
@@ -70,14 +77,10 @@ def _short_number(value: str) -> str:
 
 def direction(metric: str, arch: str) -> str:
     """What a sweeper does with `metric`: maximize accuracy, minimize losses and errors."""
-    from dlrun.config.catalog import METRIC_MODES, task_of
-
-    if metric == "auto":
-        return "maximize" if task_of(arch) == "classification" else "minimize"
-    return "maximize" if METRIC_MODES.get(metric, "max" if metric.endswith("acc") else "min") == "max" else "minimize"
+    return "maximize" if mode_of(monitored(metric, task_of(arch))) == "max" else "minimize"
 
 
-def register() -> None:
+def register_resolvers() -> None:
     for name, function in {
         "dlrun.run_dir": run_dir,
         "dlrun.fresh_dir": claim,

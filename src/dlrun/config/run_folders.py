@@ -32,9 +32,14 @@ def check_free(args: list[str]) -> None:
                 f"hydra.run.dir={folder} already holds a run ({found}); resume it with "
                 f"trainer.resume={folder / 'checkpoints' / 'last.pt'}, or choose a new hydra.run.dir"
             )
-    if "hydra.sweep.dir" in given and (Path(given["hydra.sweep.dir"]).expanduser() / "multirun.yaml").is_file():
-        raise ConfigError(f"hydra.sweep.dir={given['hydra.sweep.dir']} already holds a sweep (multirun.yaml); "
-                          "choose a new hydra.sweep.dir")
+    if (
+        "hydra.sweep.dir" in given
+        and (Path(given["hydra.sweep.dir"]).expanduser() / "multirun.yaml").is_file()
+    ):
+        raise ConfigError(
+            f"hydra.sweep.dir={given['hydra.sweep.dir']} already holds a sweep (multirun.yaml); "
+            "choose a new hydra.sweep.dir"
+        )
 
 
 def _run_record(folder: Path) -> Optional[str]:

@@ -1,9 +1,10 @@
-"""Typed schema of every config group.
+"""Typed schema of every config group, and the one place that holds each setting's default.
 
 Each YAML option in `configs/` starts from one of these dataclasses (its defaults list names
-`/schema_<group>_<name>@_here_`), so a misspelt key or a value of the wrong type fails while
-Hydra composes, before torch is imported. Model schemas mirror the keyword arguments of the
-model classes; `tests/test_schema.py` keeps the two in step.
+`/schema_<group>_<name>@_here_`) and writes only what it changes, so a misspelt key or a value
+of the wrong type fails while Hydra composes, before torch is imported. Model schemas mirror the
+keyword arguments of the model classes, defaults included; `tests/test_config.py` keeps the two
+in step.
 """
 
 from dataclasses import dataclass, field
@@ -39,9 +40,9 @@ class CSVDataset:
 class TorchvisionDataset:
     loader: str = MISSING  # mnist | fashion_mnist | cifar10
     root: str = "${oc.env:DLRUN_DATA,data}"
-    download: bool = True
+    download: bool = True  # when the files are missing under root (needs internet)
     val_fraction: float = 0.1  # carved from the official training split
-    augment: Augment = field(default_factory=Augment)
+    augment: Augment = field(default_factory=Augment)  # e.g. crop_padding=4, hflip=true for CIFAR
 
 
 @dataclass
@@ -57,8 +58,14 @@ class ImageFolderDataset:
     loader: str = "imagefolder"
     root: str = MISSING  # <root>/train/<class>/*, optionally <root>/val/<class>/*
     val_fraction: float = 0.2  # used only when there is no val/ folder
-    train_transforms: list[Any] = field(default_factory=list)
-    val_transforms: list[Any] = field(default_factory=list)
+    # torchvision.transforms.v2 classes by name, with their arguments; the output size must be fixed
+    train_transforms: list[Any] = field(
+        default_factory=lambda: [{"name": "RandomResizedCrop", "size": 224}, {"name": "RandomHorizontalFlip"}]
+    )
+    val_transforms: list[Any] = field(
+        default_factory=lambda: [{"name": "Resize", "size": 256}, {"name": "CenterCrop", "size": 224}]
+    )
+    # ImageNet statistics, as the pretrained ResNet expects
     mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
     std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
     bad_images: str = "error"  # a file that does not decode: error (named) | skip (counted)
@@ -80,7 +87,7 @@ class LinearModel:
 class MLPModel:
     arch: str = "mlp"
     hidden_sizes: list[int] = field(default_factory=lambda: [1000])
-    activation: str = "relu"
+    activation: str = "relu"  # relu | tanh | sigmoid | gelu | leaky_relu
     dropout: float = 0.0
 
 
@@ -88,7 +95,7 @@ class MLPModel:
 class LeNetModel:
     arch: str = "lenet"
     activation: str = "tanh"
-    padding: int = 2  # on the first conv, as LeNet-5 on 28x28 MNIST
+    padding: int = 2  # on the first conv: 28x28 MNIST keeps LeNet-5's 32x32 geometry
 
 
 @dataclass
@@ -140,13 +147,28 @@ class ConvAutoencoderModel:
 
 
 # ---------------------------------------------------------------------------------------------
-# loss
+# loss (each its own settings: a setting the chosen loss does not use is refused)
 
 
 @dataclass
-class Loss:
-    name: str = MISSING  # cross_entropy | nll | mse | bce_with_logits
-    label_smoothing: float = 0.0  # cross_entropy only
+class CrossEntropyLoss:
+    name: str = "cross_entropy"  # on logits
+    label_smoothing: float = 0.0
+
+
+@dataclass
+class NLLLoss:
+    name: str = "nll"  # the model then ends in log-softmax
+
+
+@dataclass
+class MSELoss:
+    name: str = "mse"  # against the input for autoencoders, against one-hot labels otherwise
+
+
+@dataclass
+class BCEWithLogitsLoss:
+    name: str = "bce_with_logits"  # one sigmoid per class, against one-hot labels
 
 
 # ---------------------------------------------------------------------------------------------
@@ -331,7 +353,7 @@ class EvalConfig:
     """`dlrun-eval` arguments."""
 
     ckpt: str = MISSING
-    split: str = "test"  # train | val | test
+    split: str = "test"  # val | test
     output: Optional[str] = None  # None: <ckpt>.<split>.json beside the checkpoint
     device: str = "auto"
     batch_size: Optional[int] = None  # None: the run's eval batch size
@@ -349,12 +371,22 @@ class PredictConfig:
     device: str = "cpu"
 
 
-# settings (key prefixes) that say how a run is carried out, not what it computes: a resumed run
-# may change them, and they are no HPARAMS columns
+# Settings (key prefixes) that say how a run is carried out, not what it computes: a resumed run
+# may change them, they are no HPARAMS columns, and sweep job folders are not named after them.
 BOOKKEEPING = (
-    "logger.", "trainer.resume", "trainer.device", "trainer.num_threads", "trainer.log_every_n_steps",
-    "trainer.checkpoint_every_n_steps", "dataset.root", "dataset.download", "dataset.num_workers",
-    "dataset.prefetch_factor", "dataset.persistent_workers",
+    "logger.",
+    "trainer.resume",
+    "trainer.device",
+    "trainer.num_threads",
+    "trainer.log_every_n_steps",
+    "trainer.checkpoint_every_n_steps",
+    "dataset.root",
+    "dataset.download",
+    "dataset.num_workers",
+    "dataset.prefetch_factor",
+    "dataset.persistent_workers",
+    "hydra.",
+    "hparams_search",
 )
 
 
@@ -376,7 +408,12 @@ SCHEMAS = {
         "autoencoder": AutoencoderModel,
         "conv_autoencoder": ConvAutoencoderModel,
     },
-    "loss": {"loss": Loss},
+    "loss": {
+        "cross_entropy": CrossEntropyLoss,
+        "nll": NLLLoss,
+        "mse": MSELoss,
+        "bce_with_logits": BCEWithLogitsLoss,
+    },
     "optimizer": {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop},
     "scheduler": {
         "none": NoScheduler,
@@ -390,7 +427,7 @@ SCHEMAS = {
 }
 
 
-def register() -> None:
+def store_schemas() -> None:
     """Store the schemas where the YAML options' defaults lists find them."""
     store = ConfigStore.instance()
     store.store(name="schema_config", node=Config)

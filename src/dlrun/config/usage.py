@@ -29,8 +29,17 @@ From a checkpoint: dlrun-eval ckpt=PATH [split=test], dlrun-predict ckpt=PATH in
 Hydra's own flags: dlrun --hydra-help
 Errors are one line; HYDRA_FULL_ERROR=1 dlrun ... shows the full traceback."""
 
-GROUPS = ("dataset", "model", "loss", "optimizer", "scheduler", "trainer", "logger", "experiment",
-          "hparams_search")
+GROUPS = (
+    "dataset",
+    "model",
+    "loss",
+    "optimizer",
+    "scheduler",
+    "trainer",
+    "logger",
+    "experiment",
+    "hparams_search",
+)
 
 
 def help_text(config_dir: str, overrides: list[str]) -> str:

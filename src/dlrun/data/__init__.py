@@ -1,4 +1,7 @@
-"""Datasets: each loader turns its config into tensors (or DataLoaders) and a record of facts."""
+"""Datasets: each loader turns its config into tensors (or DataLoaders) and a record of facts.
+
+engine/build.py picks the loader by name; in-memory splits then go to the device here.
+"""
 
 from dataclasses import dataclass
 from typing import Optional, Union
@@ -6,8 +9,7 @@ from typing import Optional, Union
 import torch
 from omegaconf import DictConfig
 
-from dlrun.config.catalog import dataset_entry
-from dlrun.data.batches import Augment, LoaderBatches, Normalize, TensorBatches
+from dlrun.data.batches import BatchAugment, LoaderBatches, Normalize, TensorBatches
 from dlrun.data.facts import Facts
 
 Batches = Union[TensorBatches, LoaderBatches]
@@ -46,14 +48,9 @@ class LoadOptions:
     shard: tuple[int, int] = (0, 1)  # (rank, processes): each takes its part of a training batch
 
 
-def build_data(cfg: DictConfig, options: LoadOptions) -> Data:
-    loaded = dataset_entry(cfg.loader).load()(cfg, options)
-    if isinstance(loaded, Data):
-        return loaded
-    return _on_device(loaded, cfg, options)
-
-
-def _on_device(splits: Splits, cfg: DictConfig, options: LoadOptions) -> Data:
+def to_device(splits: Splits, cfg: DictConfig, options: LoadOptions) -> Data:
+    """An in-memory dataset on the training device, batched from a seeded permutation, with its
+    images augmented (training only) and normalized per batch there."""
     facts = splits.facts
     facts.task = options.task
     prepare = None
@@ -62,14 +59,20 @@ def _on_device(splits: Splits, cfg: DictConfig, options: LoadOptions) -> Data:
             # autoencoders reconstruct pixels in [0, 1] (their output is a sigmoid)
             facts.mean, facts.std = [0.0] * len(facts.mean), [1.0] * len(facts.std)
         prepare = Normalize(facts.mean, facts.std, options.device, options.channels_last)
-    augment = Augment(**cfg.augment) if "augment" in cfg else None
+    augment = BatchAugment(**cfg.augment) if "augment" in cfg else None
     generator = torch.Generator().manual_seed(options.seed)
 
     def batches(pair: Pair, size: int, train: bool = False) -> TensorBatches:
         inputs, targets = (t.to(options.device) for t in pair)
         return TensorBatches(
-            inputs, targets, size, shuffle=train, generator=generator if train else None,
-            prepare=prepare, augment=augment if train else None, shard=options.shard if train else (0, 1),
+            inputs,
+            targets,
+            size,
+            shuffle=train,
+            generator=generator if train else None,
+            prepare=prepare,
+            augment=augment if train else None,
+            shard=options.shard if train else (0, 1),
         )
 
     return Data(

@@ -10,8 +10,9 @@ when it starts, so the generator's state at the start of an epoch plus the numbe
 already done is enough to replay an epoch exactly after a crash.
 """
 
+from collections.abc import Callable, Iterator
 from itertools import islice
-from typing import Callable, Iterator, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +41,7 @@ class Normalize:
         return out
 
 
-class Augment:
+class BatchAugment:
     """Random crop with zero padding and horizontal flip, for a whole uint8 batch at once."""
 
     def __init__(self, crop_padding: int = 0, hflip: bool = False):
@@ -91,7 +92,7 @@ class TensorBatches:
         shuffle: bool = False,
         generator: Optional[torch.Generator] = None,
         prepare: Optional[Callable[[Tensor], Tensor]] = None,
-        augment: Optional[Augment] = None,
+        augment: Optional[BatchAugment] = None,
         shard: tuple[int, int] = (0, 1),
     ):
         if shuffle and generator is None:
@@ -158,8 +159,13 @@ class EpochBatchSampler(torch.utils.data.Sampler):
     """Index batches for a DataLoader: a seeded permutation (or the file order) cut into global
     batches, each split between the processes of a distributed run."""
 
-    def __init__(self, size: int, batch_size: int, generator: Optional[torch.Generator] = None,
-                 shard: tuple[int, int] = (0, 1)):
+    def __init__(
+        self,
+        size: int,
+        batch_size: int,
+        generator: Optional[torch.Generator] = None,
+        shard: tuple[int, int] = (0, 1),
+    ):
         self.size, self.batch_size, self.generator = size, batch_size, generator
         self.rank, self.world_size = shard
 
@@ -167,7 +173,11 @@ class EpochBatchSampler(torch.utils.data.Sampler):
         return batch_count(self.size, self.batch_size, self.world_size)
 
     def __iter__(self) -> Iterator[list[int]]:
-        order = torch.randperm(self.size, generator=self.generator) if self.generator is not None else torch.arange(self.size)
+        order = (
+            torch.randperm(self.size, generator=self.generator)
+            if self.generator is not None
+            else torch.arange(self.size)
+        )
         for index in range(len(self)):
             rows = order[index * self.batch_size : (index + 1) * self.batch_size]
             yield part_of(rows, self.rank, self.world_size).tolist()
@@ -213,9 +223,12 @@ class LoaderBatches:
                 if "stack expects each tensor to be equal size" in str(error):
                     raise DataError(
                         f"images in {self.source} differ in size after the transforms; add a "
-                        "Resize/CenterCrop (or RandomResizedCrop) to dataset.train_transforms and val_transforms"
+                        "Resize/CenterCrop (or RandomResizedCrop) to dataset.train_transforms "
+                        "and val_transforms"
                     ) from None
                 raise
             except OSError as error:  # PIL: a truncated or unreadable image file
-                raise DataError(f"cannot decode an image in {self.source}: {str(error).splitlines()[0]}") from None
+                raise DataError(
+                    f"cannot decode an image in {self.source}: {str(error).splitlines()[0]}"
+                ) from None
             yield batch

@@ -35,8 +35,9 @@ class _Problems(torch.utils.data.Dataset):
 
 def undecodable(paths: list[str], workers: int) -> dict[str, str]:
     """{path: reason} for the files that do not decode, checked in `workers` processes."""
-    loader = torch.utils.data.DataLoader(_Problems(paths), batch_size=32, num_workers=workers,
-                                         collate_fn=list)
+    loader = torch.utils.data.DataLoader(
+        _Problems(paths), batch_size=32, num_workers=workers, collate_fn=list
+    )
     reasons = [reason for batch in loader for reason in batch]
     return {path: reason for path, reason in zip(paths, reasons) if reason}
 
@@ -50,8 +51,10 @@ def drop_bad_images(dataset, policy: str, workers: int) -> int:
     first, reason = next(iter(bad.items()))
     if policy == "error":
         others = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
-        raise DataError(f"{first} is not a readable image ({reason}){others}: replace or delete the file(s), "
-                        "or set dataset.bad_images=skip to leave them out")
+        raise DataError(
+            f"{first} is not a readable image ({reason}){others}: replace or delete the file(s), "
+            "or set dataset.bad_images=skip to leave them out"
+        )
     for path, reason in bad.items():
         log.warning("skipped %s: %s", path, reason)
     dataset.samples = [sample for sample in dataset.samples if sample[0] not in bad]
@@ -68,9 +71,11 @@ def check_classes_filled(dataset, folder: Path) -> None:
     counts = torch.bincount(torch.tensor(dataset.targets, dtype=torch.int64), minlength=len(dataset.classes))
     empty = [name for name, count in zip(dataset.classes, counts.tolist()) if count == 0]
     if empty:
-        raise DataError(f"{folder / empty[0]} holds no image files (.jpg, .png, ...)"
-                        + (f", nor do {len(empty) - 1} more class folder(s)" if len(empty) > 1 else "")
-                        + ": add images or remove the folder")
+        raise DataError(
+            f"{folder / empty[0]} holds no image files (.jpg, .png, ...)"
+            + (f", nor do {len(empty) - 1} more class folder(s)" if len(empty) > 1 else "")
+            + ": add images or remove the folder"
+        )
 
 
 def _check_classes_kept(dataset, folder: Path) -> None:

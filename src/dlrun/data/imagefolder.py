@@ -23,7 +23,9 @@ def load_imagefolder(cfg: DictConfig, options: LoadOptions) -> Data:
     root = Path(cfg.root).expanduser().resolve()
     train_dir, val_dir, test_dir = root / "train", root / "val", root / "test"
     if not train_dir.is_dir():
-        raise DataError(f"no train/ folder in {root}: lay images out as {root}/train/<class>/*.jpg (and val/<class>/)")
+        raise DataError(
+            f"no train/ folder in {root}: lay images out as {root}/train/<class>/*.jpg (and val/<class>/)"
+        )
     train_tf = pipeline(cfg.train_transforms, "dataset.train_transforms")
     val_tf = pipeline(cfg.val_transforms, "dataset.val_transforms")
     train_set, skipped = _folder(train_dir, train_tf, cfg)
@@ -33,7 +35,9 @@ def load_imagefolder(cfg: DictConfig, options: LoadOptions) -> Data:
         skipped += skipped_val
         _same_classes(val_set, classes, val_dir)
     else:  # carve a seeded, stratified val split out of train/, seen through the val transforms
-        val_rows, train_rows = stratified_split(torch.tensor(train_set.targets), [cfg.val_fraction], options.seed)
+        val_rows, train_rows = stratified_split(
+            torch.tensor(train_set.targets), [cfg.val_fraction], options.seed
+        )
         val_view = copy.copy(train_set)
         val_view.transform = val_tf
         val_set = torch.utils.data.Subset(val_view, val_rows.tolist())
@@ -49,15 +53,29 @@ def load_imagefolder(cfg: DictConfig, options: LoadOptions) -> Data:
         mean, std = [0.0] * len(mean), [1.0] * len(std)
     prepare = Normalize(mean, std, options.device, options.channels_last)
     sample, _ = val_set[0]
-    facts = Facts(kind="image", task=options.task, input_shape=list(sample.shape),
-                  num_classes=len(classes), class_names=list(classes), mean=mean, std=std,
-                  skipped_files=skipped)
+    facts = Facts(
+        kind="image",
+        task=options.task,
+        input_shape=list(sample.shape),
+        num_classes=len(classes),
+        class_names=list(classes),
+        mean=mean,
+        std=std,
+        skipped_files=skipped,
+    )
     generator = torch.Generator().manual_seed(options.seed)
     return Data(
-        train=LoaderBatches(_loader(train_set, cfg, options, options.batch_size, generator), options.device, prepare, root),
-        val=LoaderBatches(_loader(val_set, cfg, options, options.eval_batch_size), options.device, prepare, root),
-        test=LoaderBatches(_loader(test_set, cfg, options, options.eval_batch_size), options.device, prepare, root)
-        if test_set is not None else None,
+        train=LoaderBatches(
+            _loader(train_set, cfg, options, options.batch_size, generator), options.device, prepare, root
+        ),
+        val=LoaderBatches(
+            _loader(val_set, cfg, options, options.eval_batch_size), options.device, prepare, root
+        ),
+        test=LoaderBatches(
+            _loader(test_set, cfg, options, options.eval_batch_size), options.device, prepare, root
+        )
+        if test_set is not None
+        else None,
         facts=facts,
     )
 
@@ -72,7 +90,9 @@ def pipeline(specs: Any, key: str):
         name = spec.pop("name", None)
         transform = getattr(v2, str(name), None)
         if not (isinstance(transform, type) and issubclass(transform, v2.Transform)):
-            raise ConfigError(f"{key}: {name!r} is not a torchvision.transforms.v2 transform (e.g. Resize, RandomCrop)")
+            raise ConfigError(
+                f"{key}: {name!r} is not a torchvision.transforms.v2 transform (e.g. Resize, RandomCrop)"
+            )
         try:
             steps.append(transform(**spec))
         except (TypeError, ValueError) as error:

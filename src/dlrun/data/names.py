@@ -76,5 +76,7 @@ def _read(files: list[Path]) -> tuple[list[str], list[int]]:
         names += kept
         labels += [label] * len(kept)
     if len(files) < 2:
-        raise DataError(f"names data needs at least two languages (files) in {files[0].parent}, found {len(files)}")
+        raise DataError(
+            f"names data needs at least two languages (files) in {files[0].parent}, found {len(files)}"
+        )
     return names, labels

@@ -28,8 +28,9 @@ def stratified_split(labels: torch.Tensor, fractions: list[float], seed: int) ->
 Pair = tuple[torch.Tensor, torch.Tensor]
 
 
-def carve(inputs: torch.Tensor, targets: torch.Tensor, val_fraction: float, test_fraction: float,
-          seed: int) -> tuple[Pair, Pair, Optional[Pair]]:
+def carve(
+    inputs: torch.Tensor, targets: torch.Tensor, val_fraction: float, test_fraction: float, seed: int
+) -> tuple[Pair, Pair, Optional[Pair]]:
     """(train, val, test) of a dataset without those splits of its own; no test if its fraction is 0."""
     val_rows, test_rows, train_rows = stratified_split(targets, [val_fraction, test_fraction], seed)
 

@@ -24,7 +24,8 @@ def load_csv(cfg: DictConfig, options: LoadOptions) -> Splits:
     class_names = sorted(set(labels_raw), key=_numeric_first)
     labels = torch.tensor([class_names.index(value) for value in labels_raw])
     features = torch.tensor(
-        [_numbers(row, label_index, path, line) for line, row in rows.items()], dtype=torch.float32,
+        [_numbers(row, label_index, path, line) for line, row in rows.items()],
+        dtype=torch.float32,
     )
     train, val, test = carve(features, labels, cfg.val_fraction, cfg.test_fraction, options.seed)
     mean, std = _standardizer(train[0], cfg.standardize)  # the training split's statistics only
@@ -67,16 +68,20 @@ def _read_rows(path: Path, delimiter: str) -> tuple[list[str], dict[int, list[st
     expected, source = (len(header), first) if header else (len(numbered[min(numbered)]), min(numbered))
     for line, row in numbered.items():
         if len(row) != expected:
-            raise DataError(f"{path}:{line}: {len(row)} cells, but line {source} has {expected}; "
-                            "every row needs the same columns")
+            raise DataError(
+                f"{path}:{line}: {len(row)} cells, but line {source} has {expected}; "
+                "every row needs the same columns"
+            )
     return [cell.strip() for cell in header], numbered
 
 
 def _label_index(column, header: list[str], width: int, path: Path) -> int:
     if isinstance(column, str) and not column.lstrip("-").isdigit():
         if not header:
-            raise DataError(f"dataset.label_column={column!r} names a column, but {path} has no header row; "
-                            f"give its index instead (0..{width - 1})")
+            raise DataError(
+                f"dataset.label_column={column!r} names a column, but {path} has no header row; "
+                f"give its index instead (0..{width - 1})"
+            )
         if column not in header:
             raise DataError(
                 f"dataset.label_column={column!r} is not a column of {path}; columns: {', '.join(header)}"
@@ -104,10 +109,14 @@ def _numbers(row: list[str], label_index: int, path: Path, line: int) -> list[fl
         try:
             value = float(cell)
         except ValueError:
-            raise DataError(f"{path}:{line}:{column}: {cell.strip()!r} is not a number (features must be numeric)") from None
+            raise DataError(
+                f"{path}:{line}:{column}: {cell.strip()!r} is not a number (features must be numeric)"
+            ) from None
         if not math.isfinite(value):
-            raise DataError(f"{path}:{line}:{column}: {cell.strip()!r} is not a finite number; "
-                            "fill in the value or drop the row")
+            raise DataError(
+                f"{path}:{line}:{column}: {cell.strip()!r} is not a finite number; "
+                "fill in the value or drop the row"
+            )
         values.append(value)
     return values
 

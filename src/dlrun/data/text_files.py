@@ -19,4 +19,6 @@ def read_utf8(path: Path, fix: str) -> str:
         line = raw.count(b"\n", 0, error.start) + 1
         column = error.start - (raw.rfind(b"\n", 0, error.start) + 1) + 1
         byte = raw[error.start]
-        raise DataError(f"{path}:{line}:{column}: byte 0x{byte:02x} is not UTF-8 text; save the file as UTF-8") from None
+        raise DataError(
+            f"{path}:{line}:{column}: byte 0x{byte:02x} is not UTF-8 text; save the file as UTF-8"
+        ) from None

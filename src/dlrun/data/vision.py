@@ -13,14 +13,27 @@ from dlrun.errors import DataError
 # torchvision class, the folder it reads under root, the files a user must provide offline,
 # and the usual per-channel statistics of the training images
 SOURCES = {
-    "mnist": ("MNIST", "MNIST/raw", "train-images-idx3-ubyte, train-labels-idx1-ubyte, "
-              "t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte", [0.1307], [0.3081]),
-    "fashion_mnist": ("FashionMNIST", "FashionMNIST/raw", "train-images-idx3-ubyte, "
-                      "train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte",
-                      [0.2860], [0.3530]),
-    "cifar10": ("CIFAR10", "cifar-10-batches-py", "data_batch_1..5, test_batch, batches.meta "
-                "(cifar-10-python.tar.gz unpacked)", [0.4914, 0.4822, 0.4465],
-                [0.2470, 0.2435, 0.2616]),
+    "mnist": (
+        "MNIST",
+        "MNIST/raw",
+        "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte",
+        [0.1307],
+        [0.3081],
+    ),
+    "fashion_mnist": (
+        "FashionMNIST",
+        "FashionMNIST/raw",
+        "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte",
+        [0.2860],
+        [0.3530],
+    ),
+    "cifar10": (
+        "CIFAR10",
+        "cifar-10-batches-py",
+        "data_batch_1..5, test_batch, batches.meta (cifar-10-python.tar.gz unpacked)",
+        [0.4914, 0.4822, 0.4465],
+        [0.2470, 0.2435, 0.2616],
+    ),
 }
 
 
@@ -65,8 +78,11 @@ def _check_labels(labels: torch.Tensor, classes: int, folder: Path, train: bool)
     if len(bad):
         index = bad[0].item()
         split = "training" if train else "test"
-        raise DataError(f"the {split} labels in {folder} hold {labels[index].item()} at sample {index}, but there are "
-                        f"only {classes} classes (0..{classes - 1}): the label file is damaged; replace it with a fresh copy")
+        raise DataError(
+            f"the {split} labels in {folder} hold {labels[index].item()} at sample {index}, but there are "
+            f"only {classes} classes (0..{classes - 1}): the label file is damaged; "
+            "replace it with a fresh copy"
+        )
 
 
 def _missing(cfg, class_name: str, folder: Path, files: str, error: Exception) -> str:
@@ -77,5 +93,6 @@ def _missing(cfg, class_name: str, folder: Path, files: str, error: Exception) -
         how = "put the files there or run with dataset.download=true (needs internet)"
     return (
         f"{class_name} is not readable in {folder} ({reason}): it needs {files}; {how}, "
-        f"or point dataset.root at the folder that holds {folder.relative_to(Path(cfg.root).expanduser().resolve())}"
+        "or point dataset.root at the folder that holds "
+        f"{folder.relative_to(Path(cfg.root).expanduser().resolve())}"
     )

@@ -1,11 +1,14 @@
-"""Turning the composed config into objects: the one module that calls Hydra's instantiate.
+"""Turning the composed config into objects: the one module that calls Hydra's instantiate and
+the one that turns catalogue names into code.
 
-Models and losses are looked up in dlrun's own tables by name (a checkpoint's config can name
+Models and datasets are looked up in dlrun's own tables by name (a checkpoint's config can name
 them safely); optimizers and schedulers are `_partial_` targets completed here with what only
 the run knows (the parameters, the number of steps).
 """
 
 import inspect
+from collections.abc import Callable
+from importlib import import_module
 from typing import Any, Optional
 
 import torch
@@ -13,30 +16,47 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
-from dlrun.config.catalog import model_entry
+from dlrun.config.catalog import dataset_entry, model_entry
+from dlrun.data import Data, LoadOptions, to_device
 from dlrun.data.facts import Facts
 from dlrun.errors import ConfigError
+
+
+def build_data(dataset_cfg: DictConfig, options: LoadOptions) -> Data:
+    """The dataset named by `dataset.loader`: batches on the training device and the facts."""
+    loaded = _code(dataset_entry(dataset_cfg.loader).target)(dataset_cfg, options)
+    return loaded if isinstance(loaded, Data) else to_device(loaded, dataset_cfg, options)
 
 
 def build_model(model_cfg: DictConfig, facts: Facts, loss_name: str) -> nn.Module:
     """The model named by `model.arch`, given its settings plus the facts it asks for."""
     settings = _plain(model_cfg)
     arch = settings.pop("arch")
-    factory = model_entry(arch).load()
+    factory = _code(model_entry(arch).target)
+    accepted = inspect.signature(factory).parameters
     given_facts = {
         "in_shape": list(facts.input_shape),
         "num_classes": facts.num_classes,
         "vocab_size": facts.vocab_size,
     }
-    accepted = inspect.signature(factory).parameters
     settings.update({name: value for name, value in given_facts.items() if name in accepted})
+    _check_arguments(factory, settings, f"model.arch={arch}")
     try:
         model = factory(**settings)
-    except (ValueError, TypeError) as error:
+    except ValueError as error:  # the model explains why a setting cannot work with this data
         raise ConfigError(f"model.arch={arch} cannot be built for this data: {error}") from None
     if loss_name == "nll":
         model = LogSoftmaxOutput(model)  # NLLLoss expects log-probabilities
     return model
+
+
+def _check_arguments(factory: Callable, arguments: dict[str, Any], what: str) -> None:
+    """Refuse arguments the factory does not take, before calling it: a TypeError raised inside
+    the call is then a bug of the code, and shows as one."""
+    try:
+        inspect.signature(factory).bind(**arguments)
+    except TypeError as error:
+        raise ConfigError(f"{what} does not take these settings: {error}") from None
 
 
 class LogSoftmaxOutput(nn.Module):
@@ -107,6 +127,12 @@ def build_scheduler(
         return instantiate(settings, _convert_="all")(optimizer)
     except ValueError as error:
         raise ConfigError(f"scheduler: {error}") from None
+
+
+def _code(target: str) -> Callable[..., Any]:
+    """dlrun's own class or function named "module:attribute" in the catalogue."""
+    module, attribute = target.split(":")
+    return getattr(import_module(module), attribute)
 
 
 def _plain(node: DictConfig) -> dict[str, Any]:

@@ -67,7 +67,9 @@ def remove_scratch(folder: Path) -> None:
 def start(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", timeout=timedelta(minutes=30))
+    dist.init_process_group(
+        backend="nccl" if device.type == "cuda" else "gloo", timeout=timedelta(minutes=30)
+    )
 
 
 def shared_run_dir(run_dir: Path) -> Path:
@@ -78,7 +80,9 @@ def shared_run_dir(run_dir: Path) -> Path:
 
 
 def wrap(model: nn.Module, device: torch.device) -> nn.Module:
-    return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None
+    )
 
 
 def sum_over_ranks(values: torch.Tensor) -> None:

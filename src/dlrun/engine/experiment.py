@@ -1,4 +1,4 @@
-"""One training run, from the composed config to metrics.json.
+"""One experiment, from the composed config to metrics.json.
 
 Data flows one way: config -> data (and its facts) -> model -> loop -> report and checkpoints.
 """
@@ -16,35 +16,33 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from dlrun.engine import distributed
-from dlrun.engine import runtime
-from dlrun.engine.build import build_loss, build_model, build_optimizer, build_scheduler
-from dlrun.config.catalog import task_of
 from dlrun.checkpoints.files import load_checkpoint, remove_stale_temporaries
-from dlrun.config.checks import monitored
-from dlrun.data import LoadOptions, build_data
-from dlrun.errors import ConfigError, DlrunError
-from dlrun.engine.fit import fit
-from dlrun.engine.state import Monitor
-from dlrun.reporting.terminal import Report, per_class_table
+from dlrun.checkpoints.policy import BEST, CheckpointPolicy
 from dlrun.checkpoints.resume import apply_optimizer_settings, check_resumable, resume_path
-from dlrun.engine.state import Session
-from dlrun.engine.runtime import Interrupted, StopRequest
-from dlrun.engine.tasks import make_task, mode_of
-from dlrun.reporting.tensorboard import Board
-from dlrun.engine.loop import Precision, evaluate
+from dlrun.config.catalog import mode_of, monitored, task_of
+from dlrun.data import LoadOptions
+from dlrun.engine import distributed, runtime
+from dlrun.engine.build import build_data, build_loss, build_model, build_optimizer, build_scheduler
+from dlrun.engine.fit import fit
+from dlrun.engine.loop import evaluate
+from dlrun.engine.runtime import Interrupted, Precision, StopRequest
+from dlrun.engine.state import Monitor, Session
+from dlrun.engine.tasks import make_task
+from dlrun.errors import ConfigError, DlrunError
+from dlrun.reporting.tensorboard import Board, final_metrics, hparam_values
+from dlrun.reporting.terminal import Report
 
 log = logging.getLogger("dlrun")
 
 
-def train(cfg: DictConfig, run_dir: Optional[Path] = None) -> float:
+def run_experiment(cfg: DictConfig, run_dir: Optional[Path] = None) -> float:
     """Run one experiment (its config already passed dlrun.config.checks); returns the metric a
     sweeper optimizes (`optimized_metric`)."""
     hydra = HydraConfig.get() if HydraConfig.initialized() else None
     run_dir = Path(run_dir or hydra.runtime.output_dir)
     ranks = distributed.from_environment()
     try:
-        return _train(cfg, run_dir, hydra, ranks)
+        return _run(cfg, run_dir, hydra, ranks)
     except Interrupted as stop:
         raise SystemExit(stop.exit_code) from None
     except DlrunError:
@@ -58,7 +56,7 @@ def train(cfg: DictConfig, run_dir: Optional[Path] = None) -> float:
             distributed.remove_scratch(run_dir)  # this rank's Hydra folder, never the shared one
 
 
-def _train(cfg: DictConfig, run_dir: Path, hydra, ranks: distributed.Ranks) -> float:
+def _run(cfg: DictConfig, run_dir: Path, hydra, ranks: distributed.Ranks) -> float:
     started = time.perf_counter()
     jobs = parallel_jobs(hydra)
     threads = runtime.configure_threads(cfg.trainer.num_threads, jobs * ranks.local_world_size)
@@ -77,18 +75,25 @@ def _train(cfg: DictConfig, run_dir: Path, hydra, ranks: distributed.Ranks) -> f
     report = Report(cfg.logger.progress) if ranks.is_main else Report("off", console=Console(quiet=True))
     session = _build_session(cfg, run_dir, device, report, ranks, choices)
     report.config(session.cfg, choices)
-    report.line(f"device {device}{_ranks_text(ranks)}, {threads} CPU thread(s), "
-                f"{_count(session.model):,} trainable parameters")
+    report.line(
+        f"device {device}{_ranks_text(ranks)}, {threads} CPU thread(s), "
+        f"{_count(session.model):,} trainable parameters"
+    )
     if session.data.facts.skipped_files:
-        report.warn(f"left out {session.data.facts.skipped_files} unreadable image file(s) "
-                    f"(dataset.bad_images=skip; each is named in {run_dir / 'dlrun.log'})")
+        report.warn(
+            f"left out {session.data.facts.skipped_files} unreadable image file(s) "
+            f"(dataset.bad_images=skip; each is named in {run_dir / 'dlrun.log'})"
+        )
     if checkpoint is not None:
         check_resumable(checkpoint["config"], session.cfg, resume_from)
         session.load_state_dict(checkpoint)
         if cfg.trainer.resume_force:
             apply_optimizer_settings(session.optimizer, session.cfg.optimizer)
-        report.line(f"resumed from {resume_from} at epoch {session.position.epoch + 1}, step {session.position.global_step}")
-    session.board.open_run(session, purge_step=session.position.global_step + 1 if checkpoint else None)
+        report.line(
+            f"resumed from {resume_from} at epoch {session.position.epoch + 1}, "
+            f"step {session.position.global_step}"
+        )
+    _open_board(session, resumed=checkpoint is not None)
     _save_resolved_config(session)
 
     session.stop.install()
@@ -115,12 +120,18 @@ def _build_session(cfg, run_dir, device, report, ranks, choices) -> Session:
     task_name = task_of(cfg.model.arch)
     trainer = cfg.trainer
     if trainer.batch_size < ranks.world_size:
-        raise ConfigError(f"trainer.batch_size={trainer.batch_size} is the global batch: it must be at least "
-                          f"the number of processes ({ranks.world_size})")
+        raise ConfigError(
+            f"trainer.batch_size={trainer.batch_size} is the global batch: it must be at least "
+            f"the number of processes ({ranks.world_size})"
+        )
     options = LoadOptions(
-        task=task_name, seed=cfg.seed, batch_size=trainer.batch_size,
+        task=task_name,
+        seed=cfg.seed,
+        batch_size=trainer.batch_size,
         eval_batch_size=trainer.eval_batch_size or 4 * trainer.batch_size,
-        device=device, channels_last=trainer.channels_last, deterministic=trainer.deterministic,
+        device=device,
+        channels_last=trainer.channels_last,
+        deterministic=trainer.deterministic,
         shard=ranks.shard,
     )
     data = build_data(cfg.dataset, options)
@@ -129,18 +140,41 @@ def _build_session(cfg, run_dir, device, report, ranks, choices) -> Session:
     if trainer.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(cfg.optimizer, model)
-    metric = monitored(cfg)
-    steps = len(data.train) if trainer.limit_train_batches is None else min(trainer.limit_train_batches, len(data.train))
-    scheduler = build_scheduler(cfg.scheduler, optimizer, epochs=trainer.epochs,
-                                steps_per_epoch=steps, monitor_mode=mode_of(_scheduler_metric(cfg, metric)))
+    metric = monitored(trainer.monitor, task_name)
+    steps = (
+        len(data.train)
+        if trainer.limit_train_batches is None
+        else min(trainer.limit_train_batches, len(data.train))
+    )
+    scheduler = build_scheduler(
+        cfg.scheduler,
+        optimizer,
+        epochs=trainer.epochs,
+        steps_per_epoch=steps,
+        monitor_mode=mode_of(_scheduler_metric(cfg, metric)),
+    )
     forward, evaluator = _callables(model, trainer.compile, ranks, device)
     return Session(
-        cfg=cfg, run_dir=run_dir, device=device, data=data, task=make_task(task_name),
-        model=model, forward=forward, evaluator=evaluator,
+        cfg=cfg,
+        run_dir=run_dir,
+        device=device,
+        data=data,
+        task=make_task(task_name),
+        model=model,
+        forward=forward,
+        evaluator=evaluator,
         criterion=build_loss(cfg.loss, task_name, data.facts.num_classes),
-        optimizer=optimizer, scheduler=scheduler, precision=Precision(str(trainer.precision), device),
-        best=Monitor(metric, mode_of(metric)), early=_early_stopping(cfg, metric),
-        report=report, board=Board(run_dir, cfg.logger), stop=StopRequest(), ranks=ranks, choices=choices,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        precision=Precision(str(trainer.precision), device),
+        best=Monitor(metric, mode_of(metric)),
+        early=_early_stopping(cfg, metric),
+        report=report,
+        board=Board(run_dir, cfg.logger, report, writes_files=ranks.is_main),
+        policy=CheckpointPolicy(trainer.checkpoint_every_n_steps),
+        stop=StopRequest(),
+        ranks=ranks,
+        choices=choices,
     )
 
 
@@ -180,14 +214,29 @@ def _count(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def _save_resolved_config(session: Session) -> None:
-    if session.writes_files:
-        OmegaConf.save(session.cfg, session.run_dir / "config.yaml")
+def _open_board(s: Session, resumed: bool) -> None:
+    """A fresh run's event file starts with its config, graph and input grid; a resumed run's
+    continues where its checkpoint stands (later events of the crashed run are purged)."""
+    s.board.open(purge_step=s.position.global_step + 1 if resumed else None)
+    if not resumed:
+        s.board.run_started(OmegaConf.to_yaml(s.cfg), s.model, _example_batch(s), s.data.facts)
+
+
+def _example_batch(s: Session) -> Optional[torch.Tensor]:
+    # from the validation split: drawing from the training batches would move their generator
+    for inputs, _ in s.data.val:
+        return inputs[:64]
+    return None
+
+
+def _save_resolved_config(s: Session) -> None:
+    if s.writes_files:
+        OmegaConf.save(s.cfg, s.run_dir / "config.yaml")
 
 
 def _finish(s: Session, seconds: float) -> dict[str, Any]:
     """Test the best checkpoint, then write metrics.json, the HPARAMS row and the final table."""
-    best_path = s.checkpoints / "best.pt"
+    best_path = s.checkpoints / BEST
     if best_path.is_file():
         s.model.load_state_dict(load_checkpoint(best_path, map_location=s.device)["model"])
     split = s.data.test if s.data.test is not None else s.data.val
@@ -205,28 +254,18 @@ def _finish(s: Session, seconds: float) -> dict[str, Any]:
         "seconds": round(seconds, 3),
         "history": s.history,
     }
+    names = s.data.facts.class_names
     if final.per_class_acc:
-        results["per_class_acc"] = {split_name: dict(zip(s.data.facts.class_names, final.per_class_acc))}
+        results["per_class_acc"] = {split_name: dict(zip(names, final.per_class_acc))}
+        s.board.per_class_accuracy(s.position.global_step, split_name, names, final.per_class_acc)
     if s.writes_files:
         (s.run_dir / "metrics.json").write_text(json.dumps(results, indent=2, allow_nan=True) + "\n")
-    s.board.finish(s, results, final, split_name)
+    s.board.hparams(
+        s.position.global_step, hparam_values(s.cfg, s.choices), final_metrics(results, split_name)
+    )
     s.board.close()
-    s.report.results(_result_rows(results, split_name), per_class_table(s.data.facts.class_names, {split_name: final.per_class_acc}) if final.per_class_acc else None, s.run_dir)
+    s.report.results(results, split_name, names, s.run_dir)
     return results
-
-
-def _result_rows(results: dict, split_name: str) -> list[tuple[str, str]]:
-    rows = [(f"best {results['monitor']}", f"{_fmt(results['monitor'], results['best_value'])} (epoch {results['best_epoch']})")]
-    for name, value in results[split_name].items():
-        rows.append((f"{split_name} {name}", _fmt(name, value)))
-    rows += [("epochs", str(results["epochs"])), ("steps", f"{results['steps']:,}"), ("seconds", f"{results['seconds']:.1f}")]
-    return rows
-
-
-def _fmt(name: str, value: Optional[float]) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.2%}" if name.endswith("acc") else f"{value:.4f}"
 
 
 def _optimized(cfg: DictConfig, s: Session, results: dict) -> float:
@@ -236,8 +275,10 @@ def _optimized(cfg: DictConfig, s: Session, results: dict) -> float:
     split, _, metric = name.partition("/")
     if split in results and metric in results[split]:
         return results[split][metric]
-    raise DlrunError(f"optimized_metric={name} is not among this run's results: {s.best.metric}, "
-                     + ", ".join(f"{k}/{m}" for k in ("val", "test") if k in results for m in results[k]))
+    raise DlrunError(
+        f"optimized_metric={name} is not among this run's results: {s.best.metric}, "
+        + ", ".join(f"{k}/{m}" for k in ("val", "test") if k in results for m in results[k])
+    )
 
 
 def parallel_jobs(hydra) -> int:

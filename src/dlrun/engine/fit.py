@@ -2,12 +2,16 @@
 
 import signal
 import time
+from typing import Optional
+
+from torch import Tensor
 
 from dlrun.engine import distributed
-from dlrun.engine.state import Session
+from dlrun.engine.loop import EpochHooks, EpochResult, StepRules, evaluate, train_one_epoch
 from dlrun.engine.runtime import Interrupted
+from dlrun.engine.state import Session
 from dlrun.engine.tasks import Evaluation
-from dlrun.engine.loop import EpochResult, evaluate, train_one_epoch
+from dlrun.reporting.terminal import EpochProgress
 
 
 def fit(s: Session) -> None:
@@ -18,14 +22,19 @@ def fit(s: Session) -> None:
         if result.interrupted:
             _save_and_stop(s)
         # every process validates on the whole split: they all take the same decisions after it
-        evaluation = evaluate(s.evaluator, s.data.val, s.criterion, s.task, s.data.facts.num_classes,
-                              precision=s.precision, limit=trainer.limit_val_batches)
+        evaluation = evaluate(
+            s.evaluator,
+            s.data.val,
+            s.criterion,
+            s.task,
+            s.data.facts.num_classes,
+            precision=s.precision,
+            limit=trainer.limit_val_batches,
+        )
         lr = current_lr(s)  # the rate this epoch trained with, before the scheduler moves it
         improved = _close_epoch(s, evaluation)
         _record(s, result, evaluation, lr, improved, started)
-        s.save("last.pt")
-        if improved:
-            s.save("best.pt")
+        s.save(s.policy.after_epoch(improved))
         if _stop_now(s):
             _save_and_stop(s)
     if s.ranks.enabled:
@@ -34,36 +43,55 @@ def fit(s: Session) -> None:
         s.report.line(f"early stopping: {s.early.metric} has not improved for {s.early.bad_epochs} epochs")
 
 
+class RunHooks(EpochHooks):
+    """A run's side of each step: TensorBoard scalars and the progress bar per logging interval, a
+    per-step scheduler, mid-epoch checkpoints, and stop signals (decided together by the ranks of
+    a distributed run, once per logging interval, so that they all stop after the same step)."""
+
+    def __init__(self, s: Session, bar: EpochProgress):
+        self.s, self.bar = s, bar
+        # plain values: reading a config node costs microseconds, and these are read every step
+        trainer = s.cfg.trainer
+        self.log_every = trainer.log_every_n_steps
+        self.batch_size = trainer.batch_size
+        self.step_scheduler = s.scheduler if s.cfg.scheduler.interval == "step" else None
+
+    def logged(self, step: int, loss: float, acc: Optional[float]) -> None:
+        self.s.board.scalars(step, {"train/loss": loss, "train/acc": acc, "lr": current_lr(self.s)})
+        self.bar.metrics(loss, acc)
+
+    def stepped(self, step: int) -> None:
+        if self.step_scheduler is not None:
+            self.step_scheduler.step()
+        self.bar.advance(self.batch_size)
+        self.s.save(self.s.policy.after_step(step))
+
+    def stop_requested(self, step: int) -> bool:
+        return (not self.s.ranks.enabled or step % self.log_every == 0) and _stop_now(self.s)
+
+    def combine(self, figures: Tensor) -> None:
+        if self.s.ranks.enabled:
+            distributed.sum_over_ranks(figures)
+
+
 def _train_epoch(s: Session) -> EpochResult:
     trainer = s.cfg.trainer
     if s.position.step_in_epoch == 0 and s.generator is not None:
         s.epoch_generator_state = s.generator.get_state()
-    # plain values for the per-step hooks: reading a config node costs microseconds each time
-    batch_size, save_every, log_every = trainer.batch_size, trainer.checkpoint_every_n_steps, trainer.log_every_n_steps
-
-    def after_step() -> None:
-        bar.advance(batch_size)
-        if save_every and s.position.global_step % save_every == 0:
-            s.save("last.pt")
-
-    def stop_requested() -> bool:
-        # ranks of a distributed run decide together, once per logging interval, to stop after
-        # the same step
-        return (not s.ranks.enabled or s.position.global_step % log_every == 0) and _stop_now(s)
-
-    with s.report.epoch_progress(s.position.epoch + 1, trainer.epochs, _steps(s), s.position.step_in_epoch) as bar:
+    rules = StepRules(s.precision, trainer.grad_clip, skip_nonfinite=trainer.on_nonfinite == "skip")
+    with s.report.epoch_progress(
+        s.position.epoch + 1, trainer.epochs, _steps(s), s.position.step_in_epoch
+    ) as bar:
         return train_one_epoch(
-            s.forward, s.data.train, s.optimizer, s.criterion, s.task, s.position,
-            precision=s.precision,
-            grad_clip=trainer.grad_clip,
-            on_nonfinite=trainer.on_nonfinite,
-            step_scheduler=s.scheduler if s.cfg.scheduler.interval == "step" else None,
+            s.forward,
+            s.data.train,
+            s.optimizer,
+            s.criterion,
+            s.task,
+            s.position,
+            rules,
+            RunHooks(s, bar),
             limit=trainer.limit_train_batches,
-            log_every=log_every,
-            on_log=lambda step, loss, acc: _log_train(s, bar, step, loss, acc),
-            after_step=after_step,
-            stop_requested=stop_requested,
-            reduce=distributed.sum_over_ranks if s.ranks.enabled else None,
         )
 
 
@@ -80,21 +108,55 @@ def _close_epoch(s: Session, evaluation: Evaluation) -> bool:
     return s.best.update(s.last_val[s.best.metric], s.position.epoch)
 
 
-def _record(s: Session, result: EpochResult, evaluation: Evaluation, lr: float, improved: bool, started: float) -> None:
+def _record(
+    s: Session, result: EpochResult, evaluation: Evaluation, lr: float, improved: bool, started: float
+) -> None:
     """The epoch in TensorBoard, in the history and on the terminal."""
-    s.board.scalars(s.position.global_step, s.last_val)
-    s.board.epoch(s, evaluation)
+    step = s.position.global_step
+    s.board.scalars(step, s.last_val)
+    _show_validation(s, evaluation)
     seconds = time.perf_counter() - started  # training, validation and logging; not the saves
-    s.board.scalars(s.position.global_step, {"time/epoch_seconds": seconds,
-                                             "time/samples_per_second": result.samples / max(seconds, 1e-9)})
-    s.history.append({"epoch": s.position.epoch, "train_loss": result.loss, "train_acc": result.acc,
-                      **s.last_val, "lr": lr, "seconds": round(seconds, 3)})
-    s.report.epoch_summary(s.position.epoch, s.cfg.trainer.epochs, {"loss": result.loss, "acc": result.acc},
-                           evaluation.metrics, lr, seconds, result.samples, improved)
+    s.board.scalars(
+        step, {"time/epoch_seconds": seconds, "time/samples_per_second": result.samples / max(seconds, 1e-9)}
+    )
+    s.history.append(
+        {
+            "epoch": s.position.epoch,
+            "train_loss": result.loss,
+            "train_acc": result.acc,
+            **s.last_val,
+            "lr": lr,
+            "seconds": round(seconds, 3),
+        }
+    )
+    s.report.epoch_summary(
+        s.position.epoch,
+        s.cfg.trainer.epochs,
+        {"loss": result.loss, "acc": result.acc},
+        evaluation.metrics,
+        lr,
+        seconds,
+        result.samples,
+        improved,
+    )
     if result.skipped:
-        s.board.scalars(s.position.global_step, {"train/skipped_steps": result.skipped})
-        s.report.warn(f"epoch {s.position.epoch}: skipped {result.skipped} step(s) with a non-finite loss or "
-                      "gradient (trainer.on_nonfinite=skip; each is named in dlrun.log)")
+        s.board.scalars(step, {"train/skipped_steps": result.skipped})
+        s.report.warn(
+            f"epoch {s.position.epoch}: skipped {result.skipped} step(s) with a non-finite loss or "
+            "gradient (trainer.on_nonfinite=skip; each is named in dlrun.log)"
+        )
+
+
+def _show_validation(s: Session, evaluation: Evaluation) -> None:
+    """What one validation shows in TensorBoard beyond scalars (each item has a logger switch)."""
+    step, names = s.position.global_step, s.data.facts.class_names
+    if evaluation.probabilities is not None:
+        s.board.pr_curves(step, evaluation.probabilities, evaluation.labels, names)
+    if evaluation.confusion is not None:
+        s.board.confusion_matrix(step, evaluation.confusion, names)
+    if evaluation.examples is not None:
+        s.board.reconstructions(step, *evaluation.examples)
+    s.board.histograms(step, s.model)
 
 
 def current_lr(s: Session) -> float:
@@ -104,11 +166,6 @@ def current_lr(s: Session) -> float:
 def _steps(s: Session) -> int:
     limit = s.cfg.trainer.limit_train_batches
     return len(s.data.train) if limit is None else min(limit, len(s.data.train))
-
-
-def _log_train(s: Session, bar, step: int, loss: float, acc) -> None:
-    s.board.scalars(step, {"train/loss": loss, "train/acc": acc, "lr": current_lr(s)})
-    bar.metrics(loss, acc)
 
 
 def _stop_now(s: Session) -> bool:
@@ -126,7 +183,10 @@ def _step_epoch_scheduler(s: Session) -> None:
 
 
 def _save_and_stop(s: Session) -> None:
-    s.save("last.pt")
+    s.save(s.policy.on_stop())
     s.board.flush()
-    s.report.warn(f"stopped at step {s.position.global_step}; state saved to {s.checkpoints / 'last.pt'} (resume with trainer.resume=...)")
+    s.report.warn(
+        f"stopped at step {s.position.global_step}; state saved to {s.checkpoints / 'last.pt'} "
+        "(resume with trainer.resume=...)"
+    )
     raise Interrupted(s.stop.signum or signal.SIGTERM)  # ranks a signal did not reach stop too

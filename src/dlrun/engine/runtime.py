@@ -1,9 +1,11 @@
-"""Process-wide torch settings for one job: device, threads, seeds, determinism.
+"""How one job runs on this machine: device, threads, seeds, determinism, numeric precision,
+and stop signals.
 
 Set at the start of every job, because Hydra's joblib launcher reuses worker processes: anything
 left over from the previous job (thread count, seeds, deterministic mode) would leak into it.
 """
 
+import contextlib
 import os
 import random
 import signal
@@ -33,9 +35,13 @@ def select_device(name: str, slot: int | None = None) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ConfigError(f"trainer.device={name!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from None
+        raise ConfigError(
+            f"trainer.device={name!r} is not a device; use auto, cpu, cuda, cuda:N or mps"
+        ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"trainer.device={name} but this machine has no usable CUDA GPU; use trainer.device=auto or cpu")
+        raise ConfigError(
+            f"trainer.device={name} but this machine has no usable CUDA GPU; use trainer.device=auto or cpu"
+        )
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
         raise ConfigError(f"trainer.device={name} but only {torch.cuda.device_count()} GPU(s) are visible")
     if device.type == "mps" and not torch.backends.mps.is_available():
@@ -69,6 +75,28 @@ def set_deterministic(enabled: bool) -> None:
     torch.use_deterministic_algorithms(enabled)
     torch.backends.cudnn.deterministic = enabled
     torch.backends.cudnn.benchmark = not enabled
+
+
+class Precision:
+    """Autocast and gradient scaling for `trainer.precision` (32, bf16 or 16)."""
+
+    DTYPES = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}
+
+    def __init__(self, precision: str, device: torch.device):
+        self.name = precision
+        self.dtype = self.DTYPES[precision]
+        self.device_type = device.type
+        # fp16 gradients underflow without loss scaling; bf16 has fp32's range and needs none
+        self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "16")
+
+    def autocast(self):
+        if self.dtype is None:
+            return contextlib.nullcontext()  # fp32: skip even a disabled autocast's bookkeeping
+        return torch.autocast(self.device_type, dtype=self.dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# stop signals: SIGINT / SIGTERM finish the current step, save, flush, then exit 130 / 143
 
 
 class Interrupted(Exception):

@@ -11,16 +11,27 @@ from torch import nn
 
 from dlrun import __version__
 from dlrun.checkpoints.files import restore_rng_states, rng_states, save_checkpoint
+from dlrun.checkpoints.policy import CheckpointPolicy
 from dlrun.data import Data
 from dlrun.engine.distributed import Ranks
+from dlrun.engine.runtime import Precision, StopRequest
 from dlrun.errors import DlrunError
-from dlrun.reporting.terminal import Report
-from dlrun.engine.runtime import StopRequest
 from dlrun.reporting.tensorboard import Board
-from dlrun.engine.loop import Position, Precision
+from dlrun.reporting.terminal import Report
+
+
+@dataclass
+class Position:
+    """Where training stands; saved in every checkpoint."""
+
+    epoch: int = 0  # epochs finished
+    global_step: int = 0  # optimizer steps taken
+    step_in_epoch: int = 0  # batches of the current epoch already trained
 
 
 class Monitor:
+    """The best value of a validation metric so far, for best.pt and for early stopping."""
+
     def __init__(self, metric: str, mode: str, patience: Optional[int] = None, min_delta: float = 0.0):
         self.metric = metric
         self.mode = mode  # max | min
@@ -65,7 +76,7 @@ class Session:
     run_dir: Path
     device: torch.device
     data: Data
-    task: Any
+    task: Any  # engine.tasks.Classification | Reconstruction
     model: nn.Module  # the plain module: its state dict is what checkpoints hold
     forward: nn.Module  # what training calls: the model, compiled and/or wrapped for DDP
     evaluator: nn.Module  # what evaluation calls: the model, compiled, never the DDP wrapper
@@ -77,6 +88,7 @@ class Session:
     early: Optional[Monitor]
     report: Report
     board: Board
+    policy: CheckpointPolicy = field(default_factory=CheckpointPolicy)
     stop: StopRequest = field(default_factory=StopRequest)
     position: Position = field(default_factory=Position)
     # the data generator as it was when the current epoch began: with position.step_in_epoch
@@ -94,6 +106,10 @@ class Session:
     @property
     def generator(self) -> Optional[torch.Generator]:
         return self.data.train.generator
+
+    @property
+    def writes_files(self) -> bool:
+        return self.ranks.is_main  # in a distributed run, rank 0 writes for all
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -131,16 +147,17 @@ class Session:
         self.history = list(state["history"])
         restore_rng_states(state["rng"])
 
-    @property
-    def writes_files(self) -> bool:
-        return self.ranks.is_main  # in a distributed run, rank 0 writes for all
-
-    def save(self, name: str) -> None:
-        if not self.writes_files:
+    def save(self, names: tuple[str, ...]) -> None:
+        """Write the checkpoints the policy named (last.pt, best.pt) from the current state."""
+        if not names or not self.writes_files:
             return
         # the step checks catch NaN/inf losses and gradients; an update can still overflow
         if not torch.stack([p.isfinite().all() for p in self.model.parameters()]).all():
-            raise DlrunError(f"the weights are no longer finite after step {self.position.global_step}; "
-                             f"{name} was not written, so {self.checkpoints} keeps the last finite state: "
-                             "lower optimizer.lr or set trainer.grad_clip")
-        save_checkpoint(self.checkpoints / name, self.state_dict())
+            raise DlrunError(
+                f"the weights are no longer finite after step {self.position.global_step}; "
+                f"{', '.join(names)} not written, so {self.checkpoints} keeps the last finite state: "
+                "lower optimizer.lr or set trainer.grad_clip"
+            )
+        state = self.state_dict()
+        for name in names:
+            save_checkpoint(self.checkpoints / name, state)

@@ -1,6 +1,9 @@
-"""What the model is asked to do decides the loss target, the metrics and what gets logged.
+"""What the model is asked to do decides the loss target, the metrics and what a validation keeps.
 
-The training loop calls these methods and does not care which task it runs.
+The loop calls these methods and does not care which task it runs. Metric names come from the
+task table in config/catalog.py. A classification validation keeps every sample's probabilities
+(PR curves), the confusion matrix and per-class accuracy; a reconstruction keeps its first batch
+of inputs and outputs to show as images.
 """
 
 from dataclasses import dataclass, field
@@ -9,14 +12,14 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from dlrun.config.catalog import METRIC_MODES
+from dlrun.config.catalog import TASK_METRIC
 
 
 @dataclass
 class Evaluation:
     """The result of one pass over a split."""
 
-    metrics: dict[str, float]  # "loss", and "acc" or "mse"
+    metrics: dict[str, float]  # "loss", and the task's metric ("acc" or "mse")
     probabilities: Optional[Tensor] = None  # classification: [N, C] on the device
     labels: Optional[Tensor] = None
     confusion: Optional[Tensor] = None  # [true, predicted]
@@ -26,7 +29,6 @@ class Evaluation:
 
 class Classification:
     name = "classification"
-    default_monitor = "val/acc"
 
     def target(self, inputs: Tensor, labels: Tensor) -> Tensor:
         return labels
@@ -40,13 +42,12 @@ class Classification:
 
 class Reconstruction:
     name = "reconstruction"
-    default_monitor = "val/mse"
 
     def target(self, inputs: Tensor, labels: Tensor) -> Tensor:
         return inputs
 
     def correct(self, outputs: Tensor, labels: Tensor) -> Optional[Tensor]:
-        return None
+        return None  # no accuracy: the loop then reports none
 
     def collector(self, num_classes: int) -> "ReconstructionCollector":
         return ReconstructionCollector()
@@ -70,7 +71,7 @@ class ClassificationCollector:
         confusion = confusion_matrix(probabilities.argmax(dim=1), labels, self.num_classes)
         accuracy = confusion.diagonal().sum().item() / max(1, len(labels))
         return Evaluation(
-            metrics={"loss": loss, "acc": accuracy},
+            metrics={"loss": loss, TASK_METRIC[Classification.name]: accuracy},
             probabilities=probabilities,
             labels=labels,
             confusion=confusion.cpu(),
@@ -95,22 +96,20 @@ class ReconstructionCollector:
 
     def finish(self, loss: float) -> Evaluation:
         mse = self.squared_error.item() / max(1, self.elements) if self.elements else float("nan")
-        return Evaluation(metrics={"loss": loss, "mse": mse}, examples=self.examples)
+        return Evaluation(
+            metrics={"loss": loss, TASK_METRIC[Reconstruction.name]: mse}, examples=self.examples
+        )
 
 
-TASKS = {"classification": Classification, "reconstruction": Reconstruction}
+TASKS = {task.name: task for task in (Classification, Reconstruction)}
 
 
 def make_task(name: str):
     return TASKS[name]()
 
 
-def mode_of(metric: str) -> str:
-    return METRIC_MODES[metric]
-
-
 def confusion_matrix(predictions: Tensor, labels: Tensor, num_classes: int) -> Tensor:
-    """[true class, predicted class] counts."""
+    """[true class, predicted class] counts, computed on the device."""
     flat = labels * num_classes + predictions
     return torch.bincount(flat, minlength=num_classes**2).view(num_classes, num_classes)
 

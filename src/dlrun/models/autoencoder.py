@@ -48,11 +48,18 @@ class ConvAutoencoder(nn.Module):
         encoder.append(nn.Conv2d(widths[-2], widths[-1], kernel_size=sizes[-1]))  # -> 1x1
         self.encoder = nn.Sequential(*encoder)
 
-        decoder: list[nn.Module] = [nn.ConvTranspose2d(widths[-1], widths[-2], kernel_size=sizes[-1]), nn.ReLU()]
+        decoder: list[nn.Module] = [
+            nn.ConvTranspose2d(widths[-1], widths[-2], kernel_size=sizes[-1]),
+            nn.ReLU(),
+        ]
         for index in range(len(widths) - 2, 0, -1):
             target, source = sizes[index - 1], sizes[index]
             extra = tuple(t - (2 * s - 1) for t, s in zip(target, source))  # 0 or 1 row/column
-            decoder.append(nn.ConvTranspose2d(widths[index], widths[index - 1], 3, stride=2, padding=1, output_padding=extra))
+            decoder.append(
+                nn.ConvTranspose2d(
+                    widths[index], widths[index - 1], 3, stride=2, padding=1, output_padding=extra
+                )
+            )
             decoder.append(nn.ReLU() if index > 1 else nn.Sigmoid())
         self.decoder = nn.Sequential(*decoder)
 

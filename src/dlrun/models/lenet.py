@@ -14,16 +14,25 @@ class LeNet5(nn.Module):
         super().__init__()
         channels, height, width = in_shape
         self.features = nn.Sequential(
-            nn.Conv2d(channels, 6, kernel_size=5, padding=padding), make_activation(activation), nn.AvgPool2d(2),
-            nn.Conv2d(6, 16, kernel_size=5), make_activation(activation), nn.AvgPool2d(2),
+            nn.Conv2d(channels, 6, kernel_size=5, padding=padding),
+            make_activation(activation),
+            nn.AvgPool2d(2),
+            nn.Conv2d(6, 16, kernel_size=5),
+            make_activation(activation),
+            nn.AvgPool2d(2),
         )
         out_h, out_w = (_stage(_stage(size + 2 * padding)) for size in (height, width))
         if out_h < 1 or out_w < 1:
-            raise ValueError(f"LeNet-5 needs images of at least {14 - 2 * padding}x{14 - 2 * padding} pixels, got {height}x{width}")
+            raise ValueError(
+                f"LeNet-5 needs images of at least {14 - 2 * padding}x{14 - 2 * padding} pixels, "
+                f"got {height}x{width}"
+            )
         self.classifier = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(16 * out_h * out_w, 120), make_activation(activation),
-            nn.Linear(120, 84), make_activation(activation),
+            nn.Linear(16 * out_h * out_w, 120),
+            make_activation(activation),
+            nn.Linear(120, 84),
+            make_activation(activation),
             nn.Linear(84, num_classes),
         )
 

@@ -47,7 +47,9 @@ def imagenet_state_dict() -> dict[str, torch.Tensor]:
         path.parent.mkdir(parents=True, exist_ok=True)
         digest = re.search(r"-([a-f0-9]+)\.", path.name)
         try:
-            torch.hub.download_url_to_file(url, str(path), hash_prefix=digest.group(1) if digest else None, progress=False)
+            torch.hub.download_url_to_file(
+                url, str(path), hash_prefix=digest.group(1) if digest else None, progress=False
+            )
         except Exception as error:  # URLError offline, HTTPError, a hash mismatch
             raise ConfigError(
                 f"ResNet-18 ImageNet weights are not in the torch cache ({path}) and could not be "
@@ -63,9 +65,13 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise ConfigError(f"cannot read weights from {path} as a plain state dict: {str(error).splitlines()[0]}") from None
+        raise ConfigError(
+            f"cannot read weights from {path} as a plain state dict: {str(error).splitlines()[0]}"
+        ) from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ConfigError(f"{path} is not a state dict of tensors (save one with torch.save(model.state_dict(), path))")
+        raise ConfigError(
+            f"{path} is not a state dict of tensors (save one with torch.save(model.state_dict(), path))"
+        )
     return state
 
 

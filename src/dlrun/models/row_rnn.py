@@ -6,12 +6,19 @@ from torch import Tensor, nn
 CELLS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 
 
-def recurrent_layer(cell: str, input_size: int, hidden_size: int, num_layers: int,
-                    bidirectional: bool, dropout: float = 0.0) -> nn.Module:
+def recurrent_layer(
+    cell: str, input_size: int, hidden_size: int, num_layers: int, bidirectional: bool, dropout: float = 0.0
+) -> nn.Module:
     if cell not in CELLS:
         raise ValueError(f"cell={cell!r} is not known; valid: {', '.join(CELLS)}")
-    return CELLS[cell](input_size, hidden_size, num_layers, batch_first=True,
-                       bidirectional=bidirectional, dropout=dropout if num_layers > 1 else 0.0)
+    return CELLS[cell](
+        input_size,
+        hidden_size,
+        num_layers,
+        batch_first=True,
+        bidirectional=bidirectional,
+        dropout=dropout if num_layers > 1 else 0.0,
+    )
 
 
 class RowRNN(nn.Module):

@@ -48,11 +48,21 @@ def summarize(sweep_dir: Path) -> Summary:
 
 def _row(job: Path, sweep_dir: Path) -> dict[str, Any]:
     hydra = yaml.safe_load((job / ".hydra" / "hydra.yaml").read_text())["hydra"]
-    row = {"job": hydra["job"]["num"], "overrides": " ".join(hydra["overrides"]["task"]), "status": "incomplete",
-           "metric": "", "value": None, "seconds": None, "folder": str(job.relative_to(sweep_dir)), "error": ""}
+    row = {
+        "job": hydra["job"]["num"],
+        "overrides": " ".join(hydra["overrides"]["task"]),
+        "status": "incomplete",
+        "metric": "",
+        "value": None,
+        "seconds": None,
+        "folder": str(job.relative_to(sweep_dir)),
+        "error": "",
+    }
     if (job / "metrics.json").is_file():
         metrics = json.loads((job / "metrics.json").read_text())
-        row.update(status="ok", metric=metrics["monitor"], value=metrics["best_value"], seconds=metrics["seconds"])
+        row.update(
+            status="ok", metric=metrics["monitor"], value=metrics["best_value"], seconds=metrics["seconds"]
+        )
     elif (job / "error.txt").is_file():
         row.update(status="failed", error=(job / "error.txt").read_text().strip().splitlines()[-1])
     return row
@@ -79,5 +89,7 @@ def show(summary: Summary) -> None:
         table.add_row(str(row["job"]), row["overrides"], status, row["metric"], value, seconds, row["folder"])
     console = make_console()
     console.print(table)
-    console.print(f"summary: {summary.folder / 'sweep_summary.csv'} (and .json); "
-                  f"compare: tensorboard --logdir {summary.folder}")
+    console.print(
+        f"summary: {summary.folder / 'sweep_summary.csv'} (and .json); "
+        f"compare: tensorboard --logdir {summary.folder}"
+    )

@@ -1,7 +1,8 @@
 """TensorBoard event files, written into the run folder so `tensorboard --logdir runs` finds them.
 
-Every method does nothing when `logger.tensorboard=false`; each kind of output has its own
-switch in the `logger` config group.
+Every method does nothing when `logger.tensorboard=false` (or on a process that writes no files);
+each kind of output has its own switch in the `logger` config group. The board is given plain
+values (tensors, names, dicts): it reads no other module's state.
 """
 
 import warnings
@@ -11,41 +12,54 @@ from typing import Any, Optional
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch import Tensor
+from torch import Tensor, nn
 
 from dlrun.config import schema
+from dlrun.data.facts import Facts
+from dlrun.reporting.terminal import Report
 
 # kept out of HPARAMS: bookkeeping, the data's facts, and paths and lists that make poor columns
-HPARAM_SKIP = schema.BOOKKEEPING + ("facts.", "dataset.path", "dataset.train_transforms",
-                                    "dataset.val_transforms", "model.weights_path")
+HPARAM_SKIP = schema.BOOKKEEPING + (
+    "facts.",
+    "dataset.path",
+    "dataset.train_transforms",
+    "dataset.val_transforms",
+    "model.weights_path",
+)
 GROUPS = ("dataset", "model", "loss", "optimizer", "scheduler")
 
 
 class Board:
-    def __init__(self, run_dir: Path, settings: DictConfig):
+    def __init__(self, run_dir: Path, settings: DictConfig, report: Report, writes_files: bool = True):
         self.run_dir = run_dir
-        self.settings = settings
+        self.settings = settings  # the run's `logger` config
+        self.report = report
+        self.enabled = bool(settings.tensorboard) and writes_files
         self.writer = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    def open_run(self, s, purge_step: Optional[int] = None) -> None:
-        """Open the event file; a fresh run also gets its config text, graph and input grid."""
-        if not self.settings.tensorboard or not s.writes_files:
+    def open(self, purge_step: Optional[int] = None) -> None:
+        """Open the event file; `purge_step` hides events a crashed run wrote after the checkpoint
+        it resumes from."""
+        if not self.enabled:
             return
         from torch.utils.tensorboard import SummaryWriter
 
-        # purge_step hides events a crashed run wrote after the checkpoint it resumes from
         self.writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=purge_step)
-        if purge_step is not None:
-            return  # a resumed run wrote these already
+
+    def run_started(
+        self, config_yaml: str, model: nn.Module, example: Optional[Tensor], facts: Facts
+    ) -> None:
+        """What a fresh run shows once: its config, the model graph and a grid of inputs."""
+        if self.writer is None:
+            return
         if self.settings.config_text:
-            self.writer.add_text("config", _markdown_code(OmegaConf.to_yaml(s.cfg)), 0)
-        example = _example_batch(s)
+            self.writer.add_text("config", _markdown_code(config_yaml), 0)
         if example is not None and self.settings.graph:
-            self._graph(s, example)
-        if example is not None and self.settings.images and s.data.facts.kind == "image":
-            self.writer.add_image("inputs", _grid(_unnormalize(example, s.data.facts)), 0)
+            self._graph(model, example)
+        if example is not None and self.settings.images and facts.kind == "image":
+            self.writer.add_image("inputs", _grid(_unnormalize(example, facts)), 0)
 
     def flush(self) -> None:
         if self.writer is not None:
@@ -65,60 +79,74 @@ class Board:
             if value is not None:
                 self.writer.add_scalar(tag, value, step)
 
-    def epoch(self, s, evaluation) -> None:
-        """What one validation shows beyond scalars: PR curves, confusion, reconstructions."""
-        if self.writer is None:
+    def pr_curves(self, step: int, probabilities: Tensor, labels: Tensor, class_names: list[str]) -> None:
+        if self.writer is None or not self.settings.pr_curves:
             return
-        step = s.position.global_step
-        names = s.data.facts.class_names
-        if evaluation.probabilities is not None and self.settings.pr_curves:
-            for index, name in enumerate(names):
-                self.writer.add_pr_curve(
-                    f"pr/{_tag(name)}", evaluation.labels == index, evaluation.probabilities[:, index], step
-                )
-        if evaluation.confusion is not None and self.settings.confusion_matrix:
-            self.writer.add_text("val/confusion_matrix", confusion_markdown(evaluation.confusion, names), step)
-            self.writer.add_image("val/confusion_matrix", confusion_image(evaluation.confusion), step)
-        if evaluation.examples is not None and self.settings.reconstructions:
-            inputs, outputs = evaluation.examples
-            count = min(16, len(inputs))
-            pairs = torch.cat([inputs[:count], outputs[:count].clamp(0, 1)])
-            self.writer.add_image("val/reconstructions", _grid(pairs, columns=count), step)
-        if self.settings.histograms:
-            for name, parameter in s.model.named_parameters():
-                self.writer.add_histogram(f"weights/{name}", parameter.detach().float(), step)
-                if parameter.grad is not None:
-                    self.writer.add_histogram(f"gradients/{name}", parameter.grad.float(), step)
+        for index, name in enumerate(class_names):
+            self.writer.add_pr_curve(f"pr/{_tag(name)}", labels == index, probabilities[:, index], step)
+
+    def confusion_matrix(self, step: int, confusion: Tensor, class_names: list[str]) -> None:
+        if self.writer is None or not self.settings.confusion_matrix:
+            return
+        self.writer.add_text("val/confusion_matrix", confusion_markdown(confusion, class_names), step)
+        self.writer.add_image("val/confusion_matrix", confusion_image(confusion), step)
+
+    def reconstructions(self, step: int, inputs: Tensor, outputs: Tensor) -> None:
+        if self.writer is None or not self.settings.reconstructions:
+            return
+        count = min(16, len(inputs))
+        pairs = torch.cat([inputs[:count], outputs[:count].clamp(0, 1)])
+        self.writer.add_image("val/reconstructions", _grid(pairs, columns=count), step)
+
+    def histograms(self, step: int, model: nn.Module) -> None:
+        if self.writer is None or not self.settings.histograms:
+            return
+        for name, parameter in model.named_parameters():
+            self.writer.add_histogram(f"weights/{name}", parameter.detach().float(), step)
+            if parameter.grad is not None:
+                self.writer.add_histogram(f"gradients/{name}", parameter.grad.float(), step)
 
     # -- at the end -----------------------------------------------------------------------------
 
-    def finish(self, s, results: dict, final, split: str) -> None:
-        """The HPARAMS row: this run's settings with its real final metrics."""
+    def hparams(self, step: int, values: dict[str, Any], metrics: dict[str, float]) -> None:
+        """The HPARAMS row: the run's settings (hparam_values) with its real final metrics."""
         if self.writer is None or not self.settings.hparams:
             return
         from torch.utils.tensorboard.summary import hparams
 
-        metric = s.best.metric.split("/", 1)[1]
-        metrics = {f"hparam/val_{metric}_best": results["best_value"], "hparam/epochs": results["epochs"]}
-        metrics.update({f"hparam/{split}_{name}": value for name, value in final.metrics.items()})
-        metrics = {key: float("nan") if value is None else float(value) for key, value in metrics.items()}
-        values = hparam_values(s.cfg, s.choices)
         for summary in hparams(values, metrics):
             self.writer.file_writer.add_summary(summary)
         for key, value in metrics.items():
-            self.writer.add_scalar(key, value, s.position.global_step)
-        if final.per_class_acc:
-            rows = "\n".join(f"| {name} | {acc:.2%} |" for name, acc in zip(s.data.facts.class_names, final.per_class_acc))
-            self.writer.add_text(f"{split}/per_class_accuracy", f"| class | accuracy |\n|---|---|\n{rows}", s.position.global_step)
+            self.writer.add_scalar(key, value, step)
 
-    def _graph(self, s, example: Tensor) -> None:
+    def per_class_accuracy(
+        self, step: int, split: str, class_names: list[str], accuracies: list[float]
+    ) -> None:
+        if self.writer is None:
+            return
+        rows = "\n".join(f"| {name} | {acc:.2%} |" for name, acc in zip(class_names, accuracies))
+        self.writer.add_text(f"{split}/per_class_accuracy", f"| class | accuracy |\n|---|---|\n{rows}", step)
+
+    def _graph(self, model: nn.Module, example: Tensor) -> None:
         try:
             with warnings.catch_warnings(), torch.no_grad():
                 warnings.simplefilter("ignore")  # torch.jit.trace's deprecation and tracer notes
-                s.model.eval()
-                self.writer.add_graph(s.model, example[:2])
+                model.eval()
+                self.writer.add_graph(model, example[:2])
         except Exception as error:  # tracing is best effort: never worth stopping a run for
-            s.report.warn(f"the model graph could not be traced for TensorBoard ({type(error).__name__}); training goes on")
+            self.report.warn(
+                f"the model graph could not be traced for TensorBoard ({type(error).__name__}); "
+                "training goes on"
+            )
+
+
+def final_metrics(results: dict[str, Any], split: str) -> dict[str, float]:
+    """The HPARAMS metrics of a finished run (metrics.json's figures): the best monitored
+    validation value, the final split's metrics, the epochs trained."""
+    metric = results["monitor"].split("/", 1)[1]
+    metrics = {f"hparam/val_{metric}_best": results["best_value"], "hparam/epochs": results["epochs"]}
+    metrics.update({f"hparam/{split}_{name}": value for name, value in results[split].items()})
+    return {key: float("nan") if value is None else float(value) for key, value in metrics.items()}
 
 
 def hparam_values(cfg: DictConfig, choices: dict[str, str]) -> dict[str, Any]:
@@ -132,8 +160,7 @@ def hparam_values(cfg: DictConfig, choices: dict[str, str]) -> dict[str, Any]:
     for key in all_keys():
         if key.startswith(HPARAM_SKIP) or key.endswith("._partial_"):
             continue
-        value = _get(plain, key)
-        values[key] = _hparam(value)
+        values[key] = _hparam(_get(plain, key))
     return values
 
 
@@ -143,7 +170,7 @@ def all_keys() -> list[str]:
         seen: dict[str, None] = {}
         for node in options.values():
             for field in fields(node):
-                if field.name in ("augment",):
+                if field.name == "augment":
                     seen.update({f"augment.{f.name}": None for f in fields(schema.Augment)})
                 else:
                     seen[field.name] = None
@@ -174,7 +201,10 @@ def confusion_markdown(confusion: Tensor, names: list[str]) -> str:
     """Rows are true classes, columns predicted classes."""
     header = "| true \\ predicted | " + " | ".join(names) + " |"
     rule = "|---" * (len(names) + 1) + "|"
-    rows = [f"| **{name}** | " + " | ".join(str(int(v)) for v in row) + " |" for name, row in zip(names, confusion)]
+    rows = [
+        f"| **{name}** | " + " | ".join(str(int(v)) for v in row) + " |"
+        for name, row in zip(names, confusion)
+    ]
     return "\n".join([header, rule, *rows])
 
 
@@ -186,14 +216,7 @@ def confusion_image(confusion: Tensor, cell: int = 16) -> Tensor:
     return torch.stack([1 - heat, 1 - 0.6 * heat, torch.ones_like(heat)])
 
 
-def _example_batch(s) -> Optional[Tensor]:
-    # from the validation split: drawing from the training batches would move their generator
-    for inputs, _ in s.data.val:
-        return inputs[:64]
-    return None
-
-
-def _unnormalize(images: Tensor, facts) -> Tensor:
+def _unnormalize(images: Tensor, facts: Facts) -> Tensor:
     mean = torch.tensor(facts.mean, device=images.device).view(1, -1, 1, 1)
     std = torch.tensor(facts.std, device=images.device).view(1, -1, 1, 1)
     return (images.float() * std + mean).clamp(0, 1)

@@ -12,7 +12,14 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
@@ -53,29 +60,46 @@ class Report:
     def epoch_progress(self, epoch: int, epochs: int, steps: int, start: int = 0) -> "EpochProgress":
         return EpochProgress(self, epoch, epochs, steps, start)
 
-    def epoch_summary(self, epoch: int, epochs: int, train: dict, val: dict, lr: float,
-                      seconds: float, samples: int, best: bool) -> None:
-        parts = [f"epoch {epoch:>{len(str(epochs))}}/{epochs}", "train " + _metrics(train),
-                 "val " + _metrics(val), f"lr {lr:.2e}",
-                 f"{seconds:.1f} s, {samples / max(seconds, 1e-9):,.0f} samples/s"]
+    def epoch_summary(
+        self,
+        epoch: int,
+        epochs: int,
+        train: dict,
+        val: dict,
+        lr: float,
+        seconds: float,
+        samples: int,
+        best: bool,
+    ) -> None:
+        parts = [
+            f"epoch {epoch:>{len(str(epochs))}}/{epochs}",
+            "train " + _metrics(train),
+            "val " + _metrics(val),
+            f"lr {lr:.2e}",
+            f"{seconds:.1f} s, {samples / max(seconds, 1e-9):,.0f} samples/s",
+        ]
         text = Text(" | ".join(parts))
         if best:
             text.append("  * best", style="bold green")
         self.console.print(text)
         log.info(text.plain)
 
-    def results(self, rows: list[tuple[str, str]], per_class: Optional[Table], run_dir: Path) -> None:
+    def results(self, results: dict[str, Any], split: str, class_names: list[str], run_dir: Path) -> None:
+        """The final table (best monitored value, the final split's metrics, epochs, steps, time),
+        per-class accuracy for classification, where the run is and how to look at it."""
         table = Table(title="results", show_header=False, title_style="bold")
         table.add_column(style="bold")
         table.add_column(justify="right")
-        for name, value in rows:
+        for name, value in _result_rows(results, split):
             table.add_row(name, value)
         self.show(table)
-        if per_class is not None:
-            self.show(per_class)
+        per_class = results.get("per_class_acc", {}).get(split)
+        if per_class:
+            self.show(per_class_table(class_names, {split: list(per_class.values())}))
         folder = _relative(run_dir)
         self.line(f"run folder: {folder}")
-        self.line(f"tensorboard: tensorboard --logdir {_runs_root(folder)}   (this run only: tensorboard --logdir {folder})")
+        everything, this_run = f"tensorboard --logdir {_runs_root(folder)}", f"tensorboard --logdir {folder}"
+        self.line(f"tensorboard: {everything}   (this run only: {this_run})")
 
 
 def make_console() -> Console:
@@ -104,9 +128,15 @@ class EpochProgress:
         self.bar_every = max(1, steps // 100)
         if report.progress_mode == "bar":
             self.bar = Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[status]}"),
-                console=report.console, transient=True, refresh_per_second=4,
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[status]}"),
+                console=report.console,
+                transient=True,
+                refresh_per_second=4,
             )
             self.task = self.bar.add_task(self.label, total=steps, completed=start, status="")
 
@@ -128,7 +158,9 @@ class EpochProgress:
     def metrics(self, loss: float, acc: Optional[float]) -> None:
         """Called once per logging interval, when the loss has been read anyway."""
         rate = self.samples / max(time.perf_counter() - self.started, 1e-9)
-        status = f"loss {loss:.4f}" + (f" acc {acc:.1%}" if acc is not None else "") + f" {rate:,.0f} samples/s"
+        status = (
+            f"loss {loss:.4f}" + (f" acc {acc:.1%}" if acc is not None else "") + f" {rate:,.0f} samples/s"
+        )
         if self.bar is not None:
             self.bar.update(self.task, status=status)
         elif self.report.progress_mode == "lines" and self.done >= self.next_line:
@@ -148,6 +180,24 @@ def per_class_table(class_names: list[str], accuracies: dict[str, list[float]]) 
     for index, name in enumerate(class_names):
         table.add_row(name, *(_percent(values[index]) for values in accuracies.values()))
     return table
+
+
+def _result_rows(results: dict[str, Any], split: str) -> list[tuple[str, str]]:
+    monitor = results["monitor"]
+    rows = [(f"best {monitor}", f"{_figure(monitor, results['best_value'])} (epoch {results['best_epoch']})")]
+    rows += [(f"{split} {name}", _figure(name, value)) for name, value in results[split].items()]
+    rows += [
+        ("epochs", str(results["epochs"])),
+        ("steps", f"{results['steps']:,}"),
+        ("seconds", f"{results['seconds']:.1f}"),
+    ]
+    return rows
+
+
+def _figure(name: str, value: Optional[float]) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.2%}" if name.endswith("acc") else f"{value:.4f}"
 
 
 def _percent(value: float) -> str:

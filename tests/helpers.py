@@ -1,0 +1,66 @@
+"""Helpers the test modules share (test modules never import each other)."""
+
+import os
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from tensorboard.plugins.hparams import plugin_data_pb2
+
+from dlrun import cli
+
+# a run of a few steps: enough to write every file a run writes
+FEW_STEPS = [
+    "trainer.epochs=1",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+    "trainer.log_every_n_steps=1",
+]
+# image folders of tiny pictures: the default transforms crop 224 pixels
+SMALL_IMAGES = [
+    "dataset.train_transforms=[{name: RandomResizedCrop, size: 32}, RandomHorizontalFlip]",
+    "dataset.val_transforms=[{name: Resize, size: 36}, {name: CenterCrop, size: 32}]",
+    "dataset.num_workers=0",
+]
+CONFIG_DIR = Path(cli.config_dir())
+
+
+def compose_config(*overrides: str, hydra: bool = False):
+    """The config dlrun composes for these overrides (with Hydra's own node if `hydra`)."""
+    cli._register()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=hydra)
+
+
+def options_of(group: str) -> list[str]:
+    return sorted(path.stem for path in (CONFIG_DIR / group).glob("*.yaml"))
+
+
+def read_events(run_dir: Path):
+    """The run's TensorBoard events, read back with TensorBoard's own reader."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "tensors": 0, "images": 0})
+    accumulator.Reload()
+    return accumulator
+
+
+def hparams(events) -> tuple[dict, list[str]]:
+    """(hparam values of the session, metric tags of the experiment)."""
+    content = events.PluginTagToContent("hparams")
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"])
+    values = {}
+    for key, value in start.session_start_info.hparams.items():
+        kind = value.WhichOneof("kind")
+        values[key] = getattr(value, kind)
+    return values, [m.name.tag for m in experiment.experiment.metric_infos]
+
+
+class Hostile:
+    """Unpickling this runs a shell command that creates `marker`."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
