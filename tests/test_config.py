@@ -146,7 +146,10 @@ def test_a_model_schema_and_its_class_agree_on_settings_and_defaults(arch):
 
 
 def test_a_setting_a_model_does_not_take_is_a_config_error():
-    with pytest.raises(ConfigError, match="model.arch=mlp does not take these settings.*colour"):
+    with pytest.raises(
+        ConfigError,
+        match="model.colour: dlrun.models.mlp.MLP does not take 'colour'; it accepts: hidden_sizes",
+    ):
         build_model(OmegaConf.create({"arch": "mlp", "colour": "red"}), facts_for("table"), "cross_entropy")
 
 

@@ -180,8 +180,13 @@ def test_a_truncated_checkpoint_is_refused(dlrun, mnist_run, tmp_path, program):
 
 def test_code_named_in_a_checkpoint_config_is_never_instantiated(dlrun, mnist_run, tmp_path):
     state = load_checkpoint(mnist_run.run_dir / "checkpoints" / "best.pt")
-    state["config"]["model"]["arch"] = "os:system"
-    state["config"]["loss"] = {"_target_": "os.system", "name": "cross_entropy"}
+    state["config"]["model"]["arch"] = "os:system"  # an arch is a catalogue name, never code
     save_checkpoint(tmp_path / "renamed.pt", {k: v for k, v in state.items() if k != "format"})
     result = dlrun(f"ckpt={tmp_path / 'renamed.pt'}", program=cli.eval_main)
     assert result.code == 2 and "model.arch='os:system' is not known" in result.err
+
+    state = load_checkpoint(mnist_run.run_dir / "checkpoints" / "best.pt")
+    state["config"]["loss"] = {"_target_": "os.system", "command": "touch pwned"}
+    save_checkpoint(tmp_path / "targeted.pt", {k: v for k, v in state.items() if k != "format"})
+    result = dlrun(f"ckpt={tmp_path / 'targeted.pt'}", program=cli.eval_main)
+    assert result.code == 1 and "names loss._target_=os.system, code you have not allowed" in result.err

@@ -10,7 +10,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, Optional
 
 import hydra
 from hydra.errors import HydraException
@@ -18,8 +18,10 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from dlrun.config import resolvers, schema
+from dlrun.config.project import Project, find_project
 from dlrun.config.run_folders import check_free
-from dlrun.errors import ConfigError, DlrunError, one_line
+from dlrun.config.trust import Trust
+from dlrun.errors import ConfigError, DlrunError, UserCodeError, one_line
 
 
 def config_dir() -> str:
@@ -36,9 +38,14 @@ _failures: list[BaseException] = []
 
 
 def main() -> None:
-    """`dlrun [overrides]`: compose the config with Hydra and run (or sweep) the experiment."""
+    """`dlrun [overrides]`: compose the config with Hydra and run (or sweep) the experiment;
+    `dlrun init DIR` writes a project to start from."""
     _register()
     _failures.clear()
+    if sys.argv[1:2] == ["init"]:
+        _report_errors(lambda: _init(sys.argv[2:]), "dlrun")
+        return
+    _report_errors(_enter_project, "dlrun")
     if any(arg in ("-h", "--help") for arg in sys.argv[1:]):
         from dlrun.config.usage import help_text
 
@@ -66,6 +73,29 @@ def main() -> None:
             raise _failures[0]
 
     _report_errors(run, "dlrun")
+
+
+def _enter_project() -> Optional[Project]:
+    """In a project folder ([tool.dlrun] in its pyproject.toml): its modules become importable and
+    its configs join the search path (unless --config-dir names other ones)."""
+    project = find_project()
+    if project is None:
+        return None
+    project.enter()
+    if project.configs.is_dir() and not any(arg.startswith(("--config-dir", "-cd")) for arg in sys.argv):
+        sys.argv.insert(1, f"--config-dir={project.configs}")
+    return project
+
+
+def _init(args: list[str]) -> None:
+    if len(args) != 1 or args[0].startswith("-"):
+        print("usage: dlrun init DIR    (writes a small project to start from into the new folder DIR)")
+        raise SystemExit(0 if args[:1] in (["-h"], ["--help"]) else 2)
+    from dlrun.commands.init import write_project
+
+    files = write_project(args[0])
+    print(f"wrote {args[0]}/: {', '.join(str(path) for path in files)}")
+    print(f"next: cd {args[0]} && dlrun experiment=spirals_tiny")
 
 
 def _rank_overrides() -> list[str]:
@@ -103,12 +133,17 @@ def _run_job(cfg: DictConfig) -> float:
 
 def _record_failure(error: BaseException, text: str, run_dir: Path) -> None:
     """The reason goes into the run's log and error.txt, beside whatever the run wrote."""
+    details = getattr(error, "details", "")
+    text = f"{text}\n{details}" if details else text
     logging.getLogger("dlrun").error(text)
     (run_dir / "error.txt").write_text(text.rstrip() + "\n")
     # a copy without the traceback: its frames would keep the failed job's model and data alive
     # in a sweep worker that goes on to run other jobs
-    user_input = isinstance(error, (ConfigError, HydraException, OmegaConfBaseException))
-    _failures.append((ConfigError if user_input else DlrunError)(one_line(error)))
+    if isinstance(error, UserCodeError):
+        _failures.append(UserCodeError(one_line(error), details))
+    else:
+        user_input = isinstance(error, (ConfigError, HydraException, OmegaConfBaseException))
+        _failures.append((ConfigError if user_input else DlrunError)(one_line(error)))
 
 
 def eval_main() -> None:
@@ -117,9 +152,10 @@ def eval_main() -> None:
 
     def run() -> None:
         cfg = _parse_cli(schema.EvalConfig, EVAL_USAGE)
+        project = _enter_project()
         from dlrun.commands.evaluate import evaluate_checkpoint
 
-        evaluate_checkpoint(cfg)
+        evaluate_checkpoint(cfg, Trust(project, tuple(cfg.allow)))
 
     _report_errors(run, "dlrun-eval")
 
@@ -130,25 +166,32 @@ def predict_main() -> None:
 
     def run() -> None:
         cfg = _parse_cli(schema.PredictConfig, PREDICT_USAGE)
+        project = _enter_project()
         from dlrun.commands.predict import predict_from_checkpoint
 
-        predict_from_checkpoint(cfg)
+        predict_from_checkpoint(cfg, Trust(project, tuple(cfg.allow)))
 
     _report_errors(run, "dlrun-predict")
 
 
-EVAL_USAGE = """usage: dlrun-eval ckpt=PATH [split=test|val] [output=FILE] [device=auto]
-                  [batch_size=N] [dataset.root=DIR | dataset.path=FILE]
+TRUST = """A checkpoint naming code of yours (a model or dataset by _target_) is rebuilt only from
+the project folder it belongs to (run from there), or with allow=[module,...]."""
+
+EVAL_USAGE = f"""usage: dlrun-eval ckpt=PATH [split=test|val] [output=FILE] [device=auto]
+                  [batch_size=N] [dataset.root=DIR | dataset.path=FILE] [allow=[module,...]]
 
 Rebuild the model and data from a dlrun checkpoint, print loss and metrics (per-class accuracy
 and the confusion matrix for classification) and write them as JSON (default: next to the
-checkpoint, <checkpoint>.<split>.json)."""
+checkpoint, <checkpoint>.<split>.json).
+{TRUST}"""
 
-PREDICT_USAGE = """usage: dlrun-predict ckpt=PATH inputs=[...] [topk=3] [format=table|json] [device=cpu]
+PREDICT_USAGE = f"""usage: dlrun-predict ckpt=PATH inputs=[...] [topk=3] [format=table|json] [device=cpu]
+                     [allow=[module,...]]
 
 Predict with a dlrun checkpoint. inputs are names for a names model (inputs=[Jones,Satoshi]),
-image files for an image model (inputs=[ant.jpg]), rows of numbers for a CSV model
-(inputs=[[13.2,1.78,...]])."""
+image files for an image model (inputs=[ant.jpg]), rows of numbers for a table model
+(inputs=[[13.2,1.78,...]]).
+{TRUST}"""
 
 
 def _parse_cli(node: type, usage: str) -> DictConfig:
@@ -190,5 +233,7 @@ def _report_errors(run: Callable[[], object], program: str) -> None:
 
 def _exit_with(program: str, error: BaseException) -> NoReturn:
     print(f"{program}: error: {one_line(error)}", file=sys.stderr)
+    if getattr(error, "details", ""):
+        print(error.details, file=sys.stderr)  # the user's own traceback, under the one line
     user_input = isinstance(error, (ConfigError, HydraException, OmegaConfBaseException))
     raise SystemExit(2 if user_input else 1)

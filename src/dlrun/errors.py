@@ -19,6 +19,16 @@ class CheckpointError(DlrunError):
     """A checkpoint that is missing, damaged, unsafe or does not fit the run."""
 
 
+class UserCodeError(DlrunError):
+    """The user's own code (a module named by `_target_`) failed while dlrun imported or called it:
+    one line says what and where, and `details` keeps the user's traceback, which is what they
+    need to fix it."""
+
+    def __init__(self, message: str, details: str = ""):
+        super().__init__(message)
+        self.details = details
+
+
 # Hydra's composition messages are several lines; these parts only repeat what the rest says.
 _NOISE = (
     re.compile(r"^Config search path:"),

@@ -8,6 +8,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.table import Table
 
 from dlrun.commands.restore import criterion_for, restore
+from dlrun.config.trust import Trust
 from dlrun.data import LoadOptions
 from dlrun.engine.build import build_data
 from dlrun.engine.loop import evaluate
@@ -19,11 +20,11 @@ from dlrun.reporting.terminal import make_console, per_class_table
 SPLITS = ("val", "test")
 
 
-def evaluate_checkpoint(cfg: DictConfig) -> dict[str, Any]:
+def evaluate_checkpoint(cfg: DictConfig, trust: Trust) -> dict[str, Any]:
     if cfg.split not in SPLITS:
         raise ConfigError(f"split={cfg.split} is not valid; valid: {', '.join(SPLITS)}")
     device = select_device(cfg.device)
-    restored = restore(cfg.ckpt, device)
+    restored = restore(cfg.ckpt, device, trust, data_too=True)
     dataset_cfg = _dataset_config(restored.cfg.dataset, cfg.dataset)
     facts = restored.facts
     batch_size = cfg.batch_size or restored.cfg.trainer.eval_batch_size or 4 * restored.cfg.trainer.batch_size

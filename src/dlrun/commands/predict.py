@@ -6,6 +6,7 @@ the run's training statistics, which the checkpoint keeps).
 """
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from rich.table import Table
 
 from dlrun.commands.restore import restore
+from dlrun.config.trust import Trust
 from dlrun.data.batches import Normalize
 from dlrun.data.facts import Facts
 from dlrun.data.names import encode, fold_to_ascii
@@ -24,13 +26,13 @@ from dlrun.reporting.terminal import make_console
 FORMATS = ("table", "json")
 
 
-def predict_from_checkpoint(cfg: DictConfig) -> list[dict[str, Any]]:
+def predict_from_checkpoint(cfg: DictConfig, trust: Trust) -> list[dict[str, Any]]:
     if cfg.format not in FORMATS:
         raise ConfigError(f"format={cfg.format} is not valid; valid: {', '.join(FORMATS)}")
     if cfg.topk < 1:
         raise ConfigError(f"topk={cfg.topk} must be at least 1")
     device = select_device(cfg.device)
-    restored = restore(cfg.ckpt, device)
+    restored = restore(cfg.ckpt, device, trust)
     facts = restored.facts
     if facts.task != "classification":
         raise ConfigError(
@@ -62,13 +64,14 @@ def prepare(inputs: list[Any], facts: Facts, run_cfg: DictConfig, device: torch.
         names = [fold_to_ascii(str(item)) for item in inputs]
         length = max(facts.input_shape[0], max(len(name) for name in names))
         return encode(names, facts.vocab, length).to(device)
-    if facts.kind == "table":
-        return _rows(inputs, facts).to(device)
-    return _images(inputs, facts, run_cfg, device)
+    if facts.kind == "image":
+        return _images(inputs, facts, run_cfg, device)
+    return _rows(inputs, facts).to(device)  # a table, or other tensors given as rows of numbers
 
 
 def _rows(inputs: list[Any], facts: Facts) -> torch.Tensor:
-    width = facts.input_shape[0]
+    """Rows of numbers, standardized as in training (tables of dlrun's), shaped as the inputs."""
+    width = math.prod(facts.input_shape)
     rows = []
     for item in inputs:
         values = item if isinstance(item, list) else [item]
@@ -82,7 +85,9 @@ def _rows(inputs: list[Any], facts: Facts) -> torch.Tensor:
         except (TypeError, ValueError):
             raise ConfigError(f"input row {values} holds something that is not a number") from None
     raw = torch.tensor(rows, dtype=torch.float32)
-    return (raw - torch.tensor(facts.mean)) / torch.tensor(facts.std)
+    if facts.mean is not None:
+        raw = (raw - torch.tensor(facts.mean)) / torch.tensor(facts.std)
+    return raw.view(len(rows), *facts.input_shape)
 
 
 def _images(inputs: list[Any], facts: Facts, run_cfg: DictConfig, device: torch.device) -> torch.Tensor:
@@ -90,7 +95,7 @@ def _images(inputs: list[Any], facts: Facts, run_cfg: DictConfig, device: torch.
     from torchvision.transforms import v2
 
     channels, height, width = facts.input_shape
-    if run_cfg.dataset.loader == "imagefolder":
+    if run_cfg.dataset.get("loader") == "imagefolder":
         from dlrun.data.imagefolder import pipeline
 
         transform = pipeline(run_cfg.dataset.val_transforms, "dataset.val_transforms")
@@ -120,6 +125,8 @@ def _images(inputs: list[Any], facts: Facts, run_cfg: DictConfig, device: torch.
             f"images became {list(batch.shape[1:])} after the run's transforms; "
             f"the model expects {facts.input_shape}"
         )
+    if facts.mean is None:  # a dataset of the user's that gives float images: pixels in [0, 1]
+        return batch.float() / 255
     return Normalize(facts.mean, facts.std, device)(batch)
 
 

@@ -1,7 +1,8 @@
 """Rebuilding a trained model from a checkpoint alone, for dlrun-eval and dlrun-predict.
 
 Only plain values are read from the checkpoint: the model is rebuilt from dlrun's own tables by
-its `arch` name, never from code named in the file.
+its `arch` name, or from the user's own code (`_target_`) when the user allows it for this call;
+never from code the file alone names.
 """
 
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from dlrun.checkpoints.files import load_checkpoint
+from dlrun.config.trust import Trust
 from dlrun.data.facts import Facts
 from dlrun.engine.build import build_loss, build_model
 from dlrun.errors import CheckpointError, one_line
@@ -24,13 +26,20 @@ class Restored:
     model: torch.nn.Module  # in eval mode, on the device
 
 
-def restore(path: str, device: torch.device) -> Restored:
+def restore(path: str, device: torch.device, trust: Trust, data_too: bool = False) -> Restored:
+    """The model of a checkpoint, on `device`, in eval mode. Before anything is imported, every
+    `_target_` the parts to rebuild name (the model; the dataset and loss when `data_too`) must
+    be code the user allows (config/trust.py)."""
     path = Path(path).expanduser()
     payload = load_checkpoint(path, map_location=device)
+    saved = payload.get("config")
+    if isinstance(saved, dict):
+        parts = ("model", "dataset", "loss") if data_too else ("model",)
+        trust.check({part: saved.get(part) for part in parts}, path)
     try:
         cfg = OmegaConf.create(payload["config"])
         facts = Facts.from_dict(payload["facts"])
-        model = build_model(cfg.model, facts, cfg.loss.name)  # an unknown arch is refused by name
+        model = build_model(cfg.model, facts, cfg.loss.get("name"))  # an unknown arch is refused by name
         model.load_state_dict(payload["model"])
     except (KeyError, TypeError, RuntimeError) as error:
         raise CheckpointError(

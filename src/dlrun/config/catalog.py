@@ -7,6 +7,7 @@ code: an unknown name is an error.
 """
 
 from dataclasses import dataclass
+from typing import Optional
 
 from dlrun.errors import ConfigError
 
@@ -97,8 +98,8 @@ def mode_of(metric: str) -> str:
     return MODES[name]
 
 
-def check_pairing(arch: str, loader: str, loss: str, model_option: str, dataset_option: str) -> None:
-    """Refuse a model, dataset and loss that cannot train together, naming what would fit."""
+def check_pairing(arch: str, loader: str, model_option: str, dataset_option: str) -> None:
+    """Refuse a model and a dataset of dlrun's that cannot train together, naming what would fit."""
     kind = data_kind(loader)
     entry = model_entry(arch)
     if kind not in entry.inputs:
@@ -108,12 +109,19 @@ def check_pairing(arch: str, loader: str, loss: str, model_option: str, dataset_
             f"{' or '.join(entry.inputs)} data, and {dataset_option} is {kind} data; "
             f"models that fit {dataset_option}: {', '.join(_options(fitting))}"
         )
+
+
+def check_loss(loss: Optional[str], task: str, model_option: str) -> None:
+    """Refuse a named loss that does not fit what the model does (a loss of the user's, named by
+    `_target_`, is the user's to choose)."""
+    if loss is None:
+        return
     if loss not in LOSSES:
         raise ConfigError(f"loss.name={loss!r} is not known; valid: {', '.join(sorted(LOSSES))}")
-    if entry.task not in LOSSES[loss]:
-        fitting = sorted(name for name, tasks in LOSSES.items() if entry.task in tasks)
+    if task not in LOSSES[loss]:
+        fitting = sorted(name for name, tasks in LOSSES.items() if task in tasks)
         raise ConfigError(
-            f"loss={loss} does not fit model={model_option}, which does {entry.task}; "
+            f"loss={loss} does not fit model={model_option}, which does {task}; "
             f"losses that fit: {', '.join(fitting)}"
         )
 

@@ -5,7 +5,7 @@ import re
 
 from omegaconf import DictConfig, OmegaConf
 
-from dlrun.config.catalog import check_pairing, task_of, val_metrics
+from dlrun.config.catalog import check_loss, check_pairing, task_of, val_metrics
 from dlrun.errors import ConfigError
 
 PRECISIONS = ("32", "bf16", "16")
@@ -64,19 +64,18 @@ ELEMENT_LIMITS = {
 
 
 def check_config(cfg: DictConfig, choices: dict[str, str]) -> None:
-    check_pairing(
-        cfg.model.arch,
-        cfg.dataset.loader,
-        cfg.loss.name,
-        choices.get("model", cfg.model.arch),
-        choices.get("dataset", cfg.dataset.loader),
-    )
+    """Everything that can be checked before torch is imported. A model or dataset of the user's
+    (`_target_`) is checked once it is imported (engine/build.check_targets), before data is read."""
+    model_option = choices.get("model", cfg.model.get("arch", "?"))
+    if "arch" in cfg.model and "loader" in cfg.dataset:
+        dataset_option = choices.get("dataset", cfg.dataset.loader)
+        check_pairing(cfg.model.arch, cfg.dataset.loader, model_option, dataset_option)
     check_limits(cfg)
     trainer = cfg.trainer
     _one_of("trainer.precision", str(trainer.precision), PRECISIONS)
     _one_of("trainer.on_nonfinite", trainer.on_nonfinite, NONFINITE)
     _one_of("logger.progress", cfg.logger.progress, PROGRESS)
-    _one_of("scheduler.interval", cfg.scheduler.interval, INTERVALS)
+    _one_of("scheduler.interval", cfg.scheduler.get("interval", "epoch"), INTERVALS)
     if "bad_images" in cfg.dataset:
         _one_of("dataset.bad_images", cfg.dataset.bad_images, BAD_IMAGES)
     if not DEVICE.fullmatch(trainer.device):
@@ -89,18 +88,25 @@ def check_config(cfg: DictConfig, choices: dict[str, str]) -> None:
             f"dataset.val_fraction + dataset.test_fraction = {fractions:g} leaves no training "
             "data; keep the sum below 1 (e.g. 0.1 and 0.1)"
         )
-    metrics = val_metrics(task_of(cfg.model.arch))
-    for key, value in (
-        ("trainer.monitor", trainer.monitor),
-        ("trainer.early_stopping.monitor", trainer.early_stopping.monitor),
-        ("scheduler.monitor", cfg.scheduler.get("monitor", "auto")),
-    ):
-        if value != "auto" and value not in metrics:
-            raise ConfigError(f"{key}={value} is not measured by this run; valid: auto, {', '.join(metrics)}")
     for key in ("trainer.early_stopping.mode", "scheduler.mode"):
         mode = OmegaConf.select(cfg, key, default=None)
         if mode is not None:
             _one_of(key, mode, ("auto", "min", "max"))
+    if "arch" in cfg.model:
+        check_task_settings(cfg, task_of(cfg.model.arch), model_option)
+
+
+def check_task_settings(cfg: DictConfig, task: str, model_option: str) -> None:
+    """The settings that depend on what the model does: the loss, and the metrics monitored."""
+    check_loss(cfg.loss.get("name"), task, model_option)
+    metrics = val_metrics(task)
+    for key, value in (
+        ("trainer.monitor", cfg.trainer.monitor),
+        ("trainer.early_stopping.monitor", cfg.trainer.early_stopping.monitor),
+        ("scheduler.monitor", cfg.scheduler.get("monitor", "auto")),
+    ):
+        if value != "auto" and value not in metrics:
+            raise ConfigError(f"{key}={value} is not measured by this run; valid: auto, {', '.join(metrics)}")
 
 
 def check_limits(cfg: DictConfig) -> None:

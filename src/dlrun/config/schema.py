@@ -358,6 +358,7 @@ class EvalConfig:
     device: str = "auto"
     batch_size: Optional[int] = None  # None: the run's eval batch size
     dataset: Any = field(default_factory=dict)  # overrides of the saved dataset config (root, path)
+    allow: list[str] = field(default_factory=list)  # modules the checkpoint may name (config/trust.py)
 
 
 @dataclass
@@ -369,6 +370,7 @@ class PredictConfig:
     topk: int = 3
     format: str = "table"  # table | json
     device: str = "cpu"
+    allow: list[str] = field(default_factory=list)  # modules the checkpoint may name (config/trust.py)
 
 
 # Settings (key prefixes) that say how a run is carried out, not what it computes: a resumed run

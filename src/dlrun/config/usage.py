@@ -42,18 +42,38 @@ GROUPS = (
 )
 
 
-def help_text(config_dir: str, overrides: list[str]) -> str:
+def help_text(config_dir: str, args: list[str]) -> str:
+    """The help for the command line `args` (overrides, and --config-dir folders whose options
+    join dlrun's: a project's configs/ comes in that way)."""
+    extra, overrides = _config_dirs(args)
     defaults = _defaults(Path(config_dir))
     lines = [HEADER, "== Config groups (choose one option each: group=option; * = default) =="]
     for group in GROUPS:
-        options = sorted(path.stem for path in (Path(config_dir) / group).glob("*.yaml"))
+        options = sorted(
+            {path.stem for folder in [config_dir, *extra] for path in (Path(folder) / group).glob("*.yaml")}
+        )
         if options:
             marked = [f"{name}*" if name == defaults.get(group) else name for name in options]
             lines.append(f"{group}: {', '.join(marked)}")
+    if extra:
+        overrides = [f"hydra.searchpath=[{','.join('file://' + folder for folder in extra)}]", *overrides]
     with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
         cfg = compose("config", overrides=overrides)
     lines += ["", "== The composed config (override any value: key=value) ==", OmegaConf.to_yaml(cfg), FOOTER]
     return "\n".join(lines)
+
+
+def _config_dirs(args: list[str]) -> tuple[list[str], list[str]]:
+    """(the --config-dir / -cd folders, the other arguments)."""
+    folders, rest, iterator = [], [], iter(args)
+    for arg in iterator:
+        if arg.startswith(("--config-dir=", "-cd=")):
+            folders.append(arg.split("=", 1)[1])
+        elif arg in ("--config-dir", "-cd"):
+            folders.append(next(iterator, ""))
+        else:
+            rest.append(arg)
+    return [str(Path(folder).expanduser().resolve()) for folder in folders if folder], rest
 
 
 def _defaults(config_dir: Path) -> dict[str, str]:

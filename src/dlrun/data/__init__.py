@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Optional, Union
 
 import torch
-from omegaconf import DictConfig
 
 from dlrun.data.batches import BatchAugment, LoaderBatches, Normalize, TensorBatches
 from dlrun.data.facts import Facts
@@ -48,18 +47,18 @@ class LoadOptions:
     shard: tuple[int, int] = (0, 1)  # (rank, processes): each takes its part of a training batch
 
 
-def to_device(splits: Splits, cfg: DictConfig, options: LoadOptions) -> Data:
+def to_device(splits: Splits, options: LoadOptions, augment: Optional[BatchAugment] = None) -> Data:
     """An in-memory dataset on the training device, batched from a seeded permutation, with its
-    images augmented (training only) and normalized per batch there."""
+    images augmented (training only) and normalized per batch there (uint8 images; images that
+    arrive as floats, facts.mean None, are taken as they are)."""
     facts = splits.facts
     facts.task = options.task
     prepare = None
-    if facts.kind == "image":
+    if facts.kind == "image" and facts.mean is not None:
         if options.task == "reconstruction":
             # autoencoders reconstruct pixels in [0, 1] (their output is a sigmoid)
             facts.mean, facts.std = [0.0] * len(facts.mean), [1.0] * len(facts.std)
         prepare = Normalize(facts.mean, facts.std, options.device, options.channels_last)
-    augment = BatchAugment(**cfg.augment) if "augment" in cfg else None
     generator = torch.Generator().manual_seed(options.seed)
 
     def batches(pair: Pair, size: int, train: bool = False) -> TensorBatches:

@@ -109,6 +109,10 @@ class TensorBatches:
     def num_samples(self) -> int:
         return len(self.inputs)
 
+    @property
+    def source(self) -> str:
+        return f"held on {self.inputs.device.type}"
+
     def __len__(self) -> int:
         return batch_count(self.num_samples, self.batch_size, self.world_size)
 
@@ -183,14 +187,44 @@ class EpochBatchSampler(torch.utils.data.Sampler):
             yield part_of(rows, self.rank, self.world_size).tolist()
 
 
+def epoch_loader(
+    dataset,
+    batch_size: int,
+    *,
+    workers: int,
+    device: torch.device,
+    generator: Optional[torch.Generator] = None,
+    shard: tuple[int, int] = (0, 1),
+    persistent: bool = True,
+    prefetch: int = 2,
+    collate_fn=None,
+) -> torch.utils.data.DataLoader:
+    """A DataLoader over file-per-sample (or any map-style) data: a shuffled, sharded order when a
+    generator is given (training), the dataset's order otherwise."""
+    # one generator draws the worker seeds and the order: its state replays an epoch exactly
+    sampler = EpochBatchSampler(len(dataset), batch_size, generator, shard if generator else (0, 1))
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        generator=generator,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        # persistent workers keep their random state between epochs, which a resumed run
+        # cannot restore: deterministic runs start fresh workers every epoch instead
+        persistent_workers=workers > 0 and persistent,
+        prefetch_factor=prefetch if workers > 0 else None,
+        collate_fn=collate_fn,
+    )
+
+
 class LoaderBatches:
     """Batches from a DataLoader (files decoded in workers), moved to the device and prepared."""
 
-    def __init__(self, loader: torch.utils.data.DataLoader, device: torch.device, prepare=None, source=None):
+    def __init__(self, loader: torch.utils.data.DataLoader, device: torch.device, prepare=None, origin=None):
         self.loader = loader
         self.device = device
         self.prepare = prepare
-        self.source = source  # the folder the files come from, for error messages
+        self.origin = origin  # where the items come from (a folder, a dataset class), for messages
         self.generator = loader.generator
         # pinned host memory lets the copy to the GPU overlap with compute
         self.non_blocking = device.type == "cuda" and loader.pin_memory
@@ -198,6 +232,10 @@ class LoaderBatches:
     @property
     def num_samples(self) -> int:
         return len(self.loader.dataset)
+
+    @property
+    def source(self) -> str:
+        return f"read by {self.loader.num_workers} DataLoader worker(s)"
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -222,13 +260,13 @@ class LoaderBatches:
             except RuntimeError as error:
                 if "stack expects each tensor to be equal size" in str(error):
                     raise DataError(
-                        f"images in {self.source} differ in size after the transforms; add a "
+                        f"images in {self.origin} differ in size after the transforms; add a "
                         "Resize/CenterCrop (or RandomResizedCrop) to dataset.train_transforms "
                         "and val_transforms"
                     ) from None
                 raise
             except OSError as error:  # PIL: a truncated or unreadable image file
                 raise DataError(
-                    f"cannot decode an image in {self.source}: {str(error).splitlines()[0]}"
+                    f"cannot decode an image in {self.origin}: {str(error).splitlines()[0]}"
                 ) from None
             yield batch

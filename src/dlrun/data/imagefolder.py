@@ -12,7 +12,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from dlrun.data import Data, LoadOptions
-from dlrun.data.batches import EpochBatchSampler, LoaderBatches, Normalize
+from dlrun.data.batches import LoaderBatches, Normalize, epoch_loader
 from dlrun.data.facts import Facts
 from dlrun.data.image_check import check_classes_filled, drop_bad_images
 from dlrun.data.split import stratified_split
@@ -122,17 +122,13 @@ def _same_classes(dataset, classes: list[str], path: Path) -> None:
 
 
 def _loader(dataset, cfg: DictConfig, options: LoadOptions, batch_size: int, generator=None):
-    workers = cfg.num_workers
-    # one generator draws the worker seeds and the order: its state replays an epoch exactly
-    sampler = EpochBatchSampler(len(dataset), batch_size, generator, options.shard if generator else (0, 1))
-    return torch.utils.data.DataLoader(
+    return epoch_loader(
         dataset,
-        batch_sampler=sampler,
+        batch_size,
+        workers=cfg.num_workers,
+        device=options.device,
         generator=generator,
-        num_workers=workers,
-        pin_memory=options.device.type == "cuda",
-        # persistent workers keep their random state between epochs, which a resumed run
-        # cannot restore: deterministic runs start fresh workers every epoch instead
-        persistent_workers=workers > 0 and cfg.persistent_workers and not options.deterministic,
-        prefetch_factor=cfg.prefetch_factor if workers > 0 else None,
+        shard=options.shard,
+        persistent=cfg.persistent_workers and not options.deterministic,
+        prefetch=cfg.prefetch_factor,
     )

@@ -19,10 +19,18 @@ from rich.console import Console
 from dlrun.checkpoints.files import load_checkpoint, remove_stale_temporaries
 from dlrun.checkpoints.policy import BEST, CheckpointPolicy
 from dlrun.checkpoints.resume import apply_optimizer_settings, check_resumable, resume_path
-from dlrun.config.catalog import mode_of, monitored, task_of
-from dlrun.data import LoadOptions
+from dlrun.config.catalog import mode_of, monitored
+from dlrun.config.checks import check_task_settings
+from dlrun.data import Data, LoadOptions
 from dlrun.engine import distributed, runtime
-from dlrun.engine.build import build_data, build_loss, build_model, build_optimizer, build_scheduler
+from dlrun.engine.build import (
+    build_data,
+    build_loss,
+    build_model,
+    build_optimizer,
+    build_scheduler,
+    check_targets,
+)
 from dlrun.engine.fit import fit
 from dlrun.engine.loop import evaluate
 from dlrun.engine.runtime import Interrupted, Precision, StopRequest
@@ -79,6 +87,7 @@ def _run(cfg: DictConfig, run_dir: Path, hydra, ranks: distributed.Ranks) -> flo
         f"device {device}{_ranks_text(ranks)}, {threads} CPU thread(s), "
         f"{_count(session.model):,} trainable parameters"
     )
+    report.line(_data_line(session.data))
     if session.data.facts.skipped_files:
         report.warn(
             f"left out {session.data.facts.skipped_files} unreadable image file(s) "
@@ -93,7 +102,9 @@ def _run(cfg: DictConfig, run_dir: Path, hydra, ranks: distributed.Ranks) -> flo
             f"resumed from {resume_from} at epoch {session.position.epoch + 1}, "
             f"step {session.position.global_step}"
         )
-    _open_board(session, resumed=checkpoint is not None)
+    example = _example_batch(session)
+    _check_outputs(session, example)
+    _open_board(session, example, resumed=checkpoint is not None)
     _save_resolved_config(session)
 
     session.stop.install()
@@ -112,12 +123,27 @@ def _device_slot(hydra, jobs: int, ranks: distributed.Ranks) -> Optional[int]:
     return hydra.job.num if jobs > 1 else None
 
 
+def _data_line(data: Data) -> str:
+    """'data: 3 classes, inputs [2], 630 train / 135 val / 135 test, held on cpu'."""
+    facts = data.facts
+    sizes = [
+        f"{split.num_samples:,} {name}"
+        for name, split in (("train", data.train), ("val", data.val), ("test", data.test))
+        if split is not None
+    ]
+    return (
+        f"data: {facts.num_classes} classes, inputs {facts.input_shape}, {' / '.join(sizes)}, "
+        f"{data.train.source}"
+    )
+
+
 def _ranks_text(ranks: distributed.Ranks) -> str:
     return f" (rank 0 of {ranks.world_size} processes)" if ranks.enabled else ""
 
 
 def _build_session(cfg, run_dir, device, report, ranks, choices) -> Session:
-    task_name = task_of(cfg.model.arch)
+    task_name = check_targets(cfg)  # the user's code is imported and checked before data is read
+    check_task_settings(cfg, task_name, choices.get("model", "?"))
     trainer = cfg.trainer
     if trainer.batch_size < ranks.world_size:
         raise ConfigError(
@@ -136,7 +162,7 @@ def _build_session(cfg, run_dir, device, report, ranks, choices) -> Session:
     )
     data = build_data(cfg.dataset, options)
     cfg = _with_facts(cfg, data.facts.to_dict())
-    model = build_model(cfg.model, data.facts, cfg.loss.name).to(device)
+    model = build_model(cfg.model, data.facts, cfg.loss.get("name")).to(device)
     if trainer.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(cfg.optimizer, model)
@@ -214,12 +240,34 @@ def _count(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def _open_board(s: Session, resumed: bool) -> None:
+def _check_outputs(s: Session, example: Optional[torch.Tensor]) -> None:
+    """A model whose outputs do not fit the task is refused before training, naming the shapes."""
+    if example is None:
+        return
+    inputs = example[:2]
+    s.model.eval()
+    with torch.no_grad():
+        outputs = s.model(inputs)
+    classes = s.data.facts.num_classes
+    if s.task.name == "classification":
+        expected, what = [len(inputs), classes], f"one score per class ({classes} classes)"
+    else:
+        expected, what = list(inputs.shape), "outputs shaped like its inputs"
+    shape = list(outputs.shape) if isinstance(outputs, torch.Tensor) else type(outputs).__name__
+    if shape != expected:
+        model = s.cfg.model.get("_target_") or f"model={s.choices.get('model', s.cfg.model.get('arch'))}"
+        raise ConfigError(
+            f"{model} gives outputs {shape} for inputs {list(inputs.shape)}, but {s.task.name} needs "
+            f"{what}: {expected}; make its last layer fit (the model is given num_classes and in_shape)"
+        )
+
+
+def _open_board(s: Session, example: Optional[torch.Tensor], resumed: bool) -> None:
     """A fresh run's event file starts with its config, graph and input grid; a resumed run's
     continues where its checkpoint stands (later events of the crashed run are purged)."""
     s.board.open(purge_step=s.position.global_step + 1 if resumed else None)
     if not resumed:
-        s.board.run_started(OmegaConf.to_yaml(s.cfg), s.model, _example_batch(s), s.data.facts)
+        s.board.run_started(OmegaConf.to_yaml(s.cfg), s.model, example, s.data.facts)
 
 
 def _example_batch(s: Session) -> Optional[torch.Tensor]:

@@ -54,7 +54,7 @@ class RunHooks(EpochHooks):
         trainer = s.cfg.trainer
         self.log_every = trainer.log_every_n_steps
         self.batch_size = trainer.batch_size
-        self.step_scheduler = s.scheduler if s.cfg.scheduler.interval == "step" else None
+        self.step_scheduler = s.scheduler if s.cfg.scheduler.get("interval") == "step" else None
 
     def logged(self, step: int, loss: float, acc: Optional[float]) -> None:
         self.s.board.scalars(step, {"train/loss": loss, "train/acc": acc, "lr": current_lr(self.s)})
@@ -173,7 +173,7 @@ def _stop_now(s: Session) -> bool:
 
 
 def _step_epoch_scheduler(s: Session) -> None:
-    if s.scheduler is None or s.cfg.scheduler.interval != "epoch":
+    if s.scheduler is None or s.cfg.scheduler.get("interval", "epoch") != "epoch":
         return
     monitor = s.cfg.scheduler.get("monitor")
     if monitor is not None:  # ReduceLROnPlateau steps on a validation metric

@@ -157,11 +157,21 @@ def hparam_values(cfg: DictConfig, choices: dict[str, str]) -> dict[str, Any]:
     """
     plain = OmegaConf.to_container(cfg, resolve=True)
     values: dict[str, Any] = {f"choice/{group}": choices.get(group, "-") for group in GROUPS}
-    for key in all_keys():
+    for key in all_keys() + _user_keys(plain):
         if key.startswith(HPARAM_SKIP) or key.endswith("._partial_"):
             continue
         values[key] = _hparam(_get(plain, key))
     return values
+
+
+def _user_keys(plain: dict) -> list[str]:
+    """The settings of the user's own targets (a sweep over them keeps the same keys)."""
+    keys = []
+    for group in GROUPS:
+        node = plain.get(group) or {}
+        if "_target_" in node:
+            keys += [f"{group}.{name}" for name in node if not isinstance(node[name], dict)]
+    return keys
 
 
 def all_keys() -> list[str]:
@@ -217,6 +227,9 @@ def confusion_image(confusion: Tensor, cell: int = 16) -> Tensor:
 
 
 def _unnormalize(images: Tensor, facts: Facts) -> Tensor:
+    if facts.mean is None:  # floats as a user's dataset gives them: stretched to [0, 1] to be seen
+        images = images.float()
+        return (images - images.min()) / (images.max() - images.min()).clamp(min=1e-12)
     mean = torch.tensor(facts.mean, device=images.device).view(1, -1, 1, 1)
     std = torch.tensor(facts.std, device=images.device).view(1, -1, 1, 1)
     return (images.float() * std + mean).clamp(0, 1)

@@ -1,0 +1,225 @@
+"""A dataset of the user's: any map-style Dataset whose items are (input, label) pairs.
+
+engine/build.py makes the Dataset objects from the config's `_target_`; this module turns them
+into what a run trains on. The facts come from the data: the input shape from its first sample,
+the class names from a `classes` attribute (else the labels 0..max), the kind from the shape
+(image [C, H, W], table [features], other tensors). A split the dataset does not give (val,
+test) is carved from the training data with the usual seeded, stratified fractions.
+
+How batches reach the device (`in_memory`, default auto):
+- in memory, like MNIST: every split as one tensor on the device, batched from a seeded
+  permutation. Auto chooses it when the inputs are tensors (or arrays, numbers, PIL images) of one
+  shape, the first sample read twice is the same (no random transform runs on each read: that
+  would freeze at its first draw), and all splits together fit in IN_MEMORY_BYTES;
+- otherwise through a DataLoader: `num_workers` processes decode the items, in a seeded order,
+  into pinned memory on CUDA, copied with non_blocking.
+uint8 images are scaled to [0, 1] on the device; float inputs are taken as they come.
+"""
+
+from dataclasses import dataclass
+from typing import Any, Optional, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset, Subset
+
+from dlrun.data import Data, LoadOptions, Splits, to_device
+from dlrun.data.batches import LoaderBatches, Normalize, epoch_loader
+from dlrun.data.facts import Facts
+from dlrun.data.split import carve, stratified_split
+from dlrun.errors import DataError
+
+IN_MEMORY_BYTES = 1 << 30  # 1 GiB: small enough for any GPU dlrun trains on, and for host memory
+
+
+@dataclass
+class CustomSettings:
+    """dlrun's own keys in the config of a user's dataset (every other key goes to its `_target_`)."""
+
+    val_fraction: float = 0.1  # carved from train when the dataset gives no val split
+    test_fraction: float = 0.1  # carved from train when it gives no test split (0: none)
+    in_memory: Union[bool, str] = "auto"  # auto | true | false
+    num_workers: int = 2  # processes that read the items (when not in memory, and to load it)
+
+
+def from_datasets(
+    train: Dataset,
+    val: Optional[Dataset],
+    test: Optional[Dataset],
+    settings: CustomSettings,
+    options: LoadOptions,
+    source: str,
+) -> Data:
+    """Batches on the device and the facts, from the user's Dataset objects (`source` names them
+    in messages)."""
+    sample = first_pair(train, source)
+    memory = _in_memory(settings.in_memory, train, sample, [train, val, test])
+    if memory:
+        return _held(train, val, test, settings, options, source)
+    return _loaded(train, val, test, settings, options, source)
+
+
+def first_pair(dataset: Dataset, source: str) -> tuple[Tensor, int]:
+    if len(dataset) == 0:
+        raise DataError(f"{source} is empty: it has no items to train on")
+    return _pair(dataset[0], source, 0)
+
+
+def _pair(item: Any, source: str, index: int) -> tuple[Tensor, int]:
+    if not isinstance(item, (tuple, list)) or len(item) != 2:
+        raise DataError(
+            f"{source}[{index}] is a {type(item).__name__}, not an (input, label) pair: "
+            "its __getitem__ must return (input, label)"
+        )
+    inputs, label = item
+    return as_tensor(inputs, source), _label(label, source, index)
+
+
+def as_tensor(value: Any, source: str = "the dataset") -> Tensor:
+    """A sample's input as a tensor: tensors as they are, arrays and numbers converted, PIL
+    images as uint8 [C, H, W]."""
+    if isinstance(value, Tensor):
+        return value
+    if isinstance(value, (np.ndarray, list, int, float)):
+        return torch.as_tensor(value)
+    if hasattr(value, "getbands"):  # a PIL image
+        from torchvision.transforms.v2.functional import pil_to_tensor
+
+        return pil_to_tensor(value)
+    kind = type(value).__name__
+    raise DataError(f"{source} gives inputs of type {kind}: return tensors, arrays or PIL images")
+
+
+def _label(value: Any, source: str, index: int) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise DataError(f"{source}[{index}] has the label {value!r}: labels must be class numbers") from None
+
+
+def collate(items: list) -> tuple[Tensor, Tensor]:
+    """A batch of (input, label) items as (stacked inputs, int64 labels)."""
+    inputs = [as_tensor(item[0]) for item in items]
+    return torch.stack(inputs), torch.tensor([int(item[1]) for item in items], dtype=torch.int64)
+
+
+def _in_memory(setting: Union[bool, str], train: Dataset, sample: tuple[Tensor, int], splits: list) -> bool:
+    if setting is True or setting is False:
+        return setting
+    again = as_tensor(train[0][0])
+    repeatable = again.shape == sample[0].shape and torch.equal(again, sample[0])
+    items = sum(len(split) for split in splits if split is not None)
+    size = items * sample[0].element_size() * sample[0].numel()
+    return repeatable and size <= IN_MEMORY_BYTES
+
+
+def _held(train, val, test, settings: CustomSettings, options: LoadOptions, source: str) -> Data:
+    """Read every item once (in worker processes) into one tensor per split, then to the device."""
+    train_pair = _read_all(train, settings.num_workers, source)
+    if val is None:
+        test_fraction = settings.test_fraction if test is None else 0.0
+        train_pair, val_pair, carved_test = carve(
+            *train_pair, settings.val_fraction, test_fraction, options.seed
+        )
+    else:
+        val_pair, carved_test = _read_all(val, settings.num_workers, source), None
+    test_pair = _read_all(test, settings.num_workers, source) if test is not None else carved_test
+    facts = _facts(train, train_pair[0][0], train_pair[1], options)
+    return to_device(Splits(train_pair, val_pair, test_pair, facts), options)
+
+
+def _read_all(dataset: Dataset, workers: int, source: str) -> tuple[Tensor, Tensor]:
+    loader = torch.utils.data.DataLoader(dataset, batch_size=512, num_workers=workers, collate_fn=collate)
+    try:
+        batches = list(loader)
+    except RuntimeError as error:
+        if "stack expects each tensor to be equal size" in str(error):
+            raise DataError(
+                f"the inputs of {source} differ in shape: give every item the same shape "
+                "(e.g. a Resize in its transform), or set dataset.in_memory=false"
+            ) from None
+        raise
+    return torch.cat([inputs for inputs, _ in batches]), torch.cat([labels for _, labels in batches])
+
+
+def _loaded(train, val, test, settings: CustomSettings, options: LoadOptions, source: str) -> Data:
+    """Batches read by DataLoader workers every epoch."""
+    labels = _labels(train, settings.num_workers)
+    if val is None:
+        fractions = [settings.val_fraction] + ([settings.test_fraction] if test is None else [])
+        *parts, train_rows = stratified_split(labels, fractions, options.seed)
+        val = Subset(train, parts[0].tolist())
+        test = Subset(train, parts[1].tolist()) if test is None and len(parts) > 1 and len(parts[1]) else test
+        labels, train = labels[train_rows], Subset(train, train_rows.tolist())
+    sample, _ = first_pair(train, source)
+    facts = _facts(train, sample, labels, options)
+    facts.task = options.task
+    prepare = _normalize(facts, options)
+    generator = torch.Generator().manual_seed(options.seed)
+
+    def batches(dataset, size: int, shuffled: bool) -> LoaderBatches:
+        loader = epoch_loader(
+            dataset,
+            size,
+            workers=settings.num_workers,
+            device=options.device,
+            generator=generator if shuffled else None,
+            shard=options.shard,
+            persistent=not options.deterministic,
+            collate_fn=collate,
+        )
+        return LoaderBatches(loader, options.device, prepare, source)
+
+    return Data(
+        train=batches(train, options.batch_size, True),
+        val=batches(val, options.eval_batch_size, False),
+        test=batches(test, options.eval_batch_size, False) if test is not None else None,
+        facts=facts,
+    )
+
+
+def _labels(dataset: Dataset, workers: int) -> Tensor:
+    """Every item's label: from a `targets` attribute when there is one, else read once."""
+    targets = getattr(dataset, "targets", None)
+    if targets is not None and len(targets) == len(dataset):
+        return torch.as_tensor(targets, dtype=torch.int64)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=256, num_workers=workers, collate_fn=collate)
+    return torch.cat([labels for _, labels in loader])
+
+
+def _facts(dataset: Dataset, sample: Tensor, labels: Tensor, options: LoadOptions) -> Facts:
+    classes = _classes(dataset)
+    if labels.numel() and (labels.min() < 0 or (classes and labels.max() >= len(classes))):
+        raise DataError(
+            f"labels run from {labels.min().item()} to {labels.max().item()}, but the dataset "
+            f"names {len(classes)} classes: labels must be 0..{len(classes) - 1}"
+        )
+    if not classes:
+        classes = [str(index) for index in range(int(labels.max().item()) + 1 if labels.numel() else 1)]
+    table = sample.dim() == 1 and sample.is_floating_point()
+    kind = "image" if sample.dim() == 3 else "table" if table else "tensor"
+    scaled = kind == "image" and sample.dtype == torch.uint8  # uint8 pixels are scaled to [0, 1]
+    channels = sample.shape[0] if kind == "image" else 0
+    return Facts(
+        kind=kind,
+        task=options.task,
+        input_shape=list(sample.shape),
+        num_classes=len(classes),
+        class_names=classes,
+        mean=[0.0] * channels if scaled else None,
+        std=[1.0] * channels if scaled else None,
+    )
+
+
+def _classes(dataset: Dataset) -> list[str]:
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    classes = getattr(dataset, "classes", None)
+    return [str(name) for name in classes] if classes is not None else []
+
+
+def _normalize(facts: Facts, options: LoadOptions) -> Optional[Normalize]:
+    if facts.kind != "image" or facts.mean is None:
+        return None
+    return Normalize(facts.mean, facts.std, options.device, options.channels_last)
