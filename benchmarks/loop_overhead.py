@@ -28,13 +28,14 @@ from benchmarks.timing import REAL_DATA, interleaved, median, paired_ratio, row
 from dlrun.checkpoints.policy import CheckpointPolicy
 from dlrun.data.batches import Normalize, TensorBatches
 from dlrun.engine.loop import EpochHooks, StepRules, train_one_epoch
-from dlrun.engine.runtime import Precision, StopRequest
+from dlrun.engine.runtime import Precision
 from dlrun.engine.state import Position
 from dlrun.engine.tasks import Classification
 from dlrun.models.convnet import ConvNet
 from dlrun.models.lenet import LeNet5
 from dlrun.models.mlp import MLP
 from dlrun.reporting.terminal import Report
+from dlrun.signals import StopRequest
 
 CPU = torch.device("cpu")
 

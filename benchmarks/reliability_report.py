@@ -1,8 +1,10 @@
 """Reliability report: every bad input of tests/bad_inputs.py, run as a real command.
 
 Counts the bad inputs tried, those rejected cleanly (non-zero exit, one error line that names the
-key or path, no traceback), the tracebacks, and the files that failed commands changed (must be
-0; a log may only grow). Prints each case's error line.
+key or path, no traceback), the tracebacks, the silent accepts (exit 0), the hangs (no answer in
+HANG_SECONDS) and the files that failed commands changed or lost (must be 0; a log may only
+grow). Prints each case's error line. The faults that need timing (signals, killed workers, a
+disk filling up) are played with real processes in tests/test_faults.py.
 
     python -m benchmarks.reliability_report
 """
@@ -12,7 +14,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.bad_inputs import CASES, TRACEBACK, Case, changed_files, log_contents, snapshot
+from tests.bad_inputs import CASES, LIVE_HOLDERS, TRACEBACK, Case, changed_files, log_contents, snapshot
+
+HANG_SECONDS = 300
 
 MODULES = {"dlrun": "dlrun", "dlrun-eval": "dlrun.cli:eval_main", "dlrun-predict": "dlrun.cli:predict_main"}
 
@@ -35,7 +39,22 @@ def try_case(case: Case, folder: Path) -> dict:
 
     args, names = case.setup(folder, run)
     before, logs = snapshot(folder), log_contents(folder)
-    done = subprocess.run(command(case.program, args), cwd=folder, capture_output=True, text=True)
+    try:
+        done = subprocess.run(
+            command(case.program, args), cwd=folder, capture_output=True, text=True, timeout=HANG_SECONDS
+        )
+    except subprocess.TimeoutExpired:
+        return {
+            "clean": False,
+            "hang": True,
+            "traceback": False,
+            "code": None,
+            "changed": [],
+            "line": "(hang)",
+        }
+    finally:
+        while LIVE_HOLDERS:
+            LIVE_HOLDERS.pop().kill()
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     clean = (
         done.returncode != 0
@@ -46,6 +65,7 @@ def try_case(case: Case, folder: Path) -> dict:
     )
     return {
         "clean": clean,
+        "hang": False,
         "traceback": TRACEBACK in done.stdout + done.stderr,
         "code": done.returncode,
         "changed": changed_files(before, folder, logs),
@@ -64,10 +84,12 @@ def main() -> None:
         for name in outcome["changed"]:
             print(f"     changed: {name}")
     print()
-    print(f"bad inputs tried:         {len(outcomes)}")
-    print(f"rejected cleanly:         {sum(o['clean'] for o in outcomes)}")
-    print(f"tracebacks:               {sum(o['traceback'] for o in outcomes)}")
-    print(f"files changed by failures: {sum(len(o['changed']) for o in outcomes)}")
+    print(f"bad inputs tried:          {len(outcomes)}")
+    print(f"handled cleanly:           {sum(o['clean'] for o in outcomes)}")
+    print(f"tracebacks:                {sum(o['traceback'] for o in outcomes)}")
+    print(f"silent accepts (exit 0):   {sum(o['code'] == 0 for o in outcomes)}")
+    print(f"hangs (> {HANG_SECONDS} s):           {sum(o['hang'] for o in outcomes)}")
+    print(f"files changed or lost:     {sum(len(o['changed']) for o in outcomes)}")
 
 
 if __name__ == "__main__":

@@ -129,15 +129,19 @@ def rerun_into_a_finished_run(folder, run):
     return [*ONE_EPOCH, f"hydra.run.dir={run_dir}"], "already holds a run"
 
 
-def resume_with_another_model(folder, run):
-    run_dir = finished_run(folder, run)
+def resume_args(run_dir: Path, *settings: str) -> list[str]:
+    """Resume the run in `run_dir` from its last.pt, with `settings` changed."""
     return [
         *ONE_EPOCH,
-        "trainer.epochs=2",
-        "model.hidden_sizes=[8]",
+        *settings,
         f"hydra.run.dir={run_dir}",
         f"trainer.resume={run_dir / 'checkpoints' / 'last.pt'}",
-    ], "model.hidden_sizes"
+    ]
+
+
+def resume_with_another_model(folder, run):
+    run_dir = finished_run(folder, run)
+    return resume_args(run_dir, "trainer.epochs=2", "model.hidden_sizes=[8]"), "model.hidden_sizes"
 
 
 def resume_from_a_damaged_checkpoint(folder, run):
@@ -159,6 +163,73 @@ def predict_a_missing_image(folder, run):
     return [f"ckpt={run_dir / 'checkpoints' / 'best.pt'}", f"inputs=[{folder / 'ant.jpg'}]"], str(
         folder / "ant.jpg"
     )
+
+
+def poisoned(folder, run) -> Path:
+    """A finished run whose best.pt and last.pt hold a NaN in their first layer's weights (a run
+    that diverged; or a file someone edited)."""
+    import torch
+
+    run_dir = finished_run(folder, run)
+    for name in ("best.pt", "last.pt"):
+        path = run_dir / "checkpoints" / name
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        first = next(iter(state["model"]))
+        state["model"][first].view(-1)[0] = float("nan")
+        torch.save(state, path)
+    return run_dir
+
+
+def eval_a_poisoned_checkpoint(folder, run):
+    path = poisoned(folder, run) / "checkpoints" / "best.pt"
+    return [f"ckpt={path}"], f"{path} holds weights that are not finite"
+
+
+def predict_from_a_poisoned_checkpoint(folder, run):
+    path = poisoned(folder, run) / "checkpoints" / "best.pt"
+    row = ",".join(["13.2"] * 13)
+    return [f"ckpt={path}", f"inputs=[[{row}]]"], f"{path} holds weights that are not finite"
+
+
+def resume_a_poisoned_checkpoint(folder, run):
+    run_dir = poisoned(folder, run)
+    path = run_dir / "checkpoints" / "last.pt"
+    return resume_args(run_dir, "trainer.epochs=2", "trainer.resume_force=true"), f"{path} holds weights"
+
+
+def force_a_longer_onecycle(folder, run):
+    """OneCycleLR plans its whole schedule over the run's steps: it cannot be stretched."""
+    run_dir = folder / "run"
+    run(*ONE_EPOCH, "scheduler=onecycle", f"hydra.run.dir={run_dir}")
+    changed = ("scheduler=onecycle", "trainer.epochs=3", "trainer.resume_force=true")
+    return resume_args(run_dir, *changed), "scheduler=onecycle plans its schedule over the run's length"
+
+
+def resume_while_the_run_is_live(folder, run):
+    """Another process (the run itself, still training) holds the run folder's lock."""
+    import subprocess
+    import sys
+
+    run_dir = finished_run(folder, run)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from dlrun.config.run_folders import lock_folder; "
+            f"lock_folder(Path({str(run_dir)!r})); print('locked', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "locked"
+    LIVE_HOLDERS.append(holder)
+    return resume_args(
+        run_dir, "trainer.epochs=2"
+    ), f"{run_dir} is being written by dlrun process {holder.pid}"
+
+
+# processes holding a lock for a case; the runner stops them once the case is done
+LIVE_HOLDERS: list = []
 
 
 def overflowing_features(folder, run):
@@ -204,6 +275,8 @@ CASES = [
     Case("required path unset", config_case(["dataset=csv"], "dataset.path"), 2),
     Case("required root unset", config_case(["dataset=imagefolder"], "dataset.root"), 2),
     Case("unknown policy", config_case(["trainer.on_nonfinite=ignore"], "stop, skip"), 2),
+    Case("momentum >= 1", config_case(["optimizer=sgd", "optimizer.momentum=1.5"], "optimizer.momentum"), 2),
+    Case("betas outside [0, 1)", config_case(["optimizer.betas=[0.9,1.2]"], "optimizer.betas"), 2),
     # data
     Case(
         "no MNIST files offline",
@@ -261,6 +334,11 @@ CASES = [
     Case("resume with another model", resume_with_another_model),
     Case("resume from a damaged checkpoint", resume_from_a_damaged_checkpoint),
     Case("eval a missing checkpoint", eval_a_missing_checkpoint, 1, "dlrun-eval"),
+    Case("eval a poisoned checkpoint", eval_a_poisoned_checkpoint, 1, "dlrun-eval"),
+    Case("predict from a poisoned checkpoint", predict_from_a_poisoned_checkpoint, 1, "dlrun-predict"),
+    Case("resume a poisoned checkpoint", resume_a_poisoned_checkpoint),
+    Case("force a longer onecycle run", force_a_longer_onecycle),
+    Case("resume while the run is live", resume_while_the_run_is_live),
     Case("predict a missing image", predict_a_missing_image, 1, "dlrun-predict"),
 ]
 

@@ -4,7 +4,7 @@ that names the key or path, no traceback, and no file that existed before change
 import pytest
 
 from dlrun import cli
-from tests.bad_inputs import CASES, TRACEBACK, changed_files, log_contents, snapshot
+from tests.bad_inputs import CASES, LIVE_HOLDERS, TRACEBACK, changed_files, log_contents, snapshot
 
 PROGRAMS = {"dlrun": cli.main, "dlrun-eval": cli.eval_main, "dlrun-predict": cli.predict_main}
 
@@ -19,7 +19,11 @@ def test_bad_input_gets_one_clear_line(case, dlrun, tmp_path):
 
     args, names = case.setup(folder, run)
     before, logs = snapshot(folder), log_contents(folder)
-    result = dlrun(*args, program=PROGRAMS[case.program])
+    try:
+        result = dlrun(*args, program=PROGRAMS[case.program])
+    finally:
+        while LIVE_HOLDERS:
+            LIVE_HOLDERS.pop().kill()
     assert result.code == case.code, result.err
     assert TRACEBACK not in result.out + result.err
     lines = [line for line in result.err.splitlines() if line.strip()]

@@ -194,4 +194,4 @@ def test_one_list_of_bookkeeping_settings_serves_resume_hparams_and_sweep_folder
     assert not [key for key in hparam_values(cfg, {}) if key.startswith(schema.BOOKKEEPING)]
 
     overrides = "dataset.root=/d,optimizer.lr=0.01,trainer.device=cpu,hydra.launcher.n_jobs=2"
-    assert short_overrides(overrides) == "lr=0.01"
+    assert short_overrides(overrides) == "lr-0.01"

@@ -130,3 +130,30 @@ def test_the_full_traceback_is_there_when_asked_for(dlrun, monkeypatch):
     monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
     with pytest.raises(Exception, match="model/transformer"):
         dlrun("model=transformer")
+
+
+def test_a_diverging_loss_gets_one_warning_naming_the_epoch_and_the_learning_rate(dlrun, tmp_path):
+    result = dlrun("optimizer=sgd", "optimizer.lr=5", "trainer.epochs=5", "logger.progress=lines")
+    assert result.code == 0, result.err
+    said = " ".join((result.out + result.err).split())  # as read, whatever the terminal's width
+    assert said.count("the run is diverging") == 1
+    assert "epoch 2: training loss" in said and "the learning rate (5): try optimizer.lr=0.5" in said
+
+    calm = dlrun("trainer.epochs=5", "logger.progress=lines")
+    assert "the run is diverging" not in calm.out + calm.err
+
+
+def test_an_auto_resume_of_a_finished_run_does_nothing(dlrun, tmp_path):
+    folder = tmp_path / "run"
+    assert dlrun("trainer.epochs=2", f"hydra.run.dir={folder}").code == 0
+    before = (folder / "metrics.json").read_bytes()
+    again = dlrun("trainer.epochs=2", f"hydra.run.dir={folder}", "trainer.resume=auto")
+    assert again.code == 0, again.err
+    assert "finished already" in again.out and (folder / "metrics.json").read_bytes() == before
+
+
+def test_an_auto_resume_of_an_empty_folder_starts_fresh(dlrun, tmp_path):
+    folder = tmp_path / "run"
+    result = dlrun("trainer.epochs=2", f"hydra.run.dir={folder}", "trainer.resume=auto")
+    assert result.code == 0, result.err
+    assert "resumed from" not in result.out and (folder / "metrics.json").is_file()

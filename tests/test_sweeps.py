@@ -2,11 +2,13 @@
 
 import csv
 import json
+import shlex
 from pathlib import Path
 
 import pytest
 import yaml
 
+from dlrun.config.paths import HYDRA_PLAIN
 from dlrun.config.resolvers import direction, short_overrides
 from tests.helpers import compose_config, hparams, read_events
 
@@ -21,10 +23,12 @@ def test_a_failing_job_does_not_stop_the_others(dlrun, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = dlrun("-m", "optimizer.lr=0.001,-1,0.01", "trainer.epochs=2")
     assert result.code == 1
-    assert "1 of 3 sweep jobs failed (job 1)" in result.err and result.err.count("\n") == 1
+    assert "1 of 3 sweep jobs failed (job 1;" in result.err and result.err.count("\n") == 1
+    assert "run only those with: dlrun -m optimizer.lr=0.001,-1,0.01 trainer.epochs=2" in result.err
+    assert result.err.rstrip().endswith("trainer.resume=auto")
     folder = sweep_folder(tmp_path)
     jobs = sorted(path.name for path in folder.iterdir() if path.is_dir())
-    assert jobs == ["0_lr=0.001,epochs=2", "1_lr=-1,epochs=2", "2_lr=0.01,epochs=2"]
+    assert jobs == ["0_lr-0.001_epochs-2", "1_lr--1_epochs-2", "2_lr-0.01_epochs-2"]
     assert (folder / jobs[0] / "metrics.json").is_file() and (folder / jobs[2] / "metrics.json").is_file()
     failed = folder / jobs[1]
     assert "optimizer.lr=-1.0 is out of range" in (failed / "error.txt").read_text()
@@ -36,6 +40,7 @@ def test_a_failing_job_does_not_stop_the_others(dlrun, tmp_path, monkeypatch):
     assert float(rows[2]["value"]) > 0.5 and float(rows[0]["seconds"]) > 0
     assert json.loads((folder / "sweep_summary.json").read_text())[1]["status"] == "failed"
     assert "sweep: 3 jobs, 1 failed" in result.out
+    assert "job 1 failed: optimizer.lr=-1.0 is out of range" in result.out
 
 
 def test_every_job_gets_its_own_tensorboard_row_with_the_swept_keys(dlrun, tmp_path, monkeypatch):
@@ -83,7 +88,8 @@ def test_the_launcher_presets_compose():
     slurm = compose_config("hydra/launcher=slurm", "hydra.launcher.partition=gpu", hydra=True).hydra.launcher
     assert slurm._target_.endswith("SlurmLauncher") and slurm.partition == "gpu" and slurm.gpus_per_node == 1
     parallel = compose_config("hydra/launcher=parallel", hydra=True).hydra.launcher
-    assert parallel._target_.endswith("JoblibLauncher") and parallel.n_jobs == 2
+    assert parallel._target_ == "hydra_plugins.dlrun_launcher.process_launcher.ProcessLauncher"
+    assert parallel.n_jobs == 2
 
 
 @pytest.mark.parametrize("preset,metric", [("wine_optuna", "val/acc"), ("mnist_optuna", "val/acc")])
@@ -101,6 +107,13 @@ def test_direction_follows_the_metric():
 
 
 def test_sweep_folder_names_are_short_and_safe():
-    assert short_overrides("optimizer.lr=0.000846800857524,model=mlp") == "lr=0.0008468,model=mlp"
-    assert short_overrides("model.hidden_sizes=[64,32],trainer.epochs=3") == "hidden_sizes=_64,32_,epochs=3"
+    """Names a user can paste into trainer.resume= and a shell as they are: no `=`, `,`, brackets,
+    quotes or spaces; cut between whole settings, saying how many were left out."""
+    assert short_overrides("optimizer.lr=0.000846800857524,model=mlp") == "lr-0.0008468_model-mlp"
+    assert short_overrides("model.hidden_sizes=[64,32],trainer.epochs=3") == "hidden_sizes-64-32_epochs-3"
+    assert short_overrides("optimizer.lr=-1,model.act='leaky relu'") == "lr--1_act-leaky-relu"
     assert short_overrides("") == "default"
+    many = ",".join(f"setting_{index}=value{index}" for index in range(8))
+    assert short_overrides(many, limit=40) == "setting_0-value0_setting_1-value1_+6"
+    for name in (short_overrides(many), short_overrides("model.hidden_sizes=[64,32],optimizer.lr=1e-3")):
+        assert HYDRA_PLAIN.fullmatch(name) and shlex.quote(name) == name

@@ -1,27 +1,29 @@
 """Command-line entry points: `dlrun`, `dlrun-eval`, `dlrun-predict`.
 
-This module imports no torch: `dlrun --help`, `--cfg job` and config errors are answered in well
-under a second, and torch loads only once a run is really going to start.
+Each one first takes over the stop signals (dlrun/signals.py), then imports what it needs: this
+module imports no torch, and nothing heavy before the signal handler is in place, so Ctrl-C at
+any moment ends the command with one line. `dlrun --help`, `--cfg job` and config errors are
+answered in well under a second; torch loads only once a run is really going to start.
 """
+
+from __future__ import annotations
 
 import logging
 import os
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn, Optional
+from typing import TYPE_CHECKING, NoReturn, Optional
 
-import hydra
-from hydra.errors import HydraException
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from dlrun.errors import DISK_REFUSED, ConfigError, DlrunError, UserCodeError, one_line
+from dlrun.signals import STOP, Interrupted
 
-from dlrun.config import resolvers, schema
-from dlrun.config.project import Project, find_project
-from dlrun.config.run_folders import check_free
-from dlrun.config.trust import Trust
-from dlrun.errors import ConfigError, DlrunError, UserCodeError, one_line
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+    from dlrun.config.project import Project
 
 
 def config_dir() -> str:
@@ -40,7 +42,48 @@ _failures: list[BaseException] = []
 def main() -> None:
     """`dlrun [overrides]`: compose the config with Hydra and run (or sweep) the experiment;
     `dlrun init DIR` writes a project to start from."""
-    _register()
+    _program("dlrun", _dlrun)
+
+
+def eval_main() -> None:
+    """`dlrun-eval ckpt=PATH [split=test] [dataset.root=DIR] [output=FILE]`."""
+    _program("dlrun-eval", _dlrun_eval)
+
+
+def predict_main() -> None:
+    """`dlrun-predict ckpt=PATH inputs=[...] [topk=3] [format=table|json]`."""
+    _program("dlrun-predict", _dlrun_predict)
+
+
+def _program(name: str, body: Callable[[], None]) -> None:
+    """Signals first, then the program; the run folders it locked are released however it ends."""
+
+    def run() -> None:
+        STOP.install()
+        # a log file on a full disk: the run's own error says so in one line, instead of a
+        # "--- Logging error ---" traceback for every record
+        logging.raiseExceptions = False
+        threading.excepthook = _thread_failed
+        sys.excepthook = _uncaught
+        _register()
+        body()
+
+    try:
+        _report_errors(run, name)
+    finally:
+        from dlrun.config.run_folders import release_locks
+
+        release_locks()
+        STOP.restore()
+        threading.excepthook, sys.excepthook = threading.__excepthook__, sys.__excepthook__
+
+
+def _dlrun() -> None:
+    import hydra
+
+    from dlrun.config.paths import quote_path_overrides, shell_path
+    from dlrun.config.run_folders import check_free
+
     _failures.clear()
     if sys.argv[1:2] == ["init"]:
         _report_errors(lambda: _init(sys.argv[2:]), "dlrun")
@@ -53,6 +96,7 @@ def main() -> None:
         _report_errors(lambda: print(help_text(config_dir(), overrides)), "dlrun")
         return
     app = hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
+    sys.argv[1:] = quote_path_overrides(sys.argv[1:])
     users_args = sys.argv[1:]
     sys.argv += _rank_overrides()  # last, so they win over the user's hydra.run.dir
 
@@ -61,13 +105,19 @@ def main() -> None:
 
         check_free(users_args)
         sweep_summary.latest = None
-        app(_run_job)()
+        try:
+            app(_run_job)()
+        except Exception as error:
+            if type(error).__name__ != "TerminatedWorkerError" or sweep_summary.latest is None:
+                raise
+            _joblib_gave_up(sweep_summary.latest)
         latest = sweep_summary.latest
         if latest is not None and latest.failed:
             jobs = ", ".join(str(row["job"]) for row in latest.failed)
             raise DlrunError(
-                f"{len(latest.failed)} of {len(latest.rows)} sweep jobs failed "
-                f"(job {jobs}); see {latest.folder / 'sweep_summary.csv'} and each job's error.txt"
+                f"{len(latest.failed)} of {len(latest.rows)} sweep jobs failed (job {jobs}; reasons in "
+                f"{shell_path(latest.folder / 'sweep_summary.csv')}); once fixed, run only those with: "
+                f"{latest.resume_command}"
             )
         if _failures:
             raise _failures[0]
@@ -75,9 +125,22 @@ def main() -> None:
     _report_errors(run, "dlrun")
 
 
+def _joblib_gave_up(started) -> NoReturn:
+    from dlrun.reporting import sweep_summary
+
+    reason = "a joblib worker process died (killed, or out of memory) and joblib abandoned the sweep"
+    sweep_summary.abandoned(started, reason)
+    raise DlrunError(
+        f"{reason}; hydra/launcher=parallel runs each job in a process of its own and finishes the "
+        f"others when one dies. Finish this sweep with: {started.resume_command}"
+    )
+
+
 def _enter_project() -> Optional[Project]:
     """In a project folder ([tool.dlrun] in its pyproject.toml): its modules become importable and
     its configs join the search path (unless --config-dir names other ones)."""
+    from dlrun.config.project import find_project
+
     project = find_project()
     if project is None:
         return None
@@ -113,30 +176,46 @@ def _run_job(cfg: DictConfig) -> float:
     first bad job. In a single run, errors that are not the user's still raise (a traceback)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
+    from omegaconf.errors import OmegaConfBaseException
 
     from dlrun.config.checks import check_config
+    from dlrun.config.run_folders import FolderInUse, lock_folder, release_lock
 
     hydra_cfg = HydraConfig.get()
+    folder = Path(hydra_cfg.runtime.output_dir)
+    locked = False
     try:
+        locked = lock_folder(folder)  # a sweep job's folder (a single run's is locked already)
         check_config(cfg, dict(hydra_cfg.runtime.choices))
         from dlrun.engine.experiment import run_experiment  # torch loads here, once the config is sound
 
         return run_experiment(cfg)
+    except FolderInUse:
+        raise  # the folder is another process's: nothing is written there
     except (DlrunError, OmegaConfBaseException) as error:
-        _record_failure(error, one_line(error), Path(hydra_cfg.runtime.output_dir))
+        _record_failure(error, one_line(error), folder)
     except Exception as error:
         if hydra_cfg.mode != RunMode.MULTIRUN:
             raise
-        _record_failure(error, traceback.format_exc(), Path(hydra_cfg.runtime.output_dir))
+        _record_failure(error, traceback.format_exc(), folder)
+    finally:
+        if locked:
+            release_lock(folder)
     return float("nan")
 
 
 def _record_failure(error: BaseException, text: str, run_dir: Path) -> None:
     """The reason goes into the run's log and error.txt, beside whatever the run wrote."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
     details = getattr(error, "details", "")
     text = f"{text}\n{details}" if details else text
     logging.getLogger("dlrun").error(text)
-    (run_dir / "error.txt").write_text(text.rstrip() + "\n")
+    try:
+        (run_dir / "error.txt").write_text(text.rstrip() + "\n")
+    except OSError:  # the disk that failed the run: the error line on the terminal is what counts
+        (run_dir / "error.txt").unlink(missing_ok=True)
     # a copy without the traceback: its frames would keep the failed job's model and data alive
     # in a sweep worker that goes on to run other jobs
     if isinstance(error, UserCodeError):
@@ -146,9 +225,9 @@ def _record_failure(error: BaseException, text: str, run_dir: Path) -> None:
         _failures.append((ConfigError if user_input else DlrunError)(one_line(error)))
 
 
-def eval_main() -> None:
-    """`dlrun-eval ckpt=PATH [split=test] [dataset.root=DIR] [output=FILE]`."""
-    _register()
+def _dlrun_eval() -> None:
+    from dlrun.config import schema
+    from dlrun.config.trust import Trust
 
     def run() -> None:
         cfg = _parse_cli(schema.EvalConfig, EVAL_USAGE)
@@ -160,9 +239,9 @@ def eval_main() -> None:
     _report_errors(run, "dlrun-eval")
 
 
-def predict_main() -> None:
-    """`dlrun-predict ckpt=PATH inputs=[...] [topk=3] [format=table|json]`."""
-    _register()
+def _dlrun_predict() -> None:
+    from dlrun.config import schema
+    from dlrun.config.trust import Trust
 
     def run() -> None:
         cfg = _parse_cli(schema.PredictConfig, PREDICT_USAGE)
@@ -195,6 +274,9 @@ image files for an image model (inputs=[ant.jpg]), rows of numbers for a table m
 
 
 def _parse_cli(node: type, usage: str) -> DictConfig:
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
     args = sys.argv[1:]
     if not args or any(arg in ("-h", "--help") for arg in args):
         print(usage)
@@ -209,12 +291,28 @@ def _parse_cli(node: type, usage: str) -> DictConfig:
 
 
 def _register() -> None:
+    from dlrun.config import resolvers, schema
+
     schema.store_schemas()
     resolvers.register_resolvers()
 
 
 def _report_errors(run: Callable[[], object], program: str) -> None:
-    """Call `run`; a user's mistake becomes one line on stderr and a non-zero exit."""
+    """Call `run`; a user's mistake becomes one line on stderr and a non-zero exit, and so do a
+    stop signal (130, 143; also while the rest is still being imported) and a disk that refuses a
+    write."""
+    try:
+        _report_user_errors(run, program)
+    except (Interrupted, KeyboardInterrupt) as stop:
+        stop = stop if isinstance(stop, Interrupted) else Interrupted(2)  # Ctrl-C before the handler
+        print(f"{program}: {stop}", file=sys.stderr)
+        raise SystemExit(stop.exit_code) from None
+
+
+def _report_user_errors(run: Callable[[], object], program: str) -> None:
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
     users_setting = os.environ.get("HYDRA_FULL_ERROR")
     # Hydra then re-raises instead of printing its own multi-line report; we print one line
     os.environ["HYDRA_FULL_ERROR"] = "1"
@@ -224,6 +322,14 @@ def _report_errors(run: Callable[[], object], program: str) -> None:
         if users_setting == "1":
             raise  # the user asked for the full traceback
         _exit_with(program, error)
+    except OSError as error:
+        if users_setting == "1" or (error.filename is None and error.errno not in DISK_REFUSED):
+            raise
+        where = f" {error.filename}" if error.filename else " a file"
+        _exit_with(
+            program,
+            DlrunError(f"cannot write{where}: {error.strerror} (disk full, read-only or over quota?)"),
+        )
     finally:
         if users_setting is None:
             os.environ.pop("HYDRA_FULL_ERROR", None)
@@ -231,7 +337,28 @@ def _report_errors(run: Callable[[], object], program: str) -> None:
             os.environ["HYDRA_FULL_ERROR"] = users_setting
 
 
+def _thread_failed(args) -> None:
+    """A background thread (TensorBoard's event writer) that hits a full disk: one line, not a
+    traceback; the run itself stops at its next checkpoint with the path and the resume command."""
+    if isinstance(args.exc_value, OSError) and args.exc_value.errno in DISK_REFUSED:
+        print(f"warning: {args.thread.name}: {args.exc_value.strerror}", file=sys.stderr)
+        return
+    threading.__excepthook__(args)
+
+
+def _uncaught(kind, error, trace) -> None:
+    """multiprocessing's helper threads report through sys.excepthook: a connection that a dying
+    DataLoader worker dropped goes to the log; the run's own error line says what happened."""
+    if threading.current_thread() is not threading.main_thread() and isinstance(error, ConnectionError):
+        logging.getLogger("dlrun").warning("%s: %s", threading.current_thread().name, error)
+        return
+    sys.__excepthook__(kind, error, trace)
+
+
 def _exit_with(program: str, error: BaseException) -> NoReturn:
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
     print(f"{program}: error: {one_line(error)}", file=sys.stderr)
     if getattr(error, "details", ""):
         print(error.details, file=sys.stderr)  # the user's own traceback, under the one line

@@ -1,6 +1,10 @@
 """Errors a user can fix, and how any error becomes the one line they read."""
 
+import errno
 import re
+
+# a write the machine refused: full disk, over quota, read-only, over the file size limit
+DISK_REFUSED = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
 
 
 class DlrunError(Exception):
@@ -43,7 +47,7 @@ def one_line(error: BaseException) -> str:
     parts = [str(error)]
     override = getattr(error, "override", None)  # Hydra's OverrideParseException
     if override and override not in parts[0]:
-        parts[0] = f"cannot parse the override {override!r}: {parts[0]}"
+        parts[0] = f"cannot parse the override {override!r}: {parts[0]}{_quoted_form(override)}"
     cause = error.__cause__
     if cause is not None and str(cause) not in parts[0]:
         parts.append(str(cause))
@@ -53,6 +57,17 @@ def one_line(error: BaseException) -> str:
         if line and not any(pattern.match(line) for pattern in _NOISE):
             lines.append(line)
     return _join(lines) or type(error).__name__
+
+
+def _quoted_form(override: str) -> str:
+    """For a value that Hydra reads only when quoted (a path with `=`, `,`, spaces, brackets...):
+    the override as it parses, ready to paste."""
+    from dlrun.config.paths import HYDRA_PLAIN, pasteable
+
+    key, sep, value = override.partition("=")
+    if not sep or not value or value[0] in "'\"[" or HYDRA_PLAIN.fullmatch(value):
+        return ""
+    return f" (if {value} is one value, quote it: {pasteable(key, value)})"
 
 
 def _join(lines: list[str]) -> str:

@@ -5,6 +5,7 @@ Every read is `torch.load(..., weights_only=True)`: a file that carries pickled 
 because an explicit argument wins over that variable.
 """
 
+import io
 import os
 import pickle
 import random
@@ -24,19 +25,24 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     """Write `payload` to `path` without ever leaving a partial file there.
 
     The bytes go to a temporary file in the same folder, are flushed to disk, then renamed over
-    the old checkpoint in one step; if anything fails the old file is untouched.
+    the old checkpoint in one step; if anything fails the old file is untouched. A write the
+    disk refuses (full, read-only, over quota) raises OSError naming `path`.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()  # serialized first: a refused write is then a plain OSError with its errno
+    torch.save({"format": FORMAT, **payload}, buffer)
     temporary = path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         with open(temporary, "wb") as handle:
-            torch.save({"format": FORMAT, **payload}, handle)
+            handle.write(buffer.getbuffer())
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
+        _fsync_folder(path.parent)
+    except OSError as error:
+        raise OSError(error.errno, error.strerror, str(path)) from None
     finally:
         temporary.unlink(missing_ok=True)
-    _fsync_folder(path.parent)
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -49,6 +55,22 @@ def _fsync_folder(folder: Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+def check_finite(weights: dict[str, Any], path: Path) -> None:
+    """Refuse a checkpoint whose weights hold NaN or inf, naming the first bad tensor."""
+    for name, tensor in weights.items():
+        if (
+            isinstance(tensor, torch.Tensor)
+            and tensor.is_floating_point()
+            and not torch.isfinite(tensor).all()
+        ):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise CheckpointError(
+                f"{path} holds weights that are not finite: {name} has {bad} NaN/inf value(s) of "
+                f"{tensor.numel()}; it cannot be used (the run diverged before it was saved?): take an "
+                "earlier checkpoint"
+            )
 
 
 def remove_stale_temporaries(folder: Path) -> list[Path]:

@@ -11,9 +11,13 @@ from dlrun.errors import CheckpointError
 
 
 def resume_path(resume: Optional[str], run_dir: Path) -> Optional[Path]:
-    """The checkpoint `trainer.resume` points at: a file, a run folder, or `last`."""
+    """The checkpoint `trainer.resume` points at: a file, a run folder, `last` (inside a run
+    folder), or `auto`: the run folder's last.pt when there is one, else none (start fresh)."""
     if resume is None:
         return None
+    if resume == "auto":
+        last = run_dir / "checkpoints" / "last.pt"
+        return last if last.is_file() else None
     if resume == "last":
         return run_dir / "checkpoints" / "last.pt"
     path = Path(resume).expanduser()
@@ -36,6 +40,37 @@ def check_resumable(saved: dict[str, Any], current: DictConfig, path: Path) -> N
             f"cannot resume from {path}: the config differs in {shown}{more}; rerun with the "
             "checkpoint's overrides, or add trainer.resume_force=true to accept the change"
         )
+    lengthened = [key for key in ("trainer.epochs", "trainer.limit_train_batches") if key in differing]
+    planned = _planned_over_the_run(now)
+    if planned and lengthened:
+        raise CheckpointError(
+            f"cannot resume from {path} with another {lengthened[0]}: {planned} plans its schedule over "
+            "the run's length, which the checkpoint fixed; keep "
+            f"{lengthened[0]}={before.get(lengthened[0])}, or start a new run"
+        )
+
+
+def _planned_over_the_run(flat: dict[str, Any]) -> Optional[str]:
+    """The scheduler whose shape depends on the number of epochs (or steps), if it is one."""
+    target = str(flat.get("scheduler._target_", ""))
+    if target.endswith("OneCycleLR"):
+        return "scheduler=onecycle"
+    if target.endswith("CosineAnnealingLR") and flat.get("scheduler.T_max") is None:
+        return "scheduler=cosine with T_max=null (the run's epochs)"
+    return None
+
+
+def load_into(session, checkpoint: dict[str, Any], path: Path) -> None:
+    """Restore a session from a checkpoint; a state that does not fit the model built now (its
+    settings changed under resume_force) is refused in one line."""
+    try:
+        session.load_state_dict(checkpoint)
+    except (RuntimeError, KeyError, ValueError) as error:
+        reason = " ".join(str(error).split())[:200]
+        raise CheckpointError(
+            f"cannot resume from {path}: its saved state does not fit the model and optimizer built "
+            f"from this config ({reason}); resume with the checkpoint's model and optimizer settings"
+        ) from None
 
 
 def apply_optimizer_settings(optimizer: torch.optim.Optimizer, optimizer_cfg: DictConfig) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from dlrun.checkpoints.files import load_checkpoint
+from dlrun.checkpoints.files import check_finite, load_checkpoint
 from dlrun.config.trust import Trust
 from dlrun.data.facts import Facts
 from dlrun.engine.build import build_loss, build_model
@@ -32,6 +32,8 @@ def restore(path: str, device: torch.device, trust: Trust, data_too: bool = Fals
     be code the user allows (config/trust.py)."""
     path = Path(path).expanduser()
     payload = load_checkpoint(path, map_location=device)
+    if isinstance(payload.get("model"), dict):
+        check_finite(payload["model"], path)  # NaN weights would "predict" with exit 0
     saved = payload.get("config")
     if isinstance(saved, dict):
         parts = ("model", "dataset", "loss") if data_too else ("model",)

@@ -42,7 +42,7 @@ LIMITS = {
     "model.embedding_dim": "[0, inf)",
     "loss.label_smoothing": "[0, 1)",
     "optimizer.lr": "(0, inf)",
-    "optimizer.momentum": "[0, inf)",
+    "optimizer.momentum": "[0, 1)",
     "optimizer.weight_decay": "[0, inf)",
     "optimizer.eps": "(0, inf)",
     "optimizer.alpha": "[0, 1)",

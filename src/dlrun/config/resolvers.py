@@ -1,33 +1,44 @@
 """OmegaConf resolvers used by the config tree (registered before Hydra composes)."""
 
 import os
-import re
 from importlib import resources
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
 from dlrun.config.catalog import mode_of, monitored, task_of
-from dlrun.config.run_folders import claim
+from dlrun.config.paths import folder_name
+from dlrun.config.run_folders import claim, lock_folder
 from dlrun.config.schema import BOOKKEEPING
 
 
 def run_dir(resume: str | None, fresh: str) -> str:
-    """The run folder: the resumed run's own folder, else a fresh one, claimed (see run_folders)."""
-    if resume is None:
-        return claim(fresh)
-    if resume == "last":
-        return os.getcwd()  # `trainer.resume=last` is typed inside a run folder
-    path = Path(resume).expanduser()
-    if path.is_dir():
-        return str(path)
-    return str(path.parent.parent if path.parent.name == "checkpoints" else path.parent)
+    """The run folder, locked for this process (see run_folders): the resumed run's own folder,
+    else a fresh one, claimed."""
+    if resume in (None, "auto"):  # auto: resume what is in the folder; a fresh one holds nothing
+        folder = claim(fresh)
+    elif resume == "last":
+        folder = os.getcwd()  # `trainer.resume=last` is typed inside a run folder
+    else:
+        path = Path(resume).expanduser()
+        folder = str(
+            path
+            if path.is_dir()
+            else path.parent.parent
+            if path.parent.name == "checkpoints"
+            else path.parent
+        )
+    lock_folder(Path(folder))
+    return folder
 
 
-def record_dir(resume: str | None, stamp: str) -> str:
-    """Where Hydra records the composed config: .hydra, or for a resumed run a folder of its own
-    inside it, so that resuming (or failing to) leaves the original record as it was."""
-    return ".hydra" if resume is None else f".hydra/resumed-{stamp}"
+def record_dir(resume: str | None, output_dir: str, stamp: str) -> str:
+    """Where Hydra records the composed config: .hydra, or, when the folder already holds a
+    record (a resume), a folder of its own inside it, so that resuming (or failing to) leaves
+    the original record as it was."""
+    if resume is None or not (Path(output_dir) / ".hydra" / "hydra.yaml").is_file():
+        return ".hydra"
+    return f".hydra/resumed-{stamp}"
 
 
 def package_file(name: str) -> str:
@@ -36,12 +47,18 @@ def package_file(name: str) -> str:
 
 
 def short_overrides(override_dirname: str, limit: int = 60) -> str:
-    """`optimizer.lr=0.01,model=mlp` -> `lr=0.01,model=mlp`: a readable sweep job folder name,
-    leaving out bookkeeping settings (device, data location, ...)."""
+    """`optimizer.lr=0.01,model=mlp` -> `lr-0.01_model-mlp`: a readable sweep job folder name with
+    nothing a shell or Hydra reads specially, leaving out bookkeeping settings (device, data
+    location, ...), and cut only between whole settings (`_+2`: two more not shown)."""
     items = [item for item in _split_top_level(override_dirname) if not _key(item).startswith(BOOKKEEPING)]
-    short = ",".join(_last_key_part(item) for item in items)
-    short = re.sub(r"[^\w.,=+\-]", "_", short)
-    return short[:limit] or "default"
+    parts = [_part(item) for item in items]
+    name = ""
+    for index, part in enumerate(parts):
+        candidate = f"{name}_{part}" if name else part
+        if len(candidate) > limit and name:
+            return f"{name}_+{len(parts) - index}"
+        name = candidate
+    return name or "default"
 
 
 def _split_top_level(text: str) -> list[str]:
@@ -61,9 +78,10 @@ def _key(item: str) -> str:
     return item.partition("=")[0].lstrip("+~")
 
 
-def _last_key_part(item: str) -> str:
+def _part(item: str) -> str:
+    """`optimizer.lr=0.01` -> `lr-0.01`, `model.hidden_sizes=[64,32]` -> `hidden_sizes-64-32`."""
     key, _, value = item.partition("=")
-    return f"{key.rsplit('.', 1)[-1].rsplit('/', 1)[-1]}={_short_number(value)}"
+    return f"{folder_name(key.rsplit('.', 1)[-1].rsplit('/', 1)[-1])}-{folder_name(_short_number(value))}"
 
 
 def _short_number(value: str) -> str:

@@ -1,10 +1,123 @@
-"""Run folders: a fresh one is claimed atomically, and one that holds a run is never written
-into again unless that run is being resumed. Torch-free: the check runs before Hydra writes."""
+"""Run folders: a fresh one is claimed atomically; one that holds a run is never written into
+again unless that run is being resumed; and one process writes a folder at a time.
 
+The one writer holds a lock on the folder from before anything is written there until it exits:
+`flock` on `<folder>/.dlrun.lock`, which names the holder (process, host, start, command). The
+kernel (or the shared filesystem's lock manager) releases the lock when the holder dies however
+it dies, so a lock left by a killed process is found free and taken over, with a warning naming
+it. Torch-free: the checks run before Hydra writes its files.
+"""
+
+import fcntl
+import json
+import logging
+import os
+import socket
+import sys
+import time
 from pathlib import Path
 from typing import Optional
 
-from dlrun.errors import ConfigError
+from dlrun.errors import ConfigError, DlrunError
+
+LOCK_NAME = ".dlrun.lock"
+log = logging.getLogger("dlrun")
+
+
+class FolderInUse(DlrunError):
+    """Another live process writes the run folder."""
+
+
+# the folders this process holds: folder -> the open lock file (closing it releases the lock)
+_held: dict[Path, int] = {}
+_owner = os.getpid()  # a forked child inherits _held but is not its owner
+
+
+def lock_folder(folder: Path) -> bool:
+    """Make this process the one writer of `folder`; True if it was not already. A folder another
+    live process holds is refused, naming that process."""
+    folder = Path(folder).expanduser().resolve()
+    if _owner == os.getpid() and folder in _held:
+        return False
+    folder.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _read(descriptor)
+        os.close(descriptor)
+        raise FolderInUse(
+            f"{folder} is being written by {_describe(holder)}; wait for it to finish or stop it "
+            "(a second writer would overwrite its checkpoints), or choose another folder"
+        ) from None
+    previous = _read(descriptor)
+    if previous:  # its holder died without releasing it (killed, out of memory, node lost)
+        log.warning("took over %s from %s, which is no longer running", folder, _describe(previous))
+        print(
+            f"warning: took over {folder} from {_describe(previous)}, which is no longer running",
+            file=sys.stderr,
+        )
+    _write(
+        descriptor,
+        {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "command": " ".join(sys.argv),
+        },
+    )
+    _held[folder] = descriptor
+    return True
+
+
+def release_lock(folder: Path) -> None:
+    descriptor = _held.pop(Path(folder).expanduser().resolve(), None)
+    if descriptor is not None:
+        os.ftruncate(descriptor, 0)  # empty: released in order, nothing to take over
+        fcntl.flock(descriptor, fcntl.LOCK_UN)  # also for the copies forked workers still hold
+        os.close(descriptor)
+
+
+def release_locks() -> None:
+    """Release every folder this process holds (a forked child only lets go of its copies)."""
+    if _owner != os.getpid():
+        for descriptor in _held.values():
+            os.close(descriptor)  # the parent's lock stays, held by the parent
+        _held.clear()
+        return
+    for folder in list(_held):
+        release_lock(folder)
+
+
+def forget_inherited_locks() -> None:
+    """In a forked child: the parent's folders are the parent's (closing our copies keeps them
+    locked by the parent), and this process starts with none."""
+    global _owner
+    for descriptor in _held.values():
+        os.close(descriptor)
+    _held.clear()
+    _owner = os.getpid()
+
+
+def _read(descriptor: int) -> dict:
+    os.lseek(descriptor, 0, os.SEEK_SET)
+    raw = os.read(descriptor, 4096)
+    try:
+        return json.loads(raw) if raw.strip() else {}
+    except ValueError:
+        return {"pid": "?", "host": "?", "started": "?", "command": raw[:80].decode(errors="replace")}
+
+
+def _write(descriptor: int, holder: dict) -> None:
+    os.ftruncate(descriptor, 0)
+    os.lseek(descriptor, 0, os.SEEK_SET)
+    os.write(descriptor, json.dumps(holder).encode())
+
+
+def _describe(holder: dict) -> str:
+    if not holder:
+        return "another process"
+    return f"dlrun process {holder.get('pid')} on {holder.get('host')} (started {holder.get('started')})"
 
 
 def claim(path: str) -> str:
@@ -21,25 +134,37 @@ def claim(path: str) -> str:
 
 
 def check_free(args: list[str]) -> None:
-    """Refuse an explicit hydra.run.dir / hydra.sweep.dir that already holds a run, before Hydra
-    writes its .hydra/ files there; resuming (trainer.resume) is the one way back into a run."""
+    """An explicit hydra.run.dir / hydra.sweep.dir: refused when it already holds a run (resuming,
+    trainer.resume, is the one way back into a run) or when another process writes it, and
+    locked, all before Hydra writes its .hydra/ files there."""
     given = _overrides(args)
-    if "hydra.run.dir" in given and given.get("trainer.resume") in (None, "null"):
+    # under torchrun, rank 0 is the one writer of the shared folder; the other ranks write scratch
+    lock = lock_folder if os.environ.get("RANK", "0") == "0" else lambda folder: False
+    resuming = given.get("trainer.resume") not in (None, "null")
+    if "hydra.run.dir" in given and "${" not in given["hydra.run.dir"]:
         folder = Path(given["hydra.run.dir"]).expanduser()
         found = _run_record(folder)
-        if found:
+        if found and not resuming:
             raise ConfigError(
                 f"hydra.run.dir={folder} already holds a run ({found}); resume it with "
-                f"trainer.resume={folder / 'checkpoints' / 'last.pt'}, or choose a new hydra.run.dir"
+                f"{resume_override(folder / 'checkpoints' / 'last.pt')}, or choose a new hydra.run.dir"
             )
-    if (
-        "hydra.sweep.dir" in given
-        and (Path(given["hydra.sweep.dir"]).expanduser() / "multirun.yaml").is_file()
-    ):
-        raise ConfigError(
-            f"hydra.sweep.dir={given['hydra.sweep.dir']} already holds a sweep (multirun.yaml); "
-            "choose a new hydra.sweep.dir"
-        )
+        lock(folder)
+    if "hydra.sweep.dir" in given and "${" not in given["hydra.sweep.dir"]:
+        folder = Path(given["hydra.sweep.dir"]).expanduser()
+        if (folder / "multirun.yaml").is_file() and given.get("trainer.resume") != "auto":
+            raise ConfigError(
+                f"hydra.sweep.dir={folder} already holds a sweep (multirun.yaml); choose a new "
+                "hydra.sweep.dir, or add trainer.resume=auto to finish its unfinished jobs"
+            )
+        lock(folder)
+
+
+def resume_override(checkpoint: Path) -> str:
+    """`trainer.resume=PATH`, quoted so that it can be pasted back into a shell and Hydra."""
+    from dlrun.config.paths import pasteable
+
+    return pasteable("trainer.resume", checkpoint)
 
 
 def _run_record(folder: Path) -> Optional[str]:

@@ -5,6 +5,8 @@ config) into uint8 tensors; normalization happens on the device, like every imag
 """
 
 import copy
+import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +16,12 @@ from omegaconf import DictConfig, OmegaConf
 from dlrun.data import Data, LoadOptions
 from dlrun.data.batches import LoaderBatches, Normalize, epoch_loader
 from dlrun.data.facts import Facts
+from dlrun.data.folder_scan import scan_classes
 from dlrun.data.image_check import check_classes_filled, drop_bad_images
 from dlrun.data.split import stratified_split
 from dlrun.errors import ConfigError, DataError
+
+log = logging.getLogger("dlrun")
 
 
 def load_imagefolder(cfg: DictConfig, options: LoadOptions) -> Data:
@@ -105,15 +110,31 @@ def pipeline(specs: Any, key: str):
 def _folder(path: Path, transform, cfg: DictConfig):
     """The ImageFolder at `path`, every class filled, every file decodable (or left out), and
     how many files were left out."""
-    from torchvision.datasets import ImageFolder
-
     if not any(entry.is_dir() for entry in path.iterdir()):
         raise DataError(f"no class folders in {path}: put the images in {path}/<class>/*.jpg")
     # empty classes are allowed here so that the check below can name the folder
-    dataset = ImageFolder(str(path), transform=transform, allow_empty=True)
+    dataset = _scanned_image_folder()(str(path), transform=transform, allow_empty=True)
+    left_out = dataset.scan.summary(path)
+    if left_out:
+        log.warning(left_out)
+        print(f"warning: {left_out}", file=sys.stderr)
     check_classes_filled(dataset, path)
     skipped = drop_bad_images(dataset, cfg.bad_images, cfg.num_workers)
     return dataset, skipped
+
+
+def _scanned_image_folder():
+    """torchvision's ImageFolder, listing its files with folder_scan (see there why)."""
+    from torchvision.datasets import ImageFolder
+
+    class ScannedImageFolder(ImageFolder):
+        def make_dataset(
+            self, directory, class_to_idx, extensions=None, is_valid_file=None, allow_empty=False
+        ):
+            self.scan = scan_classes(Path(directory), class_to_idx)
+            return self.scan.samples
+
+    return ScannedImageFolder
 
 
 def _same_classes(dataset, classes: list[str], path: Path) -> None:

@@ -6,6 +6,7 @@ Data flows one way: config -> data (and its facts) -> model -> loop -> report an
 import json
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -16,11 +17,12 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from dlrun.checkpoints.files import load_checkpoint, remove_stale_temporaries
+from dlrun.checkpoints.files import check_finite, load_checkpoint, remove_stale_temporaries
 from dlrun.checkpoints.policy import BEST, CheckpointPolicy
-from dlrun.checkpoints.resume import apply_optimizer_settings, check_resumable, resume_path
+from dlrun.checkpoints.resume import apply_optimizer_settings, check_resumable, load_into, resume_path
 from dlrun.config.catalog import mode_of, monitored
 from dlrun.config.checks import check_task_settings
+from dlrun.config.paths import run_resume_command, shell_path
 from dlrun.data import Data, LoadOptions
 from dlrun.engine import distributed, runtime
 from dlrun.engine.build import (
@@ -33,12 +35,13 @@ from dlrun.engine.build import (
 )
 from dlrun.engine.fit import fit
 from dlrun.engine.loop import evaluate
-from dlrun.engine.runtime import Interrupted, Precision, StopRequest
+from dlrun.engine.runtime import Precision
 from dlrun.engine.state import Monitor, Session
 from dlrun.engine.tasks import make_task
-from dlrun.errors import ConfigError, DlrunError
+from dlrun.errors import DISK_REFUSED, ConfigError, DlrunError, one_line
 from dlrun.reporting.tensorboard import Board, final_metrics, hparam_values
 from dlrun.reporting.terminal import Report
+from dlrun.signals import Interrupted
 
 log = logging.getLogger("dlrun")
 
@@ -51,10 +54,24 @@ def run_experiment(cfg: DictConfig, run_dir: Optional[Path] = None) -> float:
     ranks = distributed.from_environment()
     try:
         return _run(cfg, run_dir, hydra, ranks)
-    except Interrupted as stop:
-        raise SystemExit(stop.exit_code) from None
     except DlrunError:
         raise  # one line for the user; the caller writes it to the run's log
+    except Interrupted:
+        if ranks.is_main and (run_dir / "checkpoints" / "last.pt").is_file():
+            print(f"resume with: {run_resume_command(_typed(hydra), run_dir)}", file=sys.stderr)
+        raise
+    except OSError as error:
+        if error.filename is None and error.errno not in DISK_REFUSED:
+            raise
+        # TensorBoard's writer thread reports a failed write without the file's name
+        problem = f"could not write {shell_path(error.filename or run_dir)} ({error.strerror})"
+        raise _cut_short(problem, "make room", run_dir, hydra) from None
+    except RuntimeError as error:
+        if not str(error).startswith("DataLoader worker"):
+            raise
+        problem = f"a data-loading process died ({one_line(error).rstrip('. ')}: out of memory?)"
+        fix = "if memory is short, add a lower dataset.num_workers=N"
+        raise _cut_short(problem, fix, run_dir, hydra) from None
     except Exception:
         log.exception("the run failed")
         raise
@@ -74,10 +91,12 @@ def _run(cfg: DictConfig, run_dir: Path, hydra, ranks: distributed.Ranks) -> flo
         run_dir = distributed.shared_run_dir(run_dir)
     runtime.set_deterministic(cfg.trainer.deterministic)
     runtime.seed_everything(cfg.seed)  # the same on every rank: resuming restores rank 0's state
-    if ranks.is_main:
-        remove_stale_temporaries(run_dir / "checkpoints")
+    if cfg.trainer.resume == "auto" and (run_dir / "metrics.json").is_file():
+        return _already_finished(cfg, run_dir)  # a sweep run again: its finished jobs are not redone
     resume_from = resume_path(cfg.trainer.resume, run_dir)
     checkpoint = load_checkpoint(resume_from, map_location=device) if resume_from else None
+    if checkpoint is not None:
+        check_finite(checkpoint["model"], resume_from)
 
     choices = dict(hydra.runtime.choices) if hydra is not None else {}
     report = Report(cfg.logger.progress) if ranks.is_main else Report("off", console=Console(quiet=True))
@@ -95,7 +114,7 @@ def _run(cfg: DictConfig, run_dir: Path, hydra, ranks: distributed.Ranks) -> flo
         )
     if checkpoint is not None:
         check_resumable(checkpoint["config"], session.cfg, resume_from)
-        session.load_state_dict(checkpoint)
+        load_into(session, checkpoint, resume_from)
         if cfg.trainer.resume_force:
             apply_optimizer_settings(session.optimizer, session.cfg.optimizer)
         report.line(
@@ -104,16 +123,16 @@ def _run(cfg: DictConfig, run_dir: Path, hydra, ranks: distributed.Ranks) -> flo
         )
     example = _example_batch(session)
     _check_outputs(session, example)
+    # everything that can refuse the run has been decided: only now is anything written
+    if ranks.is_main:
+        remove_stale_temporaries(run_dir / "checkpoints")
     _open_board(session, example, resumed=checkpoint is not None)
     _save_resolved_config(session)
 
-    session.stop.install()
-    try:
+    with session.stop.deferred():  # a signal now finishes the step and saves before stopping
         fit(session)
-    finally:
-        session.stop.restore()
     results = _finish(session, time.perf_counter() - started)
-    return _optimized(cfg, session, results)
+    return _optimized(cfg, results)
 
 
 def _device_slot(hydra, jobs: int, ranks: distributed.Ranks) -> Optional[int]:
@@ -198,7 +217,6 @@ def _build_session(cfg, run_dir, device, report, ranks, choices) -> Session:
         report=report,
         board=Board(run_dir, cfg.logger, report, writes_files=ranks.is_main),
         policy=CheckpointPolicy(trainer.checkpoint_every_n_steps),
-        stop=StopRequest(),
         ranks=ranks,
         choices=choices,
     )
@@ -308,6 +326,7 @@ def _finish(s: Session, seconds: float) -> dict[str, Any]:
         s.board.per_class_accuracy(s.position.global_step, split_name, names, final.per_class_acc)
     if s.writes_files:
         (s.run_dir / "metrics.json").write_text(json.dumps(results, indent=2, allow_nan=True) + "\n")
+        (s.run_dir / "error.txt").unlink(missing_ok=True)  # an earlier attempt's, now resumed to the end
     s.board.hparams(
         s.position.global_step, hparam_values(s.cfg, s.choices), final_metrics(results, split_name)
     )
@@ -316,17 +335,42 @@ def _finish(s: Session, seconds: float) -> dict[str, Any]:
     return results
 
 
-def _optimized(cfg: DictConfig, s: Session, results: dict) -> float:
+def _optimized(cfg: DictConfig, results: dict) -> float:
+    """The metric a sweeper optimizes, from a run's results (metrics.json)."""
     name = cfg.optimized_metric
-    if name == "auto" or name == s.best.metric:
-        return s.best.best
+    if name == "auto" or name == results["monitor"]:
+        return results["best_value"]
     split, _, metric = name.partition("/")
     if split in results and metric in results[split]:
         return results[split][metric]
     raise DlrunError(
-        f"optimized_metric={name} is not among this run's results: {s.best.metric}, "
+        f"optimized_metric={name} is not among this run's results: {results['monitor']}, "
         + ", ".join(f"{k}/{m}" for k in ("val", "test") if k in results for m in results[k])
     )
+
+
+def _already_finished(cfg: DictConfig, run_dir: Path) -> float:
+    results = json.loads((run_dir / "metrics.json").read_text())
+    print(
+        f"{shell_path(run_dir)} finished already (metrics.json): {results['monitor']} "
+        f"{results['best_value']}; nothing to do"
+    )
+    return _optimized(cfg, results)
+
+
+def _cut_short(problem: str, fix: str, run_dir: Path, hydra) -> DlrunError:
+    """A run the machine stopped (a full disk, a dead worker): what happened, what is intact,
+    and the command that resumes it once fixed."""
+    last = run_dir / "checkpoints" / "last.pt"
+    if not last.is_file():
+        return DlrunError(f"{problem}; no checkpoint was written yet: {fix}, then start the run again")
+    command = run_resume_command(_typed(hydra), run_dir)
+    return DlrunError(f"{problem}; {shell_path(last)} is intact: {fix}, then resume with: {command}")
+
+
+def _typed(hydra) -> list[str]:
+    """The settings the user typed for this run (a sweep job's own, for a job)."""
+    return list(hydra.overrides.task) if hydra is not None else []
 
 
 def parallel_jobs(hydra) -> int:

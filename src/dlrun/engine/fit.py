@@ -8,10 +8,10 @@ from torch import Tensor
 
 from dlrun.engine import distributed
 from dlrun.engine.loop import EpochHooks, EpochResult, StepRules, evaluate, train_one_epoch
-from dlrun.engine.runtime import Interrupted
 from dlrun.engine.state import Session
 from dlrun.engine.tasks import Evaluation
 from dlrun.reporting.terminal import EpochProgress
+from dlrun.signals import Interrupted
 
 
 def fit(s: Session) -> None:
@@ -34,6 +34,7 @@ def fit(s: Session) -> None:
         lr = current_lr(s)  # the rate this epoch trained with, before the scheduler moves it
         improved = _close_epoch(s, evaluation)
         _record(s, result, evaluation, lr, improved, started)
+        _warn_if_diverging(s, lr)
         s.save(s.policy.after_epoch(improved))
         if _stop_now(s):
             _save_and_stop(s)
@@ -92,6 +93,25 @@ def _train_epoch(s: Session) -> EpochResult:
             rules,
             RunHooks(s, bar),
             limit=trainer.limit_train_batches,
+        )
+
+
+DIVERGING = 10.0  # a training loss this many times its lowest so far
+
+
+def _warn_if_diverging(s: Session, lr: float) -> None:
+    """Said once, at the epoch the training loss first grows past ten times its lowest: nearly
+    always a learning rate too high for the model (or a loss that does not fit the task)."""
+    losses = [row["train_loss"] for row in s.history if row.get("train_loss") is not None]
+    if len(losses) < 2 or min(losses) <= 0:
+        return
+    lowest = min(losses[:-1])
+    before = losses[-2] > DIVERGING * min(losses[:-2] or losses[:1])
+    if losses[-1] > DIVERGING * lowest and not before:
+        s.report.warn(
+            f"epoch {s.position.epoch}: training loss {losses[-1]:.4g} is {losses[-1] / lowest:.0f}x its "
+            f"lowest so far ({lowest:.4g}): the run is diverging; the likely cause is the learning rate "
+            f"({lr:.3g}): try optimizer.lr={lr / 10:.3g}"
         )
 
 
@@ -185,8 +205,5 @@ def _step_epoch_scheduler(s: Session) -> None:
 def _save_and_stop(s: Session) -> None:
     s.save(s.policy.on_stop())
     s.board.flush()
-    s.report.warn(
-        f"stopped at step {s.position.global_step}; state saved to {s.checkpoints / 'last.pt'} "
-        "(resume with trainer.resume=...)"
-    )
+    s.report.warn(f"stopped at step {s.position.global_step}; state saved to {s.checkpoints / 'last.pt'}")
     raise Interrupted(s.stop.signum or signal.SIGTERM)  # ranks a signal did not reach stop too

@@ -14,10 +14,11 @@ from dlrun.checkpoints.files import restore_rng_states, rng_states, save_checkpo
 from dlrun.checkpoints.policy import CheckpointPolicy
 from dlrun.data import Data
 from dlrun.engine.distributed import Ranks
-from dlrun.engine.runtime import Precision, StopRequest
+from dlrun.engine.runtime import Precision
 from dlrun.errors import DlrunError
 from dlrun.reporting.tensorboard import Board
 from dlrun.reporting.terminal import Report
+from dlrun.signals import STOP, StopRequest
 
 
 @dataclass
@@ -89,7 +90,7 @@ class Session:
     report: Report
     board: Board
     policy: CheckpointPolicy = field(default_factory=CheckpointPolicy)
-    stop: StopRequest = field(default_factory=StopRequest)
+    stop: StopRequest = STOP  # the process's: a signal during start-up counts too
     position: Position = field(default_factory=Position)
     # the data generator as it was when the current epoch began: with position.step_in_epoch
     # it replays the epoch's order and augmentation exactly after a crash

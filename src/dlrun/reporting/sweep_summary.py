@@ -23,6 +23,7 @@ COLUMNS = ("job", "overrides", "status", "metric", "value", "seconds", "folder",
 class Summary:
     folder: Path
     rows: list[dict[str, Any]] = field(default_factory=list)
+    resume_command: str = ""  # finishes the sweep: its unfinished jobs only
 
     @property
     def failed(self) -> list[dict[str, Any]]:
@@ -34,11 +35,30 @@ latest: Optional[Summary] = None
 
 
 class SweepSummary(Callback):
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         global latest
-        latest = summarize(Path(config.hydra.sweep.dir))
-        write(latest)
-        show(latest)
+        from dlrun.config.paths import sweep_resume_command
+
+        latest = Summary(Path(config.hydra.sweep.dir), resume_command=sweep_resume_command(config.hydra))
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        conclude(latest)
+
+
+def conclude(started: Summary) -> None:
+    """Fill in the rows of a sweep that has ended, write them and show them."""
+    started.rows = summarize(started.folder).rows
+    write(started)
+    show(started)
+
+
+def abandoned(started: Summary, reason: str) -> None:
+    """A launcher that gave up the sweep (joblib, when one of its workers dies): each job that
+    started but did not end gets an error.txt with the reason, and the summary is written."""
+    for job in started.folder.glob("*/.hydra"):
+        if not (job.parent / "metrics.json").is_file() and not (job.parent / "error.txt").is_file():
+            (job.parent / "error.txt").write_text(f"{reason}\n")
+    conclude(started)
 
 
 def summarize(sweep_dir: Path) -> Summary:
@@ -89,6 +109,9 @@ def show(summary: Summary) -> None:
         table.add_row(str(row["job"]), row["overrides"], status, row["metric"], value, seconds, row["folder"])
     console = make_console()
     console.print(table)
+    for row in summary.failed:
+        reason = row["error"] or "no result, no error.txt"
+        console.print(f"job {row['job']} {row['status']}: {reason}", markup=False)
     console.print(
         f"summary: {summary.folder / 'sweep_summary.csv'} (and .json); "
         f"compare: tensorboard --logdir {summary.folder}"
