@@ -134,7 +134,7 @@ class ProcessLauncher(Launcher):
             )
             _save(result, job.result_file)
             code = 0
-        except BaseException as error:  # noqa: B036 (the parent reads the reason from the exit code)
+        except BaseException as error:  # a stop signal too: the parent reads it from the exit code
             code = getattr(error, "exit_code", 1)
             if code == 1:
                 import traceback
