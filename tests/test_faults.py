@@ -391,3 +391,6 @@ def test_a_run_folder_with_awkward_characters_is_typed_as_is_and_its_resume_comm
     )
     assert done.returncode == 0, done.stderr
     assert "resumed from" in done.stdout and (folder / "metrics.json").is_file()
+    shown, relative = " ".join(done.stdout.split()), shlex.quote(str(folder.relative_to(tmp_path)))
+    assert f"run folder: {relative} tensorboard: tensorboard --logdir 'my runs'" in shown
+    assert f"(this run only: tensorboard --logdir {relative})" in shown

@@ -97,6 +97,7 @@ def write(summary: Summary) -> None:
 
 
 def show(summary: Summary) -> None:
+    from dlrun.config.paths import shell_path
     from dlrun.reporting.terminal import make_console
 
     table = Table(title=f"sweep: {len(summary.rows)} jobs, {len(summary.failed)} failed", title_style="bold")
@@ -113,6 +114,7 @@ def show(summary: Summary) -> None:
         reason = row["error"] or "no result, no error.txt"
         console.print(f"job {row['job']} {row['status']}: {reason}", markup=False)
     console.print(
-        f"summary: {summary.folder / 'sweep_summary.csv'} (and .json); "
-        f"compare: tensorboard --logdir {summary.folder}"
+        f"summary: {shell_path(summary.folder / 'sweep_summary.csv')} (and .json); "
+        f"compare: tensorboard --logdir {shell_path(summary.folder)}",
+        markup=False,
     )

@@ -24,6 +24,8 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
+from dlrun.config.paths import shell_path
+
 log = logging.getLogger("dlrun")
 
 
@@ -97,8 +99,9 @@ class Report:
         if per_class:
             self.show(per_class_table(class_names, {split: list(per_class.values())}))
         folder = _relative(run_dir)
-        self.line(f"run folder: {folder}")
-        everything, this_run = f"tensorboard --logdir {_runs_root(folder)}", f"tensorboard --logdir {folder}"
+        self.line(f"run folder: {shell_path(folder)}")
+        everything = f"tensorboard --logdir {shell_path(_runs_root(folder))}"
+        this_run = f"tensorboard --logdir {shell_path(folder)}"
         self.line(f"tensorboard: {everything}   (this run only: {this_run})")
 
 
