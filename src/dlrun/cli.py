@@ -86,43 +86,38 @@ def _dlrun() -> None:
 
     _failures.clear()
     if sys.argv[1:2] == ["init"]:
-        _report_errors(lambda: _init(sys.argv[2:]), "dlrun")
+        _init(sys.argv[2:])
         return
-    _report_errors(_enter_project, "dlrun")
+    _enter_project()
     if any(arg in ("-h", "--help") for arg in sys.argv[1:]):
         from dlrun.config.usage import help_text
 
         overrides = [arg for arg in sys.argv[1:] if arg not in ("-h", "--help")]
-        _report_errors(lambda: print(help_text(config_dir(), overrides)), "dlrun")
+        print(help_text(config_dir(), overrides))
         return
+    from dlrun.reporting import sweep_summary
+
     app = hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
     sys.argv[1:] = quote_path_overrides(sys.argv[1:])
-    users_args = sys.argv[1:]
+    check_free(sys.argv[1:])
     sys.argv += _rank_overrides()  # last, so they win over the user's hydra.run.dir
-
-    def run() -> None:
-        from dlrun.reporting import sweep_summary
-
-        check_free(users_args)
-        sweep_summary.latest = None
-        try:
-            app(_run_job)()
-        except Exception as error:
-            if type(error).__name__ != "TerminatedWorkerError" or sweep_summary.latest is None:
-                raise
-            _joblib_gave_up(sweep_summary.latest)
-        latest = sweep_summary.latest
-        if latest is not None and latest.failed:
-            jobs = ", ".join(str(row["job"]) for row in latest.failed)
-            raise DlrunError(
-                f"{len(latest.failed)} of {len(latest.rows)} sweep jobs failed (job {jobs}; reasons in "
-                f"{shell_path(latest.folder / 'sweep_summary.csv')}); once fixed, run only those with: "
-                f"{latest.resume_command}"
-            )
-        if _failures:
-            raise _failures[0]
-
-    _report_errors(run, "dlrun")
+    sweep_summary.latest = None
+    try:
+        app(_run_job)()
+    except Exception as error:
+        if type(error).__name__ != "TerminatedWorkerError" or sweep_summary.latest is None:
+            raise
+        _joblib_gave_up(sweep_summary.latest)
+    latest = sweep_summary.latest
+    if latest is not None and latest.failed:
+        jobs = ", ".join(str(row["job"]) for row in latest.failed)
+        raise DlrunError(
+            f"{len(latest.failed)} of {len(latest.rows)} sweep jobs failed (job {jobs}; reasons in "
+            f"{shell_path(latest.folder / 'sweep_summary.csv')}); once fixed, run only those with: "
+            f"{latest.resume_command}"
+        )
+    if _failures:
+        raise _failures[0]
 
 
 def _joblib_gave_up(started) -> NoReturn:
@@ -229,28 +224,22 @@ def _dlrun_eval() -> None:
     from dlrun.config import schema
     from dlrun.config.trust import Trust
 
-    def run() -> None:
-        cfg = _parse_cli(schema.EvalConfig, EVAL_USAGE)
-        project = _enter_project()
-        from dlrun.commands.evaluate import evaluate_checkpoint
+    cfg = _parse_cli(schema.EvalConfig, EVAL_USAGE)
+    project = _enter_project()
+    from dlrun.commands.evaluate import evaluate_checkpoint
 
-        evaluate_checkpoint(cfg, Trust(project, tuple(cfg.allow)))
-
-    _report_errors(run, "dlrun-eval")
+    evaluate_checkpoint(cfg, Trust(project, tuple(cfg.allow)))
 
 
 def _dlrun_predict() -> None:
     from dlrun.config import schema
     from dlrun.config.trust import Trust
 
-    def run() -> None:
-        cfg = _parse_cli(schema.PredictConfig, PREDICT_USAGE)
-        project = _enter_project()
-        from dlrun.commands.predict import predict_from_checkpoint
+    cfg = _parse_cli(schema.PredictConfig, PREDICT_USAGE)
+    project = _enter_project()
+    from dlrun.commands.predict import predict_from_checkpoint
 
-        predict_from_checkpoint(cfg, Trust(project, tuple(cfg.allow)))
-
-    _report_errors(run, "dlrun-predict")
+    predict_from_checkpoint(cfg, Trust(project, tuple(cfg.allow)))
 
 
 TRUST = """A checkpoint naming code of yours (a model or dataset by _target_) is rebuilt only from
