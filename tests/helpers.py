@@ -24,6 +24,17 @@ SMALL_IMAGES = [
 CONFIG_DIR = Path(cli.config_dir())
 
 
+def small_mlp_on(data_root, dataset: str = "mnist") -> list[str]:
+    """An image dataset from the tiny copy the tests write, through an MLP with 32 hidden units."""
+    return [
+        f"dataset={dataset}",
+        f"dataset.root={data_root}",
+        "dataset.download=false",
+        "model=mlp",
+        "model.hidden_sizes=[32]",
+    ]
+
+
 def compose_config(*overrides: str, hydra: bool = False):
     """The config dlrun composes for these overrides (with Hydra's own node if `hydra`)."""
     cli._register()

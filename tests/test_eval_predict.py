@@ -8,17 +8,13 @@ import torch
 from dlrun import cli
 from dlrun.checkpoints.files import load_checkpoint, save_checkpoint
 from tests import datasets
-from tests.helpers import FEW_STEPS, SMALL_IMAGES, Hostile
+from tests.helpers import FEW_STEPS, SMALL_IMAGES, Hostile, small_mlp_on
 
 
 @pytest.fixture
 def mnist_run(dlrun, data_root):
     result = dlrun(
-        "dataset=mnist",
-        f"dataset.root={data_root}",
-        "dataset.download=false",
-        "model=mlp",
-        "model.hidden_sizes=[32]",
+        *small_mlp_on(data_root),
         "trainer.epochs=2",
     )
     assert result.code == 0, result.err

@@ -12,7 +12,7 @@ from dlrun.engine.loop import EpochHooks, StepRules, train_one_epoch
 from dlrun.engine.runtime import Precision
 from dlrun.engine.state import Position
 from dlrun.engine.tasks import Classification
-from tests.helpers import FEW_STEPS
+from tests.helpers import FEW_STEPS, small_mlp_on
 
 
 @pytest.mark.parametrize("precision", ["bf16", "16"])
@@ -47,11 +47,7 @@ def test_channels_last_trains_a_convnet(dlrun, data_root):
 @pytest.mark.slow
 def test_torch_compile_trains(dlrun, data_root):
     result = dlrun(
-        "dataset=mnist",
-        f"dataset.root={data_root}",
-        "dataset.download=false",
-        "model=mlp",
-        "model.hidden_sizes=[32]",
+        *small_mlp_on(data_root),
         "trainer.compile=true",
         *FEW_STEPS,
     )

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.helpers import FEW_STEPS, hparams, read_events
+from tests.helpers import FEW_STEPS, hparams, read_events, small_mlp_on
 
 
 @pytest.fixture(scope="module")
@@ -15,11 +15,7 @@ def classification_events(tmp_path_factory, data_root):
     argv = sys.argv
     sys.argv = [
         "dlrun",
-        "dataset=mnist",
-        f"dataset.root={data_root}",
-        "dataset.download=false",
-        "model=mlp",
-        "model.hidden_sizes=[32]",
+        *small_mlp_on(data_root),
         "trainer.epochs=2",
         "trainer.batch_size=32",
         "trainer.log_every_n_steps=2",

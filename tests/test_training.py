@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from tests.helpers import FEW_STEPS
+from tests.helpers import FEW_STEPS, small_mlp_on
 
 
 def test_default_run_learns_wine(dlrun):
@@ -21,11 +21,7 @@ def test_default_run_learns_wine(dlrun):
 @pytest.mark.parametrize("dataset", ["mnist", "fashion_mnist"])
 def test_image_run_writes_the_run_folder(dlrun, data_root, dataset):
     result = dlrun(
-        f"dataset={dataset}",
-        f"dataset.root={data_root}",
-        "dataset.download=false",
-        "model=mlp",
-        "model.hidden_sizes=[32]",
+        *small_mlp_on(data_root, dataset),
         "trainer.epochs=2",
         "trainer.batch_size=32",
         "trainer.log_every_n_steps=2",
