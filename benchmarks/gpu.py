@@ -9,16 +9,11 @@ Runs on the CPU too (device auto), which only checks that it works.
 """
 
 import argparse
-import json
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 
 import torch
 
-from benchmarks.timing import REAL_DATA, median, row
+from benchmarks.timing import dlrun_history, median, row
 from dlrun.data.batches import Normalize, TensorBatches
 from dlrun.engine.loop import StepRules, train_one_epoch
 from dlrun.engine.runtime import Precision, select_device
@@ -28,22 +23,7 @@ from dlrun.models.convnet import ConvNet
 
 
 def epoch_seconds(preset: str, epochs: int) -> float:
-    with tempfile.TemporaryDirectory() as folder:
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "dlrun",
-                f"experiment={preset}",
-                f"dataset.root={REAL_DATA}",
-                f"trainer.epochs={epochs}",
-                "logger.progress=off",
-                f"hydra.run.dir={folder}/run",
-            ],
-            check=True,
-            capture_output=True,
-        )
-        history = json.loads((Path(folder) / "run" / "metrics.json").read_text())["history"]
+    history = dlrun_history(preset, epochs)
     return median([entry["seconds"] for entry in history[1:]] or [history[0]["seconds"]])
 
 

@@ -10,19 +10,14 @@ and the time it needs to reach the classic loop's accuracy is read from its per-
 """
 
 import argparse
-import json
 import random
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from benchmarks.timing import REAL_DATA
+from benchmarks.timing import REAL_DATA, dlrun_history
 from dlrun.data import LoadOptions
 from dlrun.data.names import load_names
 
@@ -78,22 +73,7 @@ def classic(splits, steps: int, lr: float = 0.005) -> tuple[float, float]:
 
 def batched(target: float, epochs: int) -> tuple[float, float, float]:
     """(seconds of dlrun training until val accuracy >= target, the accuracy then, best val acc)."""
-    with tempfile.TemporaryDirectory() as folder:
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "dlrun",
-                "experiment=names_char_rnn",
-                f"dataset.root={REAL_DATA}",
-                f"trainer.epochs={epochs}",
-                "logger.progress=off",
-                f"hydra.run.dir={folder}/run",
-            ],
-            check=True,
-            capture_output=True,
-        )
-        history = json.loads((Path(folder) / "run" / "metrics.json").read_text())["history"]
+    history = dlrun_history("names_char_rnn", epochs)
     elapsed = 0.0
     for row in history:
         elapsed += row["seconds"]

@@ -1,6 +1,10 @@
 """Shared by the benchmarks: where the real data is, and how to time alternating candidates."""
 
+import json
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,3 +40,15 @@ def row(*cells, widths=(30, 10, 10, 10, 10, 10)) -> str:
         str(cell).ljust(width) if i == 0 else str(cell).rjust(width)
         for i, (cell, width) in enumerate(zip(cells, widths))
     )
+
+
+def dlrun_history(preset: str, epochs: int) -> list[dict]:
+    """The per-epoch history (metrics.json) of `dlrun experiment=<preset>` on the real data."""
+    with tempfile.TemporaryDirectory() as folder:
+        subprocess.run(
+            [sys.executable, "-m", "dlrun", f"experiment={preset}", f"dataset.root={REAL_DATA}"]
+            + [f"trainer.epochs={epochs}", "logger.progress=off", f"hydra.run.dir={folder}/run"],
+            check=True,
+            capture_output=True,
+        )
+        return json.loads((Path(folder) / "run" / "metrics.json").read_text())["history"]
