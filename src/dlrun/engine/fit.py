@@ -100,18 +100,21 @@ DIVERGING = 10.0  # a training loss this many times its lowest so far
 
 
 def _warn_if_diverging(s: Session, lr: float) -> None:
-    """Said once, at the epoch the training loss first grows past ten times its lowest: nearly
-    always a learning rate too high for the model (or a loss that does not fit the task)."""
+    """Said once per run, at the first epoch whose training loss is more than ten times the lowest
+    before it: nearly always a learning rate too high (or a loss that does not fit the task)."""
     losses = [row["train_loss"] for row in s.history if row.get("train_loss") is not None]
     if len(losses) < 2 or min(losses) <= 0:
         return
-    lowest = min(losses[:-1])
-    before = losses[-2] > DIVERGING * min(losses[:-2] or losses[:1])
-    if losses[-1] > DIVERGING * lowest and not before:
+    lowest, first_crossing = losses[0], None
+    for epoch, loss in enumerate(losses[1:], start=1):
+        if first_crossing is None and loss > DIVERGING * lowest:
+            first_crossing, lowest_then = epoch, lowest
+        lowest = min(lowest, loss)
+    if first_crossing == len(losses) - 1:
         s.report.warn(
-            f"epoch {s.position.epoch}: training loss {losses[-1]:.4g} is {losses[-1] / lowest:.0f}x its "
-            f"lowest so far ({lowest:.4g}): the run is diverging; the likely cause is the learning rate "
-            f"({lr:.3g}): try optimizer.lr={lr / 10:.3g}"
+            f"epoch {s.position.epoch}: training loss {losses[-1]:.4g} is {losses[-1] / lowest_then:.0f}x "
+            f"its lowest so far ({lowest_then:.4g}): the run is diverging; the likely cause is the "
+            f"learning rate ({lr:.3g}): try optimizer.lr={lr / 10:.3g}"
         )
 
 
