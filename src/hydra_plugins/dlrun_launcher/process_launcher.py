@@ -48,7 +48,6 @@ class Job:
     config: DictConfig
     folder: Path
     result_file: Path
-    pid: int = 0
 
 
 class ProcessLauncher(Launcher):
@@ -92,8 +91,7 @@ class ProcessLauncher(Launcher):
                 while waiting and len(running) < self.n_jobs:
                     job = waiting.pop(0)
                     log.info(f"\t#{job.index} : {' '.join(filter_overrides(job.overrides))}")
-                    job.pid = self._start(job)
-                    running[job.pid] = job
+                    running[self._start(job)] = job
                 pid, status = os.waitpid(-1, 0)
                 if pid in running:
                     job = running.pop(pid)
