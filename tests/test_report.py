@@ -40,6 +40,20 @@ def test_a_log_gets_plain_lines_for_a_long_epoch(monkeypatch):
     assert "\x1b[" not in buffer.getvalue()  # no terminal escape codes in a log
 
 
+def test_a_six_second_epoch_piped_to_a_log_gets_a_line_about_every_second(monkeypatch):
+    """844 steps in 6 s (MNIST at batch 64): about six lines, none closer than a second apart."""
+    clock = iter(step * 6.0 / 1000 for step in range(100_000))
+    monkeypatch.setattr("dlrun.reporting.terminal.time.perf_counter", lambda: next(clock))
+    screen, buffer = console(terminal=False)
+    with Report("lines", console=screen).epoch_progress(1, 1, steps=844) as progress:
+        for _ in range(844):
+            progress.advance(64)
+            progress.metrics(0.25, 0.9)
+    lines = [line for line in buffer.getvalue().splitlines() if line.strip()]
+    assert 4 <= len(lines) <= 7, lines
+    assert all(line.startswith("  epoch 1/1 step") for line in lines)
+
+
 def test_progress_off_prints_nothing_during_an_epoch():
     screen, buffer = console(terminal=True)
     with Report("off", console=screen).epoch_progress(1, 1, steps=5) as progress:

@@ -274,7 +274,11 @@ def _parse_cli(node: type, usage: str) -> DictConfig:
         given = OmegaConf.from_dotlist(args)
     except OmegaConfBaseException as error:
         raise ConfigError(f"cannot parse arguments {args}: {one_line(error)}") from None
-    cfg = OmegaConf.merge(OmegaConf.structured(node), given)
+    schema = OmegaConf.structured(node)
+    for key in given:  # inputs=Jones means inputs=[Jones]
+        if OmegaConf.is_list(schema._get_node(key)) and not OmegaConf.is_list(given[key]):
+            given[key] = [given[key]]
+    cfg = OmegaConf.merge(schema, given)
     OmegaConf.to_container(cfg, throw_on_missing=True)  # a missing ckpt= fails here, by name
     return cfg
 

@@ -44,6 +44,9 @@ _NOISE = (
 
 def one_line(error: BaseException) -> str:
     """Fold an error (and the OmegaConf cause Hydra wraps) into a single readable line."""
+    advice = _better_advice(error)
+    if advice:
+        return advice
     parts = [str(error)]
     override = getattr(error, "override", None)  # Hydra's OverrideParseException
     if override and override not in parts[0]:
@@ -57,6 +60,51 @@ def one_line(error: BaseException) -> str:
         if line and not any(pattern.match(line) for pattern in _NOISE):
             lines.append(line)
     return _join(lines) or type(error).__name__
+
+
+# config groups that Hydra plugins provide: the extra that installs them
+PLUGINS = {
+    "hydra/sweeper/optuna": "the Optuna sweeper",
+    "hydra/launcher/joblib": "the joblib launcher",
+    "hydra/launcher/submitit_slurm": "the SLURM launcher",
+    "hydra/launcher/submitit_local": "the submitit launcher",
+}
+INSTALL_SWEEP = 'pip install "dlrun[sweep]" (or, in a checkout, pip install -e ".[sweep]")'
+
+
+def _better_advice(error: BaseException) -> str:
+    """Hydra's advice where it misleads ("use +key" for a misspelt key, "override experiment:" for
+    a `+` too many) or stays silent (a misspelt option, a plugin not installed); "" elsewhere."""
+    missing = getattr(error, "missing_cfg_file", None)  # Hydra's MissingConfigException
+    if missing in PLUGINS:
+        return f"{PLUGINS[missing]} ({missing}) is not installed: {INSTALL_SWEEP}"
+    if missing and "/" in missing and getattr(error, "options", None):
+        group, _, name = missing.rpartition("/")
+        what = f"no {group} option {name!r} ({missing}.yaml is in no config folder)"
+        return unknown_name(f"{group}={name}", what, name, error.options, "options")
+    repeated = re.match(
+        r"Multiple values for (\S+)\. To override a value use 'override \S+: (\S+)'", str(error)
+    )
+    if repeated:
+        group, name = repeated.groups()
+        return f"{group} is already in the defaults list: write {group}={name}, without the +"
+    cause = error.__cause__ or error  # Hydra wraps OmegaConf's error; dlrun-eval meets it bare
+    node, key = getattr(cause, "parent_node", None), getattr(cause, "key", None)
+    if type(cause).__name__ in ("ConfigKeyError", "ConfigAttributeError") and hasattr(node, "keys") and key:
+        where = getattr(cause, "full_key", key).rpartition(".")[0]
+        names = [str(name) for name in node.keys() if not str(name).startswith("_") and str(name) != "hydra"]
+        scope = f"in {where}" if where else "at the top level"
+        return unknown_name(cause.full_key, f"no setting {key!r} {scope}", str(key), names, "settings")
+    return ""
+
+
+def unknown_name(typed: str, what: str, name: str, choices, kind: str) -> str:
+    """`typed: what; did you mean <the closest>? kind: <all choices>`."""
+    import difflib
+
+    close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.6)
+    guess = f"did you mean {' or '.join(close)}? " if close else ""
+    return f"{typed}: {what}; {guess}{kind}: {', '.join(choices)}"
 
 
 def _quoted_form(override: str) -> str:

@@ -1,15 +1,17 @@
 """Config checks that need no torch: a bad combination fails in a second, with the fix."""
 
+import dataclasses
 import math
 import re
 
 from omegaconf import DictConfig, OmegaConf
 
 from dlrun.config.catalog import check_loss, check_pairing, task_of, val_metrics
-from dlrun.errors import ConfigError
+from dlrun.errors import ConfigError, unknown_name
 
 PRECISIONS = ("32", "bf16", "16")
 PROGRESS = ("auto", "bar", "lines", "off")
+CONFIG_VIEWS = ("auto", "full", "overrides", "off")
 INTERVALS = ("epoch", "step")
 NONFINITE = ("stop", "skip")
 BAD_IMAGES = ("error", "skip")
@@ -70,11 +72,13 @@ def check_config(cfg: DictConfig, choices: dict[str, str]) -> None:
     if "arch" in cfg.model and "loader" in cfg.dataset:
         dataset_option = choices.get("dataset", cfg.dataset.loader)
         check_pairing(cfg.model.arch, cfg.dataset.loader, model_option, dataset_option)
+    check_known_keys(cfg)
     check_limits(cfg)
     trainer = cfg.trainer
     _one_of("trainer.precision", str(trainer.precision), PRECISIONS)
     _one_of("trainer.on_nonfinite", trainer.on_nonfinite, NONFINITE)
     _one_of("logger.progress", cfg.logger.progress, PROGRESS)
+    _one_of("logger.config", cfg.logger.config, CONFIG_VIEWS)
     _one_of("scheduler.interval", cfg.scheduler.get("interval", "epoch"), INTERVALS)
     if "bad_images" in cfg.dataset:
         _one_of("dataset.bad_images", cfg.dataset.bad_images, BAD_IMAGES)
@@ -94,6 +98,25 @@ def check_config(cfg: DictConfig, choices: dict[str, str]) -> None:
             _one_of(key, mode, ("auto", "min", "max"))
     if "arch" in cfg.model:
         check_task_settings(cfg, task_of(cfg.model.arch), model_option)
+
+
+def check_known_keys(node: DictConfig, path: str = "") -> None:
+    """Every key is a setting its schema knows: Hydra's `+key=value` adds keys past the schema,
+    and a misspelt one would otherwise be accepted and ignored. (A node without a schema, such
+    as your own model's, takes any key.)"""
+    schema = OmegaConf.get_type(node)
+    known = {field.name for field in dataclasses.fields(schema)} if dataclasses.is_dataclass(schema) else None
+    for key in node.keys():
+        full = f"{path}{key}"
+        if known is not None and key not in known:
+            scope = f"in {path.rstrip('.')}" if path else "at the top level"
+            choices = sorted(name for name in known if not name.startswith("_"))
+            raise ConfigError(
+                unknown_name(full, f"no setting {key!r} {scope}", str(key), choices, "settings")
+            )
+        child = node._get_node(key)
+        if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
+            check_known_keys(child, f"{full}.")
 
 
 def check_task_settings(cfg: DictConfig, task: str, model_option: str) -> None:

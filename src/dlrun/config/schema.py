@@ -332,6 +332,8 @@ class Logger:
     config_text: bool = True
     histograms: bool = False  # weights and gradients, once per epoch
     progress: str = "auto"  # auto (a bar on a terminal, lines otherwise) | bar | lines | off
+    config: str = "auto"  # at the start: full (the tree) | overrides (the settings typed) | off; auto:
+    # full for a run, overrides for a sweep job (the whole config is in each run's config.yaml)
 
 
 @dataclass

@@ -101,7 +101,7 @@ def _run(cfg: DictConfig, run_dir: Path, hydra, ranks: distributed.Ranks) -> flo
     choices = dict(hydra.runtime.choices) if hydra is not None else {}
     report = Report(cfg.logger.progress) if ranks.is_main else Report("off", console=Console(quiet=True))
     session = _build_session(cfg, run_dir, device, report, ranks, choices)
-    report.config(session.cfg, choices)
+    _show_config(report, session.cfg, choices, hydra, run_dir)
     report.line(
         f"device {device}{_ranks_text(ranks)}, {threads} CPU thread(s), "
         f"{_count(session.model):,} trainable parameters"
@@ -133,6 +133,19 @@ def _run(cfg: DictConfig, run_dir: Path, hydra, ranks: distributed.Ranks) -> flo
         fit(session)
     results = _finish(session, time.perf_counter() - started)
     return _optimized(cfg, results)
+
+
+def _show_config(report: Report, cfg: DictConfig, choices: dict, hydra, run_dir: Path) -> None:
+    """The config tree for a run; for a sweep job, where a tree per job would bury the results,
+    only the settings typed for it (logger.config chooses)."""
+    view = cfg.logger.config
+    if view == "auto":
+        view = "overrides" if hydra is not None and hydra.mode == RunMode.MULTIRUN else "full"
+    if view == "full":
+        report.config(cfg, choices)
+    elif view == "overrides":
+        typed = " ".join(_typed(hydra)) or "the defaults"
+        report.line(f"settings: {typed}   (the whole config: {shell_path(run_dir / 'config.yaml')})")
 
 
 def _device_slot(hydra, jobs: int, ranks: distributed.Ranks) -> Optional[int]:

@@ -15,6 +15,7 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 from rich.table import Table
+from rich.text import Text
 
 COLUMNS = ("job", "overrides", "status", "metric", "value", "seconds", "folder", "error")
 
@@ -107,12 +108,14 @@ def show(summary: Summary) -> None:
         value = "" if row["value"] is None else f"{row['value']:.4f}"
         seconds = "" if row["seconds"] is None else f"{row['seconds']:.1f}"
         status = row["status"] if row["status"] == "ok" else f"[red]{row['status']}[/red]"
-        table.add_row(str(row["job"]), row["overrides"], status, row["metric"], value, seconds, row["folder"])
+        # Text: an override such as `transforms=[Resize]` is not rich markup
+        cells = (Text(row["overrides"]), status, row["metric"], value, seconds, Text(row["folder"]))
+        table.add_row(str(row["job"]), *cells)
     console = make_console()
     console.print(table)
-    for row in summary.failed:
+    for row in summary.failed:  # why, one line each, cut to the terminal (whole in the CSV)
         reason = row["error"] or "no result, no error.txt"
-        console.print(f"job {row['job']} {row['status']}: {reason}", markup=False)
+        console.print(Text(f"job {row['job']} {row['status']}: {reason}"), no_wrap=True, overflow="ellipsis")
     console.print(
         f"summary: {shell_path(summary.folder / 'sweep_summary.csv')} (and .json); "
         f"compare: tensorboard --logdir {shell_path(summary.folder)}",

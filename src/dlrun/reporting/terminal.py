@@ -114,9 +114,10 @@ def make_console() -> Console:
 
 
 class EpochProgress:
-    """A bar on a terminal; otherwise a plain line about every tenth of a long epoch."""
+    """A bar on a terminal; otherwise a plain line about every tenth of an epoch, at most one a
+    second (an epoch shorter than that has only its summary line)."""
 
-    LINE_SECONDS = 5.0  # plain lines only for epochs long enough to need them
+    LINE_SECONDS = 1.0
 
     def __init__(self, report: Report, epoch: int, epochs: int, steps: int, start: int):
         self.report, self.steps, self.done = report, steps, start
@@ -167,9 +168,9 @@ class EpochProgress:
         if self.bar is not None:
             self.bar.update(self.task, status=status)
         elif self.report.progress_mode == "lines" and self.done >= self.next_line:
-            self.next_line = self.done + max(1, self.steps // 10)
             now = time.perf_counter()
-            if now - self.last_line >= self.LINE_SECONDS:
+            if now - self.last_line >= self.LINE_SECONDS:  # else the line waits for the next call
+                self.next_line = self.done + max(1, self.steps // 10)
                 self.last_line = now
                 self.report.line(f"  {self.label} step {self.done}/{self.steps} {status}")
 
