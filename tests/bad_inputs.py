@@ -249,6 +249,7 @@ CASES = [
     Case("unknown key", config_case(["trainer.epochz=3"], "epochz"), 2),
     Case("unknown option", config_case(["model=transformer"], "lenet"), 2),
     Case("unknown group", config_case(["modle=mlp"], "modle"), 2),
+    Case("misspelt key added with +", config_case(["+trainer.epochz=3"], "did you mean epochs?"), 2),
     Case("wrong type", config_case(["trainer.epochs=many"], "trainer.epochs"), 2),
     Case("bad override syntax", config_case(["trainer.epochs=[1,"], "trainer.epochs"), 2),
     Case("lr <= 0", config_case(["optimizer.lr=0"], "optimizer.lr"), 2),
