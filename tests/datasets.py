@@ -185,3 +185,25 @@ def write_csv(path: Path, rows: int = 60, header: bool = True, label_first: bool
         lines.append(",".join(cells))
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+# per class: feature means and spreads of Fisher's iris measurements (sepal and petal length and width)
+IRIS_LIKE = {
+    "setosa": ([5.0, 3.4, 1.5, 0.25], [0.35, 0.38, 0.17, 0.1]),
+    "versicolor": ([5.9, 2.8, 4.3, 1.3], [0.5, 0.3, 0.45, 0.18]),
+    "virginica": ([6.6, 3.0, 5.6, 2.0], [0.6, 0.3, 0.5, 0.22]),
+}
+
+
+def write_iris_like(path: Path, per_class: int = 50) -> Path:
+    """A 150-row, 3-class table shaped like the iris CSV: 4 measurements, then `species`."""
+    rng = np.random.default_rng(RNG_SEED)
+    rows = [
+        [*(f"{value:.1f}" for value in rng.normal(mean, spread)), species]
+        for species, (mean, spread) in IRIS_LIKE.items()
+        for _ in range(per_class)
+    ]
+    order = rng.permutation(len(rows))
+    header = "sepal_length,sepal_width,petal_length,petal_width,species"
+    path.write_text("\n".join([header, *(",".join(rows[index]) for index in order)]) + "\n")
+    return path

@@ -13,6 +13,7 @@ from omegaconf.errors import ConfigAttributeError
 
 from dlrun.config import schema
 from dlrun.config.catalog import MODELS
+from dlrun.config.checks import check_config
 from dlrun.data.facts import Facts
 from dlrun.engine.build import build_loss, build_model, build_optimizer, build_scheduler
 from dlrun.errors import ConfigError
@@ -164,9 +165,11 @@ def test_a_type_error_inside_a_model_is_a_bug_and_shows_as_one():
         )
 
 
-def test_a_wrong_type_fails_at_compose_time():
-    with pytest.raises(Exception, match="trainer.epochs"):
-        make_config("trainer.epochs=lots")
+def test_a_wrong_type_fails_before_any_data_is_read():
+    with pytest.raises(ConfigError, match="trainer.epochs=lots is not valid: give a whole number, or auto"):
+        check_config(make_config("trainer.epochs=lots"), {})
+    with pytest.raises(ConfigError, match="trainer.batch_size=2.5 is not valid"):
+        check_config(make_config("trainer.batch_size=2.5"), {})
     with pytest.raises(Exception, match="model.dropout"):
         make_config("model.dropout=[1]")
 

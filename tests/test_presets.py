@@ -63,7 +63,7 @@ def test_a_preset_trains_a_few_steps_on_tiny_data(preset, dlrun, data_root, cifa
     elif preset == "hymenoptera_resnet18":
         datasets.write_image_folder(tmp_path / "hymenoptera_data", per_class=4)
         overrides += [
-            f"dataset.root={tmp_path / 'hymenoptera_data'}",
+            f"dataset.root={tmp_path}",  # the data root, as in the README: the preset adds the folder
             "model.pretrained=false",
             *SMALL_IMAGES,
         ]

@@ -9,8 +9,8 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
-def run_preset(dlrun, real_data, preset, *extra, root=None):
-    result = dlrun(f"experiment={preset}", f"dataset.root={root or real_data}", "logger.progress=off", *extra)
+def run_preset(dlrun, real_data, preset, *extra):
+    result = dlrun(f"experiment={preset}", f"dataset.root={real_data}", "logger.progress=off", *extra)
     assert result.code == 0, result.err
     return result.metrics
 
@@ -43,7 +43,6 @@ def test_hymenoptera_resnet18_from_scratch_runs_end_to_end(dlrun, real_data):
         "hymenoptera_resnet18",
         "model.pretrained=false",
         "trainer.epochs=1",
-        root=real_data / "hymenoptera_data",
     )
     assert metrics["epochs"] == 1 and 0.0 <= metrics["last_val"]["acc"] <= 1.0
 

@@ -133,7 +133,13 @@ def test_the_full_traceback_is_there_when_asked_for(dlrun, monkeypatch):
 
 
 def test_a_diverging_loss_gets_one_warning_naming_the_epoch_and_the_learning_rate(dlrun, tmp_path):
-    result = dlrun("optimizer=sgd", "optimizer.lr=5", "trainer.epochs=5", "logger.progress=lines")
+    result = dlrun(
+        "optimizer=sgd",
+        "optimizer.lr=5",
+        "trainer.epochs=5",
+        "trainer.batch_size=64",
+        "logger.progress=lines",
+    )
     assert result.code == 0, result.err
     said = " ".join((result.out + result.err).split())  # as read, whatever the terminal's width
     assert said.count("the run is diverging") == 1

@@ -14,8 +14,9 @@ def test_default_run_learns_wine(dlrun):
     metrics = result.metrics
     assert metrics["monitor"] == "val/acc"
     assert metrics["best_value"] >= 0.9
-    assert metrics["test"]["acc"] >= 0.85
-    assert metrics["epochs"] == 10 and metrics["steps"] == 20
+    assert metrics["test"]["acc"] >= 0.95
+    # auto: batches of 8 (not 64) from the 106 training rows, 143 epochs, 2,002 steps (not 20)
+    assert (metrics["epochs"], metrics["steps"]) == (143, 2002)
 
 
 @pytest.mark.parametrize("dataset", ["mnist", "fashion_mnist"])

@@ -7,6 +7,7 @@ import re
 from omegaconf import DictConfig, OmegaConf
 
 from dlrun.config.catalog import check_loss, check_pairing, task_of, val_metrics
+from dlrun.config.training_length import AUTO, AUTO_SETTINGS
 from dlrun.errors import ConfigError, unknown_name
 
 PRECISIONS = ("32", "bf16", "16")
@@ -134,9 +135,15 @@ def check_task_settings(cfg: DictConfig, task: str, model_option: str) -> None:
 
 def check_limits(cfg: DictConfig) -> None:
     """Every number within its bounds (LIMITS), before any data is read."""
+    for key in AUTO_SETTINGS:
+        value = OmegaConf.select(cfg, key)
+        if value != AUTO and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ConfigError(
+                f"{key}={value} is not valid: give a whole number, or auto (scaled to the data)"
+            )
     for key, bounds in LIMITS.items():
         value = OmegaConf.select(cfg, key, default=None)
-        if value is not None and not within(value, bounds):
+        if value is not None and value != AUTO and not within(value, bounds):
             raise ConfigError(f"{key}={value} is out of range: it must lie in {bounds}")
     for key, bounds in ELEMENT_LIMITS.items():
         values = OmegaConf.select(cfg, key, default=None) or []

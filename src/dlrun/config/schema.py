@@ -57,6 +57,9 @@ class NamesDataset:
 class ImageFolderDataset:
     loader: str = "imagefolder"
     root: str = MISSING  # <root>/train/<class>/*, optionally <root>/val/<class>/*
+    # the data's own folder under root, for a preset that names it (hymenoptera_data), so that
+    # its dataset.root is the same data root as MNIST's
+    folder: Optional[str] = None
     val_fraction: float = 0.2  # used only when there is no val/ folder
     # torchvision.transforms.v2 classes by name, with their arguments; the output size must be fixed
     train_transforms: list[Any] = field(
@@ -299,8 +302,10 @@ class EarlyStopping:
 
 @dataclass
 class Trainer:
-    epochs: int = 10
-    batch_size: int = 64
+    # auto: scaled to the data (config/training_length.py): 10 epochs of 64, more and smaller
+    # for a small training split; a number is taken as it is
+    epochs: Any = "auto"
+    batch_size: Any = "auto"  # the global batch (split between the processes of a torchrun)
     eval_batch_size: Optional[int] = None  # None: 4 x batch_size
     device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
     deterministic: bool = False

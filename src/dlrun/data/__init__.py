@@ -8,6 +8,7 @@ from typing import Optional, Union
 
 import torch
 
+from dlrun.config.training_length import batch_size_for
 from dlrun.data.batches import BatchAugment, LoaderBatches, Normalize, TensorBatches
 from dlrun.data.facts import Facts
 
@@ -39,12 +40,17 @@ class Data:
 class LoadOptions:
     task: str  # classification | reconstruction
     seed: int
-    batch_size: int
-    eval_batch_size: int
+    batch_size: Union[int, str]  # a number, or auto (config/training_length.py)
+    eval_batch_size: Optional[int]  # None: 4 x the training batch
     device: torch.device
     channels_last: bool = False
     deterministic: bool = False
     shard: tuple[int, int] = (0, 1)  # (rank, processes): each takes its part of a training batch
+
+    def batch_sizes(self, train_samples: int) -> tuple[int, int]:
+        """(training batch, evaluation batch) for a training split of this many samples."""
+        train = batch_size_for(self.batch_size, train_samples)
+        return train, self.eval_batch_size or 4 * train
 
 
 def to_device(splits: Splits, options: LoadOptions, augment: Optional[BatchAugment] = None) -> Data:
@@ -60,6 +66,7 @@ def to_device(splits: Splits, options: LoadOptions, augment: Optional[BatchAugme
             facts.mean, facts.std = [0.0] * len(facts.mean), [1.0] * len(facts.std)
         prepare = Normalize(facts.mean, facts.std, options.device, options.channels_last)
     generator = torch.Generator().manual_seed(options.seed)
+    train_size, eval_size = options.batch_sizes(len(splits.train[1]))
 
     def batches(pair: Pair, size: int, train: bool = False) -> TensorBatches:
         inputs, targets = (t.to(options.device) for t in pair)
@@ -75,8 +82,8 @@ def to_device(splits: Splits, options: LoadOptions, augment: Optional[BatchAugme
         )
 
     return Data(
-        train=batches(splits.train, options.batch_size, train=True),
-        val=batches(splits.val, options.eval_batch_size),
-        test=batches(splits.test, options.eval_batch_size) if splits.test is not None else None,
+        train=batches(splits.train, train_size, train=True),
+        val=batches(splits.val, eval_size),
+        test=batches(splits.test, eval_size) if splits.test is not None else None,
         facts=facts,
     )

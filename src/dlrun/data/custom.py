@@ -157,6 +157,7 @@ def _loaded(train, val, test, settings: CustomSettings, options: LoadOptions, so
     facts.task = options.task
     prepare = _normalize(facts, options)
     generator = torch.Generator().manual_seed(options.seed)
+    train_size, eval_size = options.batch_sizes(len(train))
 
     def batches(dataset, size: int, shuffled: bool) -> LoaderBatches:
         loader = epoch_loader(
@@ -172,9 +173,9 @@ def _loaded(train, val, test, settings: CustomSettings, options: LoadOptions, so
         return LoaderBatches(loader, options.device, prepare, source)
 
     return Data(
-        train=batches(train, options.batch_size, True),
-        val=batches(val, options.eval_batch_size, False),
-        test=batches(test, options.eval_batch_size, False) if test is not None else None,
+        train=batches(train, train_size, True),
+        val=batches(val, eval_size, False),
+        test=batches(test, eval_size, False) if test is not None else None,
         facts=facts,
     )
 

@@ -25,7 +25,7 @@ log = logging.getLogger("dlrun")
 
 
 def load_imagefolder(cfg: DictConfig, options: LoadOptions) -> Data:
-    root = Path(cfg.root).expanduser().resolve()
+    root = (Path(cfg.root).expanduser() / (cfg.folder or "")).resolve()
     train_dir, val_dir, test_dir = root / "train", root / "val", root / "test"
     if not train_dir.is_dir():
         raise DataError(
@@ -69,16 +69,13 @@ def load_imagefolder(cfg: DictConfig, options: LoadOptions) -> Data:
         skipped_files=skipped,
     )
     generator = torch.Generator().manual_seed(options.seed)
+    train_size, eval_size = options.batch_sizes(len(train_set))
     return Data(
         train=LoaderBatches(
-            _loader(train_set, cfg, options, options.batch_size, generator), options.device, prepare, root
+            _loader(train_set, cfg, options, train_size, generator), options.device, prepare, root
         ),
-        val=LoaderBatches(
-            _loader(val_set, cfg, options, options.eval_batch_size), options.device, prepare, root
-        ),
-        test=LoaderBatches(
-            _loader(test_set, cfg, options, options.eval_batch_size), options.device, prepare, root
-        )
+        val=LoaderBatches(_loader(val_set, cfg, options, eval_size), options.device, prepare, root),
+        test=LoaderBatches(_loader(test_set, cfg, options, eval_size), options.device, prepare, root)
         if test_set is not None
         else None,
         facts=facts,

@@ -23,6 +23,7 @@ from dlrun.checkpoints.resume import apply_optimizer_settings, check_resumable, 
 from dlrun.config.catalog import mode_of, monitored
 from dlrun.config.checks import check_task_settings
 from dlrun.config.paths import run_resume_command, shell_path
+from dlrun.config.training_length import batch_size_for, epochs_for
 from dlrun.data import Data, LoadOptions
 from dlrun.engine import distributed, runtime
 from dlrun.engine.build import (
@@ -177,23 +178,24 @@ def _build_session(cfg, run_dir, device, report, ranks, choices) -> Session:
     task_name = check_targets(cfg)  # the user's code is imported and checked before data is read
     check_task_settings(cfg, task_name, choices.get("model", "?"))
     trainer = cfg.trainer
-    if trainer.batch_size < ranks.world_size:
-        raise ConfigError(
-            f"trainer.batch_size={trainer.batch_size} is the global batch: it must be at least "
-            f"the number of processes ({ranks.world_size})"
-        )
     options = LoadOptions(
         task=task_name,
         seed=cfg.seed,
         batch_size=trainer.batch_size,
-        eval_batch_size=trainer.eval_batch_size or 4 * trainer.batch_size,
+        eval_batch_size=trainer.eval_batch_size,
         device=device,
         channels_last=trainer.channels_last,
         deterministic=trainer.deterministic,
         shard=ranks.shard,
     )
     data = build_data(cfg.dataset, options)
-    cfg = _with_facts(cfg, data.facts.to_dict())
+    cfg = _with_facts(cfg, data)
+    trainer = cfg.trainer
+    if trainer.batch_size < ranks.world_size:
+        raise ConfigError(
+            f"trainer.batch_size={trainer.batch_size} is the global batch: it must be at least "
+            f"the number of processes ({ranks.world_size})"
+        )
     model = build_model(cfg.model, data.facts, cfg.loss.get("name")).to(device)
     if trainer.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -244,10 +246,14 @@ def _callables(model: torch.nn.Module, compile_model: bool, ranks: distributed.R
     return (torch.compile(ddp) if compile_model else ddp), evaluator
 
 
-def _with_facts(cfg: DictConfig, facts: dict[str, Any]) -> DictConfig:
-    """The config as the run really uses it: resolved, with the data's facts filled in."""
+def _with_facts(cfg: DictConfig, data: Data) -> DictConfig:
+    """The config as the run really uses it: resolved, with the data's facts filled in and the
+    `auto` training length made a number of epochs and a batch size."""
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    resolved["facts"] = facts
+    resolved["facts"] = data.facts.to_dict()
+    trainer = resolved["trainer"]
+    trainer["batch_size"] = batch_size_for(trainer["batch_size"], data.train.num_samples)
+    trainer["epochs"] = epochs_for(trainer["epochs"], len(data.train))
     out = OmegaConf.create(resolved)
     OmegaConf.set_struct(out, True)
     return out

@@ -128,7 +128,7 @@ def _close_epoch(s: Session, evaluation: Evaluation) -> bool:
         s.epoch_generator_state = s.generator.get_state()  # where the next epoch starts
     if s.early is not None:
         s.early.update(s.last_val[s.early.metric], s.position.epoch)
-    return s.best.update(s.last_val[s.best.metric], s.position.epoch)
+    return s.best.update(s.last_val[s.best.metric], s.position.epoch, s.last_val.get("val/loss"))
 
 
 def _record(

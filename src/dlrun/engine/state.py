@@ -39,11 +39,15 @@ class Monitor:
         self.patience = patience
         self.min_delta = min_delta
         self.best: Optional[float] = None
+        self.best_loss: Optional[float] = None  # the validation loss at the best value
         self.best_epoch = -1
         self.bad_epochs = 0
 
-    def update(self, value: float, epoch: int) -> bool:
-        """Record a new value; True when it improves on the best by more than min_delta."""
+    def update(self, value: float, epoch: int, loss: Optional[float] = None) -> bool:
+        """Record a new value; True when it improves on the best by more than min_delta, or, given
+        the validation loss, equals the best with a lower loss: on a small validation split the
+        accuracy stops moving while the model still improves, and the first epoch to reach it
+        would be kept although it is the least trained one."""
         if math.isnan(value):
             improved = False
         elif self.best is None:
@@ -52,8 +56,10 @@ class Monitor:
             improved = value > self.best + self.min_delta
         else:
             improved = value < self.best - self.min_delta
+        if not improved and value == self.best and loss is not None and self.best_loss is not None:
+            improved = loss < self.best_loss
         if improved:
-            self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
+            self.best, self.best_loss, self.best_epoch, self.bad_epochs = value, loss, epoch, 0
         else:
             self.bad_epochs += 1
         return improved
@@ -63,10 +69,16 @@ class Monitor:
         return self.patience is not None and self.bad_epochs >= self.patience
 
     def state_dict(self) -> dict:
-        return {"best": self.best, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs}
+        return {
+            "best": self.best,
+            "best_loss": self.best_loss,
+            "best_epoch": self.best_epoch,
+            "bad_epochs": self.bad_epochs,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.best = state["best"]
+        self.best_loss = state.get("best_loss")  # absent from older checkpoints
         self.best_epoch = state["best_epoch"]
         self.bad_epochs = state["bad_epochs"]
 

@@ -28,6 +28,8 @@ from dlrun.config.paths import shell_path
 
 log = logging.getLogger("dlrun")
 
+EPOCH_ROWS = 20  # a longer run shows a row every few epochs, so the rows fit on one screen
+
 
 class Report:
     def __init__(self, progress: str = "auto", console: Optional[Console] = None):
@@ -83,8 +85,17 @@ class Report:
         text = Text(" | ".join(parts))
         if best:
             text.append("  * best", style="bold green")
-        self.console.print(text)
         log.info(text.plain)
+        every = -(-epochs // EPOCH_ROWS)
+        if every == 1 or epoch in (1, epochs) or epoch % every == 0:
+            self.console.print(text)
+        if every > 1 and epoch == 1:
+            self.console.print(
+                Text(
+                    f"(a row every {every} epochs here; every epoch is in dlrun.log and TensorBoard)",
+                    style="dim",
+                )
+            )
 
     def results(self, results: dict[str, Any], split: str, class_names: list[str], run_dir: Path) -> None:
         """The final table (best monitored value, the final split's metrics, epochs, steps, time),
