@@ -1,7 +1,14 @@
 """Helpers the test modules share (test modules never import each other)."""
 
+import contextlib
+import json
 import os
+import socket
+import subprocess
+import time
+import urllib.request
 from pathlib import Path
+from typing import Optional
 
 from hydra import compose, initialize_config_dir
 from tensorboard.plugins.hparams import plugin_data_pb2
@@ -55,9 +62,9 @@ def read_events(run_dir: Path):
     return accumulator
 
 
-def hparams(events) -> tuple[dict, list[str]]:
-    """(hparam values of the session, metric tags of the experiment)."""
-    content = events.PluginTagToContent("hparams")
+def hparams(run_dir: Path) -> tuple[dict, list[str]]:
+    """(hparam values of the run's session, metric tags of its experiment), from its hparams sub-run."""
+    content = read_events(run_dir / "hparams").PluginTagToContent("hparams")
     start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
     experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"])
     values = {}
@@ -65,6 +72,47 @@ def hparams(events) -> tuple[dict, list[str]]:
         kind = value.WhichOneof("kind")
         values[key] = getattr(value, kind)
     return values, [m.name.tag for m in experiment.experiment.metric_infos]
+
+
+@contextlib.contextmanager
+def tensorboard_server(command: list[str], cwd: Path, env: Optional[dict] = None):
+    """A real `tensorboard` on a free port of 127.0.0.1, answering its HTTP API: yields a function
+    that GETs (or POSTs JSON to) a path and returns the decoded JSON."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(
+        [*command, "--host", "127.0.0.1", "--port", str(port)],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+    def ask(path: str, body: Optional[dict] = None):
+        data = json.dumps(body).encode() if body is not None else None
+        # TensorBoard refuses a POST without this header (its guard against cross-site requests)
+        headers = {"X-XSRF-Protected": "1", "Content-Type": "application/json"} if data else {}
+        request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, headers=headers)
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return json.loads(answer.read())
+
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, f"tensorboard exited: {server.stderr.read()}"
+            try:
+                if ask("/data/runs"):
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "tensorboard listed no runs in 120 s"
+            time.sleep(0.5)
+        yield ask
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 class Hostile:

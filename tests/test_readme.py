@@ -18,15 +18,11 @@ The workspace holds what the commands read: `~/photos` (HOME points at the works
 `ant.jpg` and `bee.jpg`, and ResNet-18 weights where torchvision's cache keeps ImageNet's.
 """
 
-import json
 import os
 import re
 import shlex
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -34,6 +30,7 @@ from typing import Optional
 import pytest
 
 from tests import datasets
+from tests.helpers import tensorboard_server
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -136,34 +133,11 @@ def run_line(line: str, workspace: Path) -> subprocess.CompletedProcess:
 
 
 def serve_tensorboard(line: str, workspace: Path) -> None:
-    """Start `tensorboard` as written, on a free local port; wait until its API lists runs."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen(
-        ["bash", "-c", f"exec {line} --host 127.0.0.1 --port {port}"],
-        cwd=workspace,
-        env=environment(workspace),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            assert server.poll() is None, f"{line} exited: {server.stderr.read()}"
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/runs", timeout=5) as answer:
-                    runs = json.loads(answer.read())
-                if runs:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.5)
-        pytest.fail(f"{line}: no runs listed after 120 s")
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    """Start `tensorboard` as written, on a free local port; its API must list the runs."""
+    with tensorboard_server(
+        ["bash", "-c", f'exec {line} "$@"', "tensorboard"], workspace, environment(workspace)
+    ) as ask:
+        assert ask("/data/runs")
 
 
 BLOCKS = bash_blocks(README.read_text())

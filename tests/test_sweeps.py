@@ -10,7 +10,7 @@ import yaml
 
 from dlrun.config.paths import HYDRA_PLAIN
 from dlrun.config.resolvers import direction, short_overrides
-from tests.helpers import compose_config, hparams, read_events
+from tests.helpers import compose_config, hparams
 
 
 def sweep_folder(root: Path) -> Path:
@@ -48,13 +48,13 @@ def test_every_job_gets_its_own_tensorboard_row_with_the_swept_keys(dlrun, tmp_p
     result = dlrun("-m", "optimizer.lr=0.001,0.003,0.01", "model=mlp,linear", "trainer.epochs=1")
     assert result.code == 0, result.err
     folder = sweep_folder(tmp_path)
-    rows = [hparams(read_events(job)) for job in sorted(path for path in folder.iterdir() if path.is_dir())]
+    rows = [hparams(job) for job in sorted(path for path in folder.iterdir() if path.is_dir())]
     assert len(rows) == 6
     keys = {frozenset(values) for values, _ in rows}
     assert len(keys) == 1  # the same columns in every row
     assert {values["optimizer.lr"] for values, _ in rows} == {0.001, 0.003, 0.01}
     assert {values["choice/model"] for values, _ in rows} == {"mlp", "linear"}
-    assert all("hparam/val_acc_best" in metrics for _, metrics in rows)
+    assert all("whole_run/val_acc_best" in metrics for _, metrics in rows)
 
 
 def test_parallel_jobs_with_joblib_share_the_cores(dlrun, tmp_path, monkeypatch):

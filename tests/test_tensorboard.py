@@ -1,12 +1,14 @@
 """What a run shows in TensorBoard, read back from its event files with TensorBoard's reader."""
 
+from pathlib import Path
+
 import pytest
 
-from tests.helpers import FEW_STEPS, hparams, read_events, small_mlp_on
+from tests.helpers import FEW_STEPS, hparams, read_events, small_mlp_on, tensorboard_server
 
 
 @pytest.fixture(scope="module")
-def classification_events(tmp_path_factory, data_root):
+def classification_run(tmp_path_factory, data_root) -> Path:
     import sys
 
     from dlrun import cli
@@ -25,7 +27,12 @@ def classification_events(tmp_path_factory, data_root):
         cli.main()
     finally:
         sys.argv = argv
-    return read_events(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def classification_events(classification_run):
+    return read_events(classification_run)
 
 
 def test_classification_scalars(classification_events):
@@ -35,11 +42,13 @@ def test_classification_scalars(classification_events):
         "train/acc",
         "val/loss",
         "val/acc",
-        "lr",
-        "time/epoch_seconds",
-        "time/samples_per_second",
+        "train/lr",
+        "train/epoch_seconds",
+        "train/samples_per_second",
     ):
         assert tag in tags, tag
+    # TensorBoard's Time Series page opens the first two groups of cards: train/ and val/
+    assert sorted({tag.split("/")[0] for tag in tags}) == ["train", "val"]
     val_acc = [event.value for event in classification_events.Scalars("val/acc")]
     assert len(val_acc) == 2 and all(0.0 <= value <= 1.0 for value in val_acc)
     train_steps = [event.step for event in classification_events.Scalars("train/loss")]
@@ -50,7 +59,7 @@ def test_graph_input_grid_and_config_text(classification_events):
     assert classification_events.Tags()["graph"]
     graph = classification_events.Graph()
     assert any("Linear" in node.op or "linear" in node.name.lower() for node in graph.node)
-    image = classification_events.Images("inputs")[0]
+    image = classification_events.Images("train/inputs")[0]
     assert image.width > 28 and image.height > 28
     assert "config/text_summary" in classification_events.Tags()["tensors"]
 
@@ -58,22 +67,63 @@ def test_graph_input_grid_and_config_text(classification_events):
 def test_one_pr_curve_per_class_at_each_validation(classification_events):
     curves = [tag for tag in classification_events.Tags()["tensors"] if tag.startswith("pr/")]
     assert len(curves) == 10
+    assert {"pr/0-zero", "pr/9-nine"} <= set(curves)  # MNIST's '0 - zero', readable
     assert len(classification_events.Tensors(curves[0])) == 2  # one per epoch
 
 
 def test_confusion_matrix_as_image_and_table(classification_events):
     assert "val/confusion_matrix" in classification_events.Tags()["images"]
     assert "val/confusion_matrix/text_summary" in classification_events.Tags()["tensors"]
+    figure = classification_events.Images("val/confusion_matrix")[0]
+    assert figure.width > 10 * 40 and figure.height > 10 * 40  # a cell per pair of classes, with labels
 
 
-def test_hparams_row_with_real_final_metrics(classification_events):
-    values, metrics = hparams(classification_events)
+@pytest.mark.parametrize("classes", [10, 18])
+def test_the_confusion_figure_names_the_classes_and_counts_each_cell(classes):
+    import torch
+
+    from dlrun.reporting.confusion_figure import confusion_figure
+
+    names = [f"class {index}" for index in range(classes)]
+    counts = torch.eye(classes, dtype=torch.long) * 50
+    counts[0, 1] = 7
+    without_names = confusion_figure(counts, [""] * classes)
+    figure = confusion_figure(counts, names)
+    assert figure.shape[0] == 3 and 0.0 <= figure.min() and figure.max() <= 1.0
+    # the names take room on both axes; the counts and the scale are drawn in ink
+    assert figure.shape[1] > without_names.shape[1] and figure.shape[2] > without_names.shape[2]
+    ink = (figure < 0.2).all(dim=0)
+    assert ink.sum() > 20 * classes
+    blank = confusion_figure(torch.zeros(classes, classes, dtype=torch.long), names)
+    assert (blank < 0.2).all(dim=0).sum() < ink.sum()  # a count in a cell is written there
+
+
+def test_hparams_row_with_real_final_metrics(classification_run, classification_events):
+    values, metrics = hparams(classification_run)
     assert values["model.hidden_sizes"] == "[32]" and values["choice/model"] == "mlp"
     assert values["model.channels"] == "-"  # a cnn setting: the same columns in every run
-    assert set(metrics) == {"hparam/val_acc_best", "hparam/test_loss", "hparam/test_acc", "hparam/epochs"}
-    best = classification_events.Scalars("hparam/val_acc_best")[0].value
+    # every task's columns, in every run: a folder of classifiers and autoencoders shows both
+    assert set(metrics) == {
+        f"whole_run/{name}"
+        for name in ("val_acc_best", "val_mse_best", "test_acc", "test_mse", "test_loss", "epochs")
+    }
+    final = read_events(classification_run / "hparams")
+    best = final.Scalars("whole_run/val_acc_best")[0].value
     assert best == pytest.approx(max(e.value for e in classification_events.Scalars("val/acc")))
-    assert classification_events.Scalars("hparam/epochs")[0].value == 2
+    assert final.Scalars("whole_run/epochs")[0].value == 2
+    assert not [tag for tag in classification_events.Tags()["scalars"] if tag.startswith("whole_run/")]
+
+
+def test_hparams_shows_the_settings_that_tell_runs_apart_and_names_the_trial(classification_run):
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    content = read_events(classification_run / "hparams").PluginTagToContent("hparams")
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    shown = {info.name for info in experiment.hparam_infos if info.differs}
+    assert {"choice/model", "choice/dataset", "optimizer.lr", "trainer.batch_size", "trainer.epochs"} <= shown
+    assert "model.hidden_sizes" in shown  # typed for this run
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    assert start.session_start_info.group_name == classification_run.name  # not the shared date prefix
 
 
 def test_every_run_has_the_same_hparam_keys(dlrun, data_root):
@@ -87,7 +137,7 @@ def test_every_run_has_the_same_hparam_keys(dlrun, data_root):
             *FEW_STEPS,
         )
         assert result.code == 0, result.err
-        keys.append(set(hparams(result.events())[0]))
+        keys.append(set(hparams(result.run_dir)[0]))
     assert keys[0] == keys[1]
 
 
@@ -98,10 +148,13 @@ def test_an_autoencoder_shows_reconstructions_and_mse(dlrun, data_root):
     assert result.code == 0, result.err
     events = result.events()
     assert "val/mse" in events.Tags()["scalars"] and "val/acc" not in events.Tags()["scalars"]
-    assert {"inputs", "val/reconstructions"} <= set(events.Tags()["images"])
+    assert {"train/inputs", "val/reconstructions"} <= set(events.Tags()["images"])
+    pictures = events.Images("val/reconstructions")[0]
+    assert pictures.height >= 2 * 112  # inputs above reconstructions, each at least 112 pixels
     assert not [tag for tag in events.Tags()["tensors"] if tag.startswith("pr/")]
-    _, metrics = hparams(events)
-    assert "hparam/val_mse_best" in metrics and "hparam/test_mse" in metrics
+    final = read_events(result.run_dir / "hparams").Tags()["scalars"]
+    assert "whole_run/val_mse_best" in final and "whole_run/test_mse" in final
+    assert "whole_run/test_acc" not in final  # declared as a column, empty for this run
 
 
 def test_a_names_run_tags_pr_curves_with_the_languages(dlrun, data_root):
@@ -110,7 +163,7 @@ def test_a_names_run_tags_pr_curves_with_the_languages(dlrun, data_root):
     events = result.events()
     assert {"pr/English", "pr/French", "pr/Japanese"} <= set(events.Tags()["tensors"])
     assert events.Tags()["graph"]
-    assert "inputs" not in events.Tags()["images"]  # names are not images
+    assert "train/inputs" not in events.Tags()["images"]  # names are not images
 
 
 def test_logging_switches(dlrun):
@@ -120,7 +173,8 @@ def test_logging_switches(dlrun):
     tags = some.events().Tags()
     assert not [tag for tag in tags["tensors"] if tag.startswith("pr/")]
     assert (
-        "weights/layers.1.weight" in tags["histograms"] and "gradients/layers.1.weight" in tags["histograms"]
+        "weights/layers.1.weight" in tags["histograms"]
+        and "weights_grad/layers.1.weight" in tags["histograms"]
     )
 
 
@@ -134,3 +188,51 @@ def test_a_model_that_cannot_be_traced_warns_and_trains_on(dlrun, monkeypatch):
     result = dlrun(*FEW_STEPS)
     assert result.code == 0
     assert "warning: the model graph could not be traced" in result.out
+
+
+def test_a_real_tensorboard_serves_every_plugin_and_one_hparams_table_for_mixed_tasks(
+    dlrun, data_root, classification_run, tmp_path
+):
+    import shutil
+    import sys
+
+    logdir = tmp_path / "runs"
+    shutil.copytree(classification_run, logdir / classification_run.name)
+    autoencoder = dlrun(
+        "experiment=mnist_autoencoder", f"dataset.root={data_root}", "dataset.download=false", *FEW_STEPS
+    )
+    assert autoencoder.code == 0, autoencoder.err
+    shutil.copytree(autoencoder.run_dir, logdir / "autoencoder")
+    tensorboard = [str(Path(sys.executable).parent / "tensorboard"), "--logdir", str(logdir)]
+    with tensorboard_server(tensorboard, tmp_path) as ask:
+        active = {name for name, plugin in ask("/data/plugins_listing").items() if plugin["enabled"]}
+        assert {"scalars", "images", "pr_curves", "graphs", "hparams", "text"} <= active
+        scalars = ask("/data/plugin/scalars/tags")
+        assert {"train/loss", "val/acc"} <= set(scalars[classification_run.name])
+        assert set(scalars[f"{classification_run.name}/hparams"]) == {
+            "whole_run/val_acc_best",
+            "whole_run/test_acc",
+            "whole_run/test_loss",
+            "whole_run/epochs",
+        }
+        assert "val/confusion_matrix" in ask("/data/plugin/images/tags")[classification_run.name]
+        assert "pr/0-zero" in ask("/data/plugin/pr_curves/tags")[classification_run.name]
+        assert "config/text_summary" in ask("/data/plugin/text/tags")[classification_run.name]
+        assert ask("/data/plugin/graphs/info")[classification_run.name]["run_graph"]
+        experiment = ask("/data/plugin/hparams/experiment", {"experimentName": ""})
+        metrics = {info["name"]["tag"] for info in experiment["metricInfos"]}
+        assert {"whole_run/val_acc_best", "whole_run/val_mse_best", "whole_run/test_mse"} <= metrics
+        first_five = [info["name"] for info in experiment["hparamInfos"][:5]]
+        assert {"choice/model", "choice/dataset", "optimizer.lr", "trainer.batch_size"} <= set(first_five)
+        groups = ask(
+            "/data/plugin/hparams/session_groups",
+            {
+                "experimentName": "",
+                "allowedStatuses": ["STATUS_SUCCESS", "STATUS_UNKNOWN"],
+                "colParams": [],
+                "startIndex": 0,
+                "sliceSize": 10,
+            },
+        )
+        names = {group["name"] for group in groups["sessionGroups"]}
+        assert names == {classification_run.name, autoencoder.run_dir.name}  # the runs' own folder names

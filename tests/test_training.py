@@ -58,7 +58,7 @@ def test_image_run_writes_the_run_folder(dlrun, data_root, dataset):
     assert checkpoint["facts"]["input_shape"] == [1, 28, 28] and checkpoint["facts"]["num_classes"] == 10
 
     scalars = result.events().Tags()["scalars"]
-    for tag in ("train/loss", "train/acc", "val/loss", "val/acc", "lr"):
+    for tag in ("train/loss", "train/acc", "val/loss", "val/acc", "train/lr"):
         assert tag in scalars, tag
     log = (run / "dlrun.log").read_text()
     assert "epoch 2/2" in log and "test acc" in log
@@ -137,7 +137,7 @@ def test_every_scheduler_sets_the_learning_rate(dlrun, scheduler, settings, expe
     assert result.code == 0, result.err
     lr = result.checkpoint()["optimizer"]["param_groups"][0]["lr"]
     assert lr == pytest.approx(expected, abs=1e-9)
-    lrs = [event.value for event in result.events().Scalars("lr")]
+    lrs = [event.value for event in result.events().Scalars("train/lr")]
     assert lrs[0] == pytest.approx(0.1) or scheduler == "onecycle"
 
 
@@ -152,7 +152,7 @@ def test_onecycle_warms_up_then_anneals_every_step(dlrun):
         "trainer.log_every_n_steps=1",
     )
     assert result.code == 0, result.err
-    lrs = [event.value for event in result.events().Scalars("lr")]
+    lrs = [event.value for event in result.events().Scalars("train/lr")]
     peak = max(lrs)
     assert peak == pytest.approx(0.1, rel=0.05)
     assert lrs[0] < peak / 2 and lrs[-1] < peak / 100

@@ -25,7 +25,7 @@ log = logging.getLogger("dlrun")
 
 
 def load_imagefolder(cfg: DictConfig, options: LoadOptions) -> Data:
-    root = (Path(cfg.root).expanduser() / (cfg.folder or "")).resolve()
+    root = (Path(cfg.root).expanduser() / (cfg.get("folder") or "")).resolve()
     train_dir, val_dir, test_dir = root / "train", root / "val", root / "test"
     if not train_dir.is_dir():
         raise DataError(

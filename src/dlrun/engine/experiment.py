@@ -40,7 +40,7 @@ from dlrun.engine.runtime import Precision
 from dlrun.engine.state import Monitor, Session
 from dlrun.engine.tasks import make_task
 from dlrun.errors import DISK_REFUSED, ConfigError, DlrunError, one_line
-from dlrun.reporting.tensorboard import Board, final_metrics, hparam_values
+from dlrun.reporting.tensorboard import Board, final_metrics, hparam_values, shown_hparams
 from dlrun.reporting.terminal import Report
 from dlrun.signals import Interrupted
 
@@ -347,7 +347,10 @@ def _finish(s: Session, seconds: float) -> dict[str, Any]:
         (s.run_dir / "metrics.json").write_text(json.dumps(results, indent=2, allow_nan=True) + "\n")
         (s.run_dir / "error.txt").unlink(missing_ok=True)  # an earlier attempt's, now resumed to the end
     s.board.hparams(
-        s.position.global_step, hparam_values(s.cfg, s.choices), final_metrics(results, split_name)
+        s.position.global_step,
+        hparam_values(s.cfg, s.choices),
+        final_metrics(results, split_name),
+        shown_hparams(_typed_keys()),
     )
     s.board.close()
     s.report.results(results, split_name, names, s.run_dir)
@@ -390,6 +393,13 @@ def _cut_short(problem: str, fix: str, run_dir: Path, hydra) -> DlrunError:
 def _typed(hydra) -> list[str]:
     """The settings the user typed for this run (a sweep job's own, for a job)."""
     return list(hydra.overrides.task) if hydra is not None else []
+
+
+def _typed_keys() -> list[str]:
+    """The HPARAMS names of the settings typed for this run: `model=cnn` is choice/model."""
+    hydra = HydraConfig.get() if HydraConfig.initialized() else None
+    keys = [override.split("=", 1)[0].lstrip("+~") for override in _typed(hydra)]
+    return [f"choice/{key}" if "." not in key and "/" not in key else key for key in keys]
 
 
 def parallel_jobs(hydra) -> int:

@@ -58,7 +58,7 @@ class RunHooks(EpochHooks):
         self.step_scheduler = s.scheduler if s.cfg.scheduler.get("interval") == "step" else None
 
     def logged(self, step: int, loss: float, acc: Optional[float]) -> None:
-        self.s.board.scalars(step, {"train/loss": loss, "train/acc": acc, "lr": current_lr(self.s)})
+        self.s.board.scalars(step, {"train/loss": loss, "train/acc": acc, "train/lr": current_lr(self.s)})
         self.bar.metrics(loss, acc)
 
     def stepped(self, step: int) -> None:
@@ -140,7 +140,8 @@ def _record(
     _show_validation(s, evaluation)
     seconds = time.perf_counter() - started  # training, validation and logging; not the saves
     s.board.scalars(
-        step, {"time/epoch_seconds": seconds, "time/samples_per_second": result.samples / max(seconds, 1e-9)}
+        step,
+        {"train/epoch_seconds": seconds, "train/samples_per_second": result.samples / max(seconds, 1e-9)},
     )
     s.history.append(
         {

@@ -5,6 +5,7 @@ each kind of output has its own switch in the `logger` config group. The board i
 values (tensors, names, dicts): it reads no other module's state.
 """
 
+import re
 import warnings
 from dataclasses import fields
 from pathlib import Path
@@ -16,6 +17,7 @@ from torch import Tensor, nn
 
 from dlrun.config import schema
 from dlrun.data.facts import Facts
+from dlrun.reporting.confusion_figure import confusion_figure
 from dlrun.reporting.terminal import Report
 
 # kept out of HPARAMS: bookkeeping, the data's facts, and paths and lists that make poor columns
@@ -27,6 +29,19 @@ HPARAM_SKIP = schema.BOOKKEEPING + (
     "model.weights_path",
 )
 GROUPS = ("dataset", "model", "loss", "optimizer", "scheduler")
+HPARAMS_RUN = "hparams"  # the sub-run holding a run's HPARAMS row
+FINAL = "whole_run"  # the final metrics' group: sorts after train/ and val/ on the Time Series page
+# the HPARAMS metric columns of every task, with the names TensorBoard shows
+FINAL_METRICS = {
+    f"{FINAL}/val_acc_best": "best val acc",
+    f"{FINAL}/val_mse_best": "best val mse",
+    f"{FINAL}/test_acc": "test acc",
+    f"{FINAL}/test_mse": "test mse",
+    f"{FINAL}/test_loss": "test loss",
+    f"{FINAL}/epochs": "epochs",
+}
+RECONSTRUCTION_PIXELS = 112
+SHOWN = ["choice/model", "choice/dataset", "optimizer.lr", "trainer.batch_size", "trainer.epochs"]
 
 
 class Board:
@@ -59,7 +74,7 @@ class Board:
         if example is not None and self.settings.graph:
             self._graph(model, example)
         if example is not None and self.settings.images and facts.kind == "image":
-            self.writer.add_image("inputs", _grid(_unnormalize(example, facts)), 0)
+            self.writer.add_image("train/inputs", _grid(_unnormalize(example, facts)), 0)
 
     def flush(self) -> None:
         if self.writer is not None:
@@ -89,13 +104,16 @@ class Board:
         if self.writer is None or not self.settings.confusion_matrix:
             return
         self.writer.add_text("val/confusion_matrix", confusion_markdown(confusion, class_names), step)
-        self.writer.add_image("val/confusion_matrix", confusion_image(confusion), step)
+        self.writer.add_image("val/confusion_matrix", confusion_figure(confusion, class_names), step)
 
     def reconstructions(self, step: int, inputs: Tensor, outputs: Tensor) -> None:
         if self.writer is None or not self.settings.reconstructions:
             return
-        count = min(16, len(inputs))
+        count = min(8, len(inputs))
         pairs = torch.cat([inputs[:count], outputs[:count].clamp(0, 1)])
+        # MNIST's 28 pixels would be a strip 62 pixels high: each picture at least 112 pixels
+        scale = max(1, RECONSTRUCTION_PIXELS // pairs.shape[-1])
+        pairs = pairs.repeat_interleave(scale, dim=-2).repeat_interleave(scale, dim=-1)
         self.writer.add_image("val/reconstructions", _grid(pairs, columns=count), step)
 
     def histograms(self, step: int, model: nn.Module) -> None:
@@ -104,20 +122,25 @@ class Board:
         for name, parameter in model.named_parameters():
             self.writer.add_histogram(f"weights/{name}", parameter.detach().float(), step)
             if parameter.grad is not None:
-                self.writer.add_histogram(f"gradients/{name}", parameter.grad.float(), step)
+                self.writer.add_histogram(f"weights_grad/{name}", parameter.grad.float(), step)  # after val/
 
     # -- at the end -----------------------------------------------------------------------------
 
-    def hparams(self, step: int, values: dict[str, Any], metrics: dict[str, float]) -> None:
-        """The HPARAMS row: the run's settings (hparam_values) with its real final metrics."""
+    def hparams(self, step: int, values: dict[str, Any], metrics: dict[str, float], shown: list[str]) -> None:
+        """The HPARAMS row: the run's settings (hparam_values) with its real final metrics.
+
+        They go to a sub-run, `<run>/hparams`: TensorBoard's hparams plugin reads a session's metrics
+        from its own folder, and its final numbers (one point each) then sort below the train/val
+        curves on the Time Series page, which opens the first two groups of cards."""
         if self.writer is None or not self.settings.hparams:
             return
-        from torch.utils.tensorboard.summary import hparams
+        from torch.utils.tensorboard import SummaryWriter
 
-        for summary in hparams(values, metrics):
-            self.writer.file_writer.add_summary(summary)
-        for key, value in metrics.items():
-            self.writer.add_scalar(key, value, step)
+        with SummaryWriter(log_dir=str(self.run_dir / HPARAMS_RUN)) as writer:
+            for summary in hparams_summaries(values, self.run_dir.name, shown):
+                writer.file_writer.add_summary(summary)
+            for key, value in metrics.items():
+                writer.add_scalar(key, value, step)
 
     def per_class_accuracy(
         self, step: int, split: str, class_names: list[str], accuracies: list[float]
@@ -144,9 +167,39 @@ def final_metrics(results: dict[str, Any], split: str) -> dict[str, float]:
     """The HPARAMS metrics of a finished run (metrics.json's figures): the best monitored
     validation value, the final split's metrics, the epochs trained."""
     metric = results["monitor"].split("/", 1)[1]
-    metrics = {f"hparam/val_{metric}_best": results["best_value"], "hparam/epochs": results["epochs"]}
-    metrics.update({f"hparam/{split}_{name}": value for name, value in results[split].items()})
+    metrics = {f"{FINAL}/val_{metric}_best": results["best_value"], f"{FINAL}/epochs": results["epochs"]}
+    metrics.update({f"{FINAL}/{split}_{name}": value for name, value in results[split].items()})
     return {key: float("nan") if value is None else float(value) for key, value in metrics.items()}
+
+
+def hparams_summaries(values: dict[str, Any], trial: str, shown: list[str]) -> list:
+    """The hparams plugin's records for one run: the experiment (every column, in order), the
+    session (this run's values, named `trial`) and its end.
+
+    Every run declares the same metric columns, those of every task (a folder of classifiers and
+    autoencoders shows accuracy and MSE columns, empty where a run has none), and marks the
+    `shown` settings as differing: TensorBoard shows the first five of those by default."""
+    from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
+    from tensorboard.plugins.hparams import summary_v2 as hp
+
+    metrics = [hp.Metric(tag, display_name=name) for tag, name in FINAL_METRICS.items()]
+    experiment_summary = hp.hparams_config_pb([hp.HParam(key) for key in values], metrics)
+    content = experiment_summary.value[0].metadata.plugin_data
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(content.content)
+    for info in experiment.experiment.hparam_infos:
+        info.differs = info.name in shown
+    content.content = experiment.SerializeToString()
+    end = plugin_data_pb2.HParamsPluginData(
+        version=0, session_end_info=plugin_data_pb2.SessionEndInfo(status=api_pb2.STATUS_SUCCESS)
+    )
+    end_summary = hp._summary_pb(metadata.SESSION_END_INFO_TAG, end)
+    return [experiment_summary, hp.hparams_pb(values, trial_id=trial), end_summary]
+
+
+def shown_hparams(typed_keys: list[str]) -> list[str]:
+    """The HPARAMS columns shown by default: what tells runs apart at a glance, then the settings
+    typed for this run (a sweep's)."""
+    return [*SHOWN, *(key for key in typed_keys if key not in SHOWN)]
 
 
 def hparam_values(cfg: DictConfig, choices: dict[str, str]) -> dict[str, Any]:
@@ -218,14 +271,6 @@ def confusion_markdown(confusion: Tensor, names: list[str]) -> str:
     return "\n".join([header, rule, *rows])
 
 
-def confusion_image(confusion: Tensor, cell: int = 16) -> Tensor:
-    """A heat map of row-normalized counts: bright diagonal = good; [3, H, W] in [0, 1]."""
-    rates = confusion.double() / confusion.sum(dim=1, keepdim=True).clamp(min=1)
-    heat = rates.float().repeat_interleave(cell, 0).repeat_interleave(cell, 1)
-    # white-to-blue: the more samples a cell holds, the bluer it is
-    return torch.stack([1 - heat, 1 - 0.6 * heat, torch.ones_like(heat)])
-
-
 def _unnormalize(images: Tensor, facts: Facts) -> Tensor:
     if facts.mean is None:  # floats as a user's dataset gives them: stretched to [0, 1] to be seen
         images = images.float()
@@ -246,4 +291,6 @@ def _markdown_code(text: str) -> str:
 
 
 def _tag(name: str) -> str:
-    return name.replace("/", "_").replace(" ", "_")
+    """A class name as a tag that reads like it: '0 - zero' -> '0-zero', 'T-shirt/top' -> 'T-shirt_top'
+    (TensorBoard turns each character it does not allow into '_')."""
+    return re.sub(r"[^-\w.]+", "_", re.sub(r"\s*-\s*", "-", name.strip()))
