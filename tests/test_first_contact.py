@@ -150,3 +150,17 @@ def test_an_accuracy_tie_goes_to_the_epoch_with_the_lower_validation_loss():
     assert not monitor.update(0.9, 3, loss=0.45)
     assert not monitor.update(0.8, 4, loss=0.1)
     assert (monitor.best, monitor.best_epoch) == (0.9, 2)
+
+
+def test_help_lists_the_options_of_a_config_dir_given_on_the_command_line(tmp_path):
+    (tmp_path / "mine" / "model").mkdir(parents=True)
+    (tmp_path / "mine" / "model" / "ident.yaml").write_text("_target_: torch.nn.Identity\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "dlrun", "--config-dir", "mine", "--help"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    models = next(line for line in done.stdout.splitlines() if line.startswith("model:"))
+    assert "ident" in models and "mlp" in models

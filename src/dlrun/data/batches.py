@@ -234,6 +234,11 @@ class LoaderBatches:
         return len(self.loader.dataset)
 
     @property
+    def batch_size(self) -> int:
+        """The global batch, as TensorBatches has it."""
+        return self.loader.batch_sampler.batch_size
+
+    @property
     def source(self) -> str:
         return f"read by {self.loader.num_workers} DataLoader worker(s)"
 

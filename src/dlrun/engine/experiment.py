@@ -23,7 +23,7 @@ from dlrun.checkpoints.resume import apply_optimizer_settings, check_resumable, 
 from dlrun.config.catalog import mode_of, monitored
 from dlrun.config.checks import check_task_settings
 from dlrun.config.paths import run_resume_command, shell_path
-from dlrun.config.training_length import batch_size_for, epochs_for
+from dlrun.config.training_length import epochs_for
 from dlrun.data import Data, LoadOptions
 from dlrun.engine import distributed, runtime
 from dlrun.engine.build import (
@@ -252,7 +252,7 @@ def _with_facts(cfg: DictConfig, data: Data) -> DictConfig:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved["facts"] = data.facts.to_dict()
     trainer = resolved["trainer"]
-    trainer["batch_size"] = batch_size_for(trainer["batch_size"], data.train.num_samples)
+    trainer["batch_size"] = data.train.batch_size  # the data layer resolved `auto` when it batched
     trainer["epochs"] = epochs_for(trainer["epochs"], len(data.train))
     out = OmegaConf.create(resolved)
     OmegaConf.set_struct(out, True)

@@ -179,21 +179,28 @@ def hparams_summaries(values: dict[str, Any], trial: str, shown: list[str]) -> l
     Every run declares the same metric columns, those of every task (a folder of classifiers and
     autoencoders shows accuracy and MSE columns, empty where a run has none), and marks the
     `shown` settings as differing: TensorBoard shows the first five of those by default."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
     from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
     from tensorboard.plugins.hparams import summary_v2 as hp
 
-    metrics = [hp.Metric(tag, display_name=name) for tag, name in FINAL_METRICS.items()]
-    experiment_summary = hp.hparams_config_pb([hp.HParam(key) for key in values], metrics)
-    content = experiment_summary.value[0].metadata.plugin_data
-    experiment = plugin_data_pb2.HParamsPluginData.FromString(content.content)
-    for info in experiment.experiment.hparam_infos:
-        info.differs = info.name in shown
-    content.content = experiment.SerializeToString()
-    end = plugin_data_pb2.HParamsPluginData(
-        version=0, session_end_info=plugin_data_pb2.SessionEndInfo(status=api_pb2.STATUS_SUCCESS)
+    experiment = api_pb2.Experiment(
+        hparam_infos=[api_pb2.HParamInfo(name=key, differs=key in shown) for key in values],
+        metric_infos=[
+            api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tag), display_name=name)
+            for tag, name in FINAL_METRICS.items()
+        ],
     )
-    end_summary = hp._summary_pb(metadata.SESSION_END_INFO_TAG, end)
-    return [experiment_summary, hp.hparams_pb(values, trial_id=trial), end_summary]
+    end = plugin_data_pb2.SessionEndInfo(status=api_pb2.STATUS_SUCCESS)
+
+    def record(tag: str, **data) -> Summary:
+        content = plugin_data_pb2.HParamsPluginData(version=0, **data)
+        return Summary(value=[Summary.Value(tag=tag, metadata=metadata.create_summary_metadata(content))])
+
+    return [
+        record(metadata.EXPERIMENT_TAG, experiment=experiment),
+        hp.hparams_pb(values, trial_id=trial),
+        record(metadata.SESSION_END_INFO_TAG, session_end_info=end),
+    ]
 
 
 def shown_hparams(typed_keys: list[str]) -> list[str]:
