@@ -11,18 +11,18 @@ def stratified_split(labels: torch.Tensor, fractions: list[float], seed: int) ->
     Returns the parts for `fractions` first and the remainder last (e.g. [val, test, train]).
     """
     generator = torch.Generator().manual_seed(seed)
-    parts: list[list[torch.Tensor]] = [[] for _ in range(len(fractions) + 1)]
+    part_of = torch.full((len(labels),), len(fractions), dtype=torch.uint8)  # the remainder unless drawn
     for label in torch.unique(labels):
         members = torch.nonzero(labels == label).flatten()
         members = members[torch.randperm(len(members), generator=generator)]
         start = 0
-        for part, fraction in zip(parts, fractions):
+        for part, fraction in enumerate(fractions):
             count = round(len(members) * fraction)
-            part.append(members[start : start + count])
+            part_of[members[start : start + count]] = part
             start += count
-        parts[-1].append(members[start:])
-    # sorted, so a split's samples keep the file's order (the batches are shuffled anyway)
-    return [torch.sort(torch.cat(part)).values for part in parts]
+    # each part in the file's order (the batches are shuffled anyway); one byte per sample, not
+    # lists of indices to sort, as a million-row table needs
+    return [torch.nonzero(part_of == part).flatten() for part in range(len(fractions) + 1)]
 
 
 Pair = tuple[torch.Tensor, torch.Tensor]
