@@ -18,6 +18,12 @@ from tests.helpers import read_events
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path_factory, monkeypatch):
+    """Each test has its own cache folder (the image check's record): none sees another's."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+
+
 @pytest.fixture(scope="session")
 def data_root(tmp_path_factory) -> Path:
     """One folder with tiny MNIST, Fashion-MNIST, CIFAR-10 and names data in their real formats."""

@@ -208,3 +208,32 @@ def test_the_validation_split_follows_the_seed(csv_file):
 
     assert torch.equal(val_rows(1), val_rows(1))
     assert not torch.equal(val_rows(1), val_rows(2))
+
+
+def count_final_scorings(monkeypatch) -> list:
+    """The splits the end of a run scores (a spy around the real evaluation)."""
+    from dlrun.engine import experiment
+
+    scored, real = [], experiment.evaluate
+    monkeypatch.setattr(experiment, "evaluate", lambda *a, **k: scored.append(a[1]) or real(*a, **k))
+    return scored
+
+
+def test_without_a_test_split_the_best_weights_are_not_scored_on_val_twice(dlrun, monkeypatch):
+    scored = count_final_scorings(monkeypatch)
+    result = dlrun("dataset.test_fraction=0", "trainer.epochs=4", "trainer.batch_size=16")
+    assert result.code == 0, result.err
+    metrics = result.metrics
+    assert scored == [] and "test" not in metrics
+    best = metrics["history"][metrics["best_epoch"] - 1]
+    assert metrics["val"]["acc"] == best["val/acc"] and metrics["val"]["loss"] == best["val/loss"]
+    assert set(metrics["per_class_acc"]["val"]) == {"1", "2", "3"}
+
+
+def test_a_validation_cut_short_does_not_stand_for_the_final_score(dlrun, monkeypatch):
+    scored = count_final_scorings(monkeypatch)
+    result = dlrun(
+        "dataset.test_fraction=0", "trainer.epochs=2", "trainer.batch_size=8", "trainer.limit_val_batches=1"
+    )
+    assert result.code == 0, result.err
+    assert len(scored) == 1  # the whole val split, once, with best.pt's weights

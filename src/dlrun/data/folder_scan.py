@@ -18,6 +18,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tif
 @dataclass
 class FolderScan:
     samples: list[tuple[str, int]] = field(default_factory=list)
+    # path -> (size, modification time, inode): which version of the file the image check saw
+    stamps: dict[str, tuple[int, int, int]] = field(default_factory=dict)
     not_files: list[str] = field(default_factory=list)  # FIFOs, devices, sockets, broken links
     folders_again: list[str] = field(default_factory=list)  # links to a folder already listed
     files_again: int = 0  # the same file reached through a second name
@@ -77,6 +79,7 @@ def _walk(folder: Path, folders: set, files: set, scan: FolderScan, suffixes) ->
                 else:
                     files.add(identity)
                     found.append(entry.path)
+                    scan.stamps[entry.path] = (info.st_size, info.st_mtime_ns, info.st_ino)
     return found
 
 

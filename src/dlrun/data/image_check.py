@@ -1,7 +1,17 @@
 """Every image file of an ImageFolder is decoded once before training starts, so a broken file
-is named up front instead of killing a DataLoader worker in the middle of an epoch."""
+is named up front instead of killing a DataLoader worker in the middle of an epoch.
 
+All splits are checked together, in one pool of worker processes. A file that decoded once is
+not decoded again while it stays the same (path, size, modification time, inode): the files that
+passed are remembered in ~/.cache/dlrun/image-checks (XDG_CACHE_HOME), one file per data folder,
+so a second run, a sweep or a resume over the same folder starts at once. A broken file is never
+remembered: it is named on every run until it is fixed."""
+
+import hashlib
+import json
 import logging
+import os
+import tempfile
 from pathlib import Path
 
 import torch
@@ -35,17 +45,22 @@ class _Problems(torch.utils.data.Dataset):
 
 def undecodable(paths: list[str], workers: int) -> dict[str, str]:
     """{path: reason} for the files that do not decode, checked in `workers` processes."""
+    if not paths:
+        return {}
     loader = torch.utils.data.DataLoader(
-        _Problems(paths), batch_size=32, num_workers=workers, collate_fn=list
+        _Problems(paths), batch_size=32, num_workers=min(workers, len(paths)), collate_fn=list
     )
     reasons = [reason for batch in loader for reason in batch]
     return {path: reason for path, reason in zip(paths, reasons) if reason}
 
 
-def drop_bad_images(dataset, policy: str, workers: int) -> int:
-    """Refuse (policy error) or leave out (skip) the dataset's undecodable files; returns how many
-    were left out."""
-    bad = undecodable([path for path, _ in dataset.samples], workers)
+def drop_bad_images(datasets: list, root: Path, policy: str, workers: int) -> int:
+    """Refuse (policy error) or leave out (skip) the undecodable files of the splits of the data
+    folder `root`, each a scanned ImageFolder; returns how many were left out."""
+    stamps = {path: stamp for dataset in datasets for path, stamp in dataset.scan.stamps.items()}
+    passed = _passed_before(root)
+    bad = undecodable([path for path, stamp in stamps.items() if passed.get(path) != stamp], workers)
+    _remember(root, {path: stamp for path, stamp in stamps.items() if path not in bad})
     if not bad:
         return 0
     first, reason = next(iter(bad.items()))
@@ -57,11 +72,42 @@ def drop_bad_images(dataset, policy: str, workers: int) -> int:
         )
     for path, reason in bad.items():
         log.warning("skipped %s: %s", path, reason)
-    dataset.samples = [sample for sample in dataset.samples if sample[0] not in bad]
-    dataset.imgs = dataset.samples
-    dataset.targets = [target for _, target in dataset.samples]
-    _check_classes_kept(dataset, Path(dataset.root))
+    for dataset in datasets:
+        dataset.samples = [sample for sample in dataset.samples if sample[0] not in bad]
+        dataset.imgs = dataset.samples
+        dataset.targets = [target for _, target in dataset.samples]
+        _check_classes_kept(dataset, Path(dataset.root))
     return len(bad)
+
+
+def _record_file(root: Path) -> Path:
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "dlrun" / "image-checks" / f"{hashlib.sha256(str(root).encode()).hexdigest()[:24]}.json"
+
+
+def _passed_before(root: Path) -> dict[str, tuple[int, ...]]:
+    try:
+        record = json.loads(_record_file(root).read_text())
+        return {path: tuple(stamp) for path, stamp in record["passed"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}  # none yet, or unreadable: every file is checked, as without a record
+
+
+def _remember(root: Path, passed: dict[str, tuple[int, ...]]) -> None:
+    """Written whole and renamed into place: runs that check at once never read half a record.
+    A record that cannot be written (a full disk, a read-only home) only means the next run
+    checks again."""
+    path, temporary = _record_file(root), None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as file:
+            temporary = Path(file.name)
+            json.dump({"root": str(root), "passed": passed}, file)
+        os.replace(temporary, path)
+    except OSError as error:
+        log.debug("image check record not written (%s): the next run checks again", error)
+        if temporary is not None:
+            temporary.unlink(missing_ok=True)
 
 
 def check_classes_filled(dataset, folder: Path) -> None:

@@ -8,7 +8,7 @@ import copy
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -33,13 +33,15 @@ def load_imagefolder(cfg: DictConfig, options: LoadOptions) -> Data:
         )
     train_tf = pipeline(cfg.train_transforms, "dataset.train_transforms")
     val_tf = pipeline(cfg.val_transforms, "dataset.val_transforms")
-    train_set, skipped = _folder(train_dir, train_tf, cfg)
+    train_set = _folder(train_dir, train_tf)
     classes = train_set.classes
-    if val_dir.is_dir():
-        val_set, skipped_val = _folder(val_dir, val_tf, cfg)
-        skipped += skipped_val
-        _same_classes(val_set, classes, val_dir)
-    else:  # carve a seeded, stratified val split out of train/, seen through the val transforms
+    val_set = _folder(val_dir, val_tf, classes) if val_dir.is_dir() else None
+    test_set = _folder(test_dir, val_tf, classes) if test_dir.is_dir() else None
+    # one check of every split's files, in one pool of workers
+    found = [dataset for dataset in (train_set, val_set, test_set) if dataset is not None]
+    skipped = drop_bad_images(found, root, cfg.bad_images, cfg.num_workers)
+    if val_set is None:
+        # carve a seeded, stratified val split out of train/, seen through the val transforms
         val_rows, train_rows = stratified_split(
             torch.tensor(train_set.targets), [cfg.val_fraction], options.seed
         )
@@ -47,17 +49,15 @@ def load_imagefolder(cfg: DictConfig, options: LoadOptions) -> Data:
         val_view.transform = val_tf
         val_set = torch.utils.data.Subset(val_view, val_rows.tolist())
         train_set = torch.utils.data.Subset(train_set, train_rows.tolist())
-    test_set = None
-    if test_dir.is_dir():
-        test_set, skipped_test = _folder(test_dir, val_tf, cfg)
-        skipped += skipped_test
-        _same_classes(test_set, classes, test_dir)
 
     mean, std = list(cfg.mean), list(cfg.std)
     if options.task == "reconstruction":
         mean, std = [0.0] * len(mean), [1.0] * len(std)
     prepare = Normalize(mean, std, options.device, options.channels_last)
-    sample, _ = val_set[0]
+    try:
+        sample, _ = val_set[0]  # the input shape after the transforms
+    except OSError as error:  # PIL: changed in place since the image check passed it
+        raise DataError(f"cannot decode an image in {root}: {str(error).splitlines()[0]}") from None
     facts = Facts(
         kind="image",
         task=options.task,
@@ -104,9 +104,8 @@ def pipeline(specs: Any, key: str):
     return v2.Compose(steps)
 
 
-def _folder(path: Path, transform, cfg: DictConfig):
-    """The ImageFolder at `path`, every class filled, every file decodable (or left out), and
-    how many files were left out."""
+def _folder(path: Path, transform, classes: Optional[list[str]] = None):
+    """The ImageFolder at `path`, every class filled (and the same as train/'s `classes`)."""
     if not any(entry.is_dir() for entry in path.iterdir()):
         raise DataError(f"no class folders in {path}: put the images in {path}/<class>/*.jpg")
     # empty classes are allowed here so that the check below can name the folder
@@ -116,8 +115,9 @@ def _folder(path: Path, transform, cfg: DictConfig):
         log.warning(left_out)
         print(f"warning: {left_out}", file=sys.stderr)
     check_classes_filled(dataset, path)
-    skipped = drop_bad_images(dataset, cfg.bad_images, cfg.num_workers)
-    return dataset, skipped
+    if classes is not None and dataset.classes != classes:
+        raise DataError(f"{path} has classes {dataset.classes}, but train/ has {classes}; they must match")
+    return dataset
 
 
 def _scanned_image_folder():
@@ -132,11 +132,6 @@ def _scanned_image_folder():
             return self.scan.samples
 
     return ScannedImageFolder
-
-
-def _same_classes(dataset, classes: list[str], path: Path) -> None:
-    if dataset.classes != classes:
-        raise DataError(f"{path} has classes {dataset.classes}, but train/ has {classes}; they must match")
 
 
 def _loader(dataset, cfg: DictConfig, options: LoadOptions, batch_size: int, generator=None):

@@ -321,12 +321,17 @@ def _save_resolved_config(s: Session) -> None:
 
 def _finish(s: Session, seconds: float) -> dict[str, Any]:
     """Test the best checkpoint, then write metrics.json, the HPARAMS row and the final table."""
-    best_path = s.checkpoints / BEST
-    if best_path.is_file():
-        s.model.load_state_dict(load_checkpoint(best_path, map_location=s.device)["model"])
-    split = s.data.test if s.data.test is not None else s.data.val
-    final = evaluate(s.evaluator, split, s.criterion, s.task, s.data.facts.num_classes, precision=s.precision)
     split_name = "test" if s.data.test is not None else "val"
+    if split_name == "val" and s.best_val is not None:
+        final = s.best_val  # best.pt's weights, scored on val when they were saved
+    else:
+        best_path = s.checkpoints / BEST
+        if best_path.is_file():
+            s.model.load_state_dict(load_checkpoint(best_path, map_location=s.device)["model"])
+        split = s.data.test if s.data.test is not None else s.data.val
+        final = evaluate(
+            s.evaluator, split, s.criterion, s.task, s.data.facts.num_classes, precision=s.precision
+        )
     results = {
         "task": s.task.name,
         "monitor": s.best.metric,

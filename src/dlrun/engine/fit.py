@@ -33,6 +33,8 @@ def fit(s: Session) -> None:
         )
         lr = current_lr(s)  # the rate this epoch trained with, before the scheduler moves it
         improved = _close_epoch(s, evaluation)
+        if improved:
+            s.best_val = _scores_of_whole_split(s, evaluation, trainer.limit_val_batches)
         _record(s, result, evaluation, lr, improved, started)
         _warn_if_diverging(s, lr)
         s.save(s.policy.after_epoch(improved))
@@ -94,6 +96,13 @@ def _train_epoch(s: Session) -> EpochResult:
             RunHooks(s, bar),
             limit=trainer.limit_train_batches,
         )
+
+
+def _scores_of_whole_split(s: Session, evaluation: Evaluation, limit) -> Optional[Evaluation]:
+    """The evaluation's figures (not its per-sample outputs) when it covered the whole split."""
+    if limit is not None and limit < len(s.data.val):
+        return None
+    return Evaluation(metrics=dict(evaluation.metrics), per_class_acc=list(evaluation.per_class_acc))
 
 
 DIVERGING = 10.0  # a training loss this many times its lowest so far

@@ -15,6 +15,7 @@ from dlrun.checkpoints.policy import CheckpointPolicy
 from dlrun.data import Data
 from dlrun.engine.distributed import Ranks
 from dlrun.engine.runtime import Precision
+from dlrun.engine.tasks import Evaluation
 from dlrun.errors import DlrunError
 from dlrun.reporting.tensorboard import Board
 from dlrun.reporting.terminal import Report
@@ -108,6 +109,9 @@ class Session:
     # it replays the epoch's order and augmentation exactly after a crash
     epoch_generator_state: Optional[torch.Tensor] = None
     last_val: dict[str, float] = field(default_factory=dict)
+    # best.pt's weights scored on the whole val split, when this process saw them improve: a run
+    # without a test split reports these instead of scoring the same weights on val again
+    best_val: Optional[Evaluation] = None
     history: list[dict[str, Any]] = field(default_factory=list)  # one row of figures per epoch
     ranks: Ranks = field(default_factory=Ranks)  # this process's place in a torchrun launch
     choices: dict[str, str] = field(default_factory=dict)  # the option picked in each group
