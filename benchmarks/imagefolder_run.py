@@ -105,7 +105,8 @@ def main() -> None:
             dlrun += [f"dataset.num_workers={WORKERS}", "logger=none", f"hydra.run.dir={scratch}/run{repeat}"]
             times["dlrun"].append(timed(dlrun))
     check = "checked afresh each run" if args.fresh_check else "check result reused after the first run"
-    print(f"{args.train:,} + {args.val:,} JPEGs, model=cnn, 1 epoch, {WORKERS} workers, batch {BATCH}; {check}")
+    setup = f"model=cnn, 1 epoch, {WORKERS} workers, batch {BATCH}"
+    print(f"{args.train:,} + {args.val:,} JPEGs, {setup}; {check}")
     print(row("whole process", "dlrun", "bare", "ratio"))
     print(
         row(

@@ -80,6 +80,7 @@ def test_confusion_matrix_as_image_and_table(classification_events):
 
 @pytest.mark.parametrize("classes", [10, 18])
 def test_the_confusion_figure_names_the_classes_and_counts_each_cell(classes):
+    import numpy as np
     import torch
 
     from dlrun.reporting.confusion_figure import confusion_figure
@@ -87,14 +88,18 @@ def test_the_confusion_figure_names_the_classes_and_counts_each_cell(classes):
     names = [f"class {index}" for index in range(classes)]
     counts = torch.eye(classes, dtype=torch.long) * 50
     counts[0, 1] = 7
-    without_names = confusion_figure(counts, [""] * classes)
-    figure = confusion_figure(counts, names)
+
+    def pixels(picture):  # [3, H, W] in [0, 1]
+        return torch.from_numpy(np.asarray(picture).copy()).permute(2, 0, 1).float() / 255
+
+    without_names = pixels(confusion_figure(counts, [""] * classes))
+    figure = pixels(confusion_figure(counts, names))
     assert figure.shape[0] == 3 and 0.0 <= figure.min() and figure.max() <= 1.0
     # the names take room on both axes; the counts and the scale are drawn in ink
     assert figure.shape[1] > without_names.shape[1] and figure.shape[2] > without_names.shape[2]
     ink = (figure < 0.2).all(dim=0)
     assert ink.sum() > 20 * classes
-    blank = confusion_figure(torch.zeros(classes, classes, dtype=torch.long), names)
+    blank = pixels(confusion_figure(torch.zeros(classes, classes, dtype=torch.long), names))
     assert (blank < 0.2).all(dim=0).sum() < ink.sum()  # a count in a cell is written there
 
 

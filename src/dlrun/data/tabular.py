@@ -11,10 +11,15 @@ from dlrun.data.csv_columnar import read_columnar
 from dlrun.data.csv_table import Table
 from dlrun.data.facts import Facts
 from dlrun.data.split import stratified_split
+from dlrun.errors import ConfigError
 
 
 def load_csv(cfg: DictConfig, options: LoadOptions) -> Splits:
     path = Path(cfg.path).expanduser()
+    if len(cfg.delimiter) != 1:
+        raise ConfigError(
+            f"dataset.delimiter={cfg.delimiter!r} must be one character, e.g. ';' or '\\t' (tab)"
+        )
     table = read_columnar(path, cfg.delimiter, cfg.label_column) or read_checked(
         path, cfg.delimiter, cfg.label_column
     )
