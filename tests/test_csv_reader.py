@@ -13,7 +13,7 @@ from dlrun.data.csv_checked import read_checked
 from dlrun.data.csv_columnar import read_columnar
 from dlrun.data.split import stratified_split
 from dlrun.data.tabular import load_csv
-from dlrun.errors import ConfigError, DataError
+from dlrun.errors import DataError
 from tests import datasets
 
 
@@ -172,9 +172,8 @@ def load_options():
     return LoadOptions("classification", 0, 8, None, torch.device("cpu"))
 
 
-def test_a_delimiter_of_more_than_one_character_is_refused_in_one_line(tmp_path):
+def test_a_delimiter_of_more_than_one_character_is_refused_in_one_line(tmp_path, dlrun):
     path = datasets.write_csv(tmp_path / "t.csv")
-    settings = csv_config(path)
-    settings.delimiter = "::"
-    with pytest.raises(ConfigError, match="dataset.delimiter='::' must be one character"):
-        load_csv(settings, load_options())
+    result = dlrun("dataset=csv", f"dataset.path={path}", "dataset.delimiter=::")
+    assert result.code == 2
+    assert "dataset.delimiter='::' must be one character" in result.err

@@ -103,3 +103,16 @@ def test_an_image_changed_in_place_after_passing_is_named_when_first_read(tmp_pa
     break_in_place(first_image(tmp_path / "val" / "ants"))  # the file read for the input shape
     with pytest.raises(DataError, match=f"cannot decode an image in {tmp_path}"):
         build_data(imagefolder_cfg(tmp_path), options())
+
+
+def test_the_record_of_an_unchanged_folder_is_not_written_again(tmp_path):
+    datasets.write_image_folder(tmp_path / "data", per_class=4)
+    build_data(imagefolder_cfg(tmp_path / "data"), options())
+    (record,) = (Path(os.environ["XDG_CACHE_HOME"]) / "dlrun" / "image-checks").iterdir()
+    written = record.stat().st_mtime_ns
+    os.utime(record, ns=(written - 10**9, written - 10**9))
+    build_data(imagefolder_cfg(tmp_path / "data"), options())
+    assert record.stat().st_mtime_ns == written - 10**9
+    last_image(tmp_path / "data" / "train" / "ants").touch()  # a new version: checked and recorded
+    build_data(imagefolder_cfg(tmp_path / "data"), options())
+    assert record.stat().st_mtime_ns != written - 10**9

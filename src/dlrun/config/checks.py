@@ -83,6 +83,10 @@ def check_config(cfg: DictConfig, choices: dict[str, str]) -> None:
     _one_of("scheduler.interval", cfg.scheduler.get("interval", "epoch"), INTERVALS)
     if "bad_images" in cfg.dataset:
         _one_of("dataset.bad_images", cfg.dataset.bad_images, BAD_IMAGES)
+    if len(cfg.dataset.get("delimiter", ",")) != 1:
+        raise ConfigError(
+            f"dataset.delimiter={cfg.dataset.delimiter!r} must be one character, e.g. ';' or '\\t' (tab)"
+        )
     if not DEVICE.fullmatch(trainer.device):
         raise ConfigError(
             f"trainer.device={trainer.device} is not a device; valid: auto, cpu, cuda, cuda:N, mps"

@@ -60,7 +60,9 @@ def drop_bad_images(datasets: list, root: Path, policy: str, workers: int) -> in
     stamps = {path: stamp for dataset in datasets for path, stamp in dataset.scan.stamps.items()}
     passed = _passed_before(root)
     bad = undecodable([path for path, stamp in stamps.items() if passed.get(path) != stamp], workers)
-    _remember(root, {path: stamp for path, stamp in stamps.items() if path not in bad})
+    passed_now = {path: stamp for path, stamp in stamps.items() if path not in bad}
+    if passed_now != passed:  # an unchanged folder is not written again
+        _remember(root, passed_now)
     if not bad:
         return 0
     first, reason = next(iter(bad.items()))

@@ -32,9 +32,23 @@ def carve(
     inputs: torch.Tensor, targets: torch.Tensor, val_fraction: float, test_fraction: float, seed: int
 ) -> tuple[Pair, Pair, Optional[Pair]]:
     """(train, val, test) of a dataset without those splits of its own; no test if its fraction is 0."""
-    val_rows, test_rows, train_rows = stratified_split(targets, [val_fraction, test_fraction], seed)
+    order, sizes = split_order(targets, val_fraction, test_fraction, seed)
+    return as_splits(inputs[order], targets[order], sizes)
 
-    def pick(rows: torch.Tensor) -> Pair:
-        return inputs[rows], targets[rows]
 
-    return pick(train_rows), pick(val_rows), pick(test_rows) if len(test_rows) else None
+def split_order(
+    labels: torch.Tensor, val_fraction: float, test_fraction: float, seed: int
+) -> tuple[torch.Tensor, list[int]]:
+    """Every sample's index, train's first, then val's, then test's; and the three sizes. Inputs
+    gathered once in this order are split into slices, not copied again per split."""
+    val_rows, test_rows, train_rows = stratified_split(labels, [val_fraction, test_fraction], seed)
+    parts = [train_rows, val_rows, test_rows]
+    return torch.cat(parts), [len(part) for part in parts]
+
+
+def as_splits(
+    inputs: torch.Tensor, targets: torch.Tensor, sizes: list[int]
+) -> tuple[Pair, Pair, Optional[Pair]]:
+    """(train, val, test) slices of inputs and targets already in split_order."""
+    train, val, test = zip(inputs.split(sizes), targets.split(sizes))
+    return train, val, test if sizes[2] else None
