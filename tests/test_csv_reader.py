@@ -172,6 +172,26 @@ def load_options():
     return LoadOptions("classification", 0, 8, None, torch.device("cpu"))
 
 
+def test_the_readers_blocks_are_freed_as_their_rows_reach_the_tensor(tmp_path):
+    """A big table is never whole twice in memory: the reader's blocks (several, at 1 MB of text
+    each) are freed while the tensor is filled, not when the run ends."""
+    import numpy as np
+    import pyarrow as pa
+
+    path = tmp_path / "big.csv"
+    values = np.random.default_rng(0).normal(size=(60_000, 10)).astype(np.float32)
+    np.savetxt(path, np.column_stack([values, np.arange(60_000) % 3]), delimiter=",", fmt="%.6g")
+    pool = pa.default_memory_pool()
+    before = pool.bytes_allocated()
+    table = read_columnar(path, ",", 10)
+    held = pool.bytes_allocated() - before
+    assert held >= values.nbytes  # the reader's blocks, until the tensor is made
+    features = table.features_in(torch.arange(60_000))
+    assert pool.bytes_allocated() - before < held / 20
+    expected = np.loadtxt(path, delimiter=",", dtype=np.float32)[:, :10]
+    assert torch.equal(features, torch.from_numpy(expected))
+
+
 def test_a_delimiter_of_more_than_one_character_is_refused_in_one_line(tmp_path, dlrun):
     path = datasets.write_csv(tmp_path / "t.csv")
     result = dlrun("dataset=csv", f"dataset.path={path}", "dataset.delimiter=::")

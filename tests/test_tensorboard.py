@@ -103,6 +103,19 @@ def test_the_confusion_figure_names_the_classes_and_counts_each_cell(classes):
     assert (blank < 0.2).all(dim=0).sum() < ink.sum()  # a count in a cell is written there
 
 
+@pytest.mark.parametrize("classes", [2, 3, 10, 18])
+def test_the_confusion_figure_title_is_not_cut(classes):
+    import numpy as np
+    import torch
+
+    from dlrun.reporting.confusion_figure import MARGIN, confusion_figure
+
+    figure = np.asarray(confusion_figure(torch.eye(classes, dtype=torch.long), ["a"] * classes))
+    title_band = figure[MARGIN : MARGIN + 16]
+    ink_columns = np.flatnonzero((title_band < 100).all(axis=2).any(axis=0))
+    assert ink_columns.size and ink_columns[-1] < figure.shape[1] - MARGIN // 2  # white after the last word
+
+
 def test_hparams_row_with_real_final_metrics(classification_run, classification_events):
     values, metrics = hparams(classification_run)
     assert values["model.hidden_sizes"] == "[32]" and values["choice/model"] == "mlp"

@@ -1,7 +1,8 @@
 """The usual CSV path: pyarrow's multithreaded reader, straight into float32 columns.
 
-No Python object is made per cell, so the cost is linear in rows, and the memory at most the
-float32 columns, the tensor made from them and the reader's buffers. Anything it does not take
+No Python object is made per cell, so the cost is linear in rows. The reader's blocks are handed
+back to the allocator as their rows reach the tensor, so the table and the tensor are never both
+whole in memory. Anything it does not take
 (a fault, or a file only the checked reader accepts) is answered with None, and csv_checked.py
 reads the file again to name the fault or read it anyway."""
 
@@ -13,6 +14,8 @@ import numpy as np
 import torch
 
 from dlrun.data.csv_table import Table, class_order, is_number, label_index
+
+RELEASE_EVERY = 16  # blocks (about 1 MB of CSV text each) between returning memory to the system
 
 
 def read_columnar(path: Path, delimiter: str, label_column) -> Optional[Table]:
@@ -28,7 +31,10 @@ def read_columnar(path: Path, delimiter: str, label_column) -> Optional[Table]:
     features = columns.select([i for i in range(width) if i != label])
     if classes is None or not _all_finite(features):
         return None
-    return Table(header, label, *classes, features_in=lambda order: _rows_in(features, order))
+    # the blocks alone, so that each one's memory is freed once its rows are copied (_rows_in)
+    blocks = features.to_batches()
+    del columns, features
+    return Table(header, label, *classes, features_in=lambda order: _rows_in(blocks, order))
 
 
 def _first_row(path: Path, delimiter: str) -> Optional[tuple[list[str], int]]:
@@ -90,20 +96,30 @@ def _all_finite(features) -> bool:
     )
 
 
-def _rows_in(features, order: torch.Tensor) -> torch.Tensor:
-    """The feature columns as one float32 (rows, features) tensor, row order[i] at position i."""
+def _rows_in(blocks: list, order: torch.Tensor) -> torch.Tensor:
+    """The reader's blocks of feature columns as one float32 (rows, features) tensor, row
+    order[i] at position i. Empties `blocks`, returning each block's memory as it goes."""
+    import pyarrow as pa
+
     position = np.empty(len(order), dtype=np.int64)
     position[order.numpy()] = np.arange(len(order))
-    rows = np.empty((features.num_rows, features.num_columns), dtype=np.float32)
-    batches = features.to_batches()
-    # each batch's rows are stacked in one small buffer that stays in the cache, then put in place
-    block = np.empty((max(batch.num_rows for batch in batches), features.num_columns), dtype=np.float32)
-    start = 0
-    for batch in batches:
-        stacked = block[: batch.num_rows]
-        np.stack([_values(column, np.float32) for column in batch.columns], axis=1, out=stacked)
-        rows[position[start : start + batch.num_rows]] = stacked
-        start += batch.num_rows
+    rows = np.empty((len(order), blocks[0].num_columns), dtype=np.float32)
+    # each block's rows are stacked in one small buffer that stays in the cache, then put in place
+    stacked = np.empty((max(block.num_rows for block in blocks), rows.shape[1]), dtype=np.float32)
+    start, pool = 0, pa.default_memory_pool()
+    for count in range(len(blocks)):
+        block, blocks[count] = blocks[count], None  # this name holds the last reference
+        size = block.num_rows
+        np.stack([_values(column, np.float32) for column in block.columns], axis=1, out=stacked[:size])
+        rows[position[start : start + size]] = stacked[:size]
+        start += size
+        del block
+        if count % RELEASE_EVERY == RELEASE_EVERY - 1:
+            # Arrow's allocator keeps what is freed for reuse; the tensor is numpy's, so hand it
+            # back to the system: without this the peak is the whole table plus the whole tensor
+            pool.release_unused()
+    blocks.clear()
+    pool.release_unused()
     return torch.from_numpy(rows)
 
 

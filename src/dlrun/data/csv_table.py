@@ -16,7 +16,8 @@ class Table:
     labels: torch.Tensor  # int64 class index per row
     class_names: list[str]
     # features_in(order): every column but the label's, as one new float32 tensor with the rows
-    # in `order` (a permutation of all rows), so splits can be slices of it instead of copies
+    # in `order` (a permutation of all rows), so splits can be slices of it instead of copies;
+    # called once (the columnar reader frees its blocks as it fills the tensor)
     features_in: Callable[[torch.Tensor], torch.Tensor]
 
     @property

@@ -8,6 +8,7 @@ from torch import Tensor
 
 WHITE, INK, GREY = (255, 255, 255), (20, 20, 20), (110, 110, 110)
 MARGIN = 10
+TITLE = "confusion matrix (validation): rows true, columns predicted"
 
 
 def confusion_figure(confusion: Tensor, names: list[str]) -> Image.Image:
@@ -20,12 +21,12 @@ def confusion_figure(confusion: Tensor, names: list[str]) -> Image.Image:
     label_width = max(_width(font, name) for name in names)
     left, top = MARGIN + 18 + label_width + 6, MARGIN + 24
     side = cell * classes
-    width, height = left + side + 70, top + side + 6 + label_width + 24
+    # a few classes make a matrix narrower than its title: the picture takes the wider of the two
+    width = max(left + side + 70, left + _width(font, TITLE) + MARGIN)
+    height = top + side + 6 + label_width + 24
     image = Image.new("RGB", (width, height), WHITE)
     draw = ImageDraw.Draw(image)
-    draw.text(
-        (left, MARGIN), "confusion matrix (validation): rows true, columns predicted", font=font, fill=INK
-    )
+    draw.text((left, MARGIN), TITLE, font=font, fill=INK)
     for row in range(classes):
         for column in range(classes):
             share = float(shares[row, column])
