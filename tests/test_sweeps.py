@@ -3,6 +3,7 @@
 import csv
 import json
 import shlex
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,14 +22,21 @@ def sweep_folder(root: Path) -> Path:
 
 def test_a_failing_job_does_not_stop_the_others(dlrun, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    result = dlrun("-m", "optimizer.lr=0.001,-1,0.01", "trainer.epochs=2")
+    result = dlrun("-m", "dataset=wine", "optimizer.lr=0.001,-1,0.01", "trainer.epochs=2")
     assert result.code == 1
     assert "1 of 3 sweep jobs failed (job 1;" in result.err and result.err.count("\n") == 1
-    assert "run only those with: dlrun -m optimizer.lr=0.001,-1,0.01 trainer.epochs=2" in result.err
+    assert (
+        "run only those with: dlrun -m dataset=wine optimizer.lr=0.001,-1,0.01 trainer.epochs=2" in result.err
+    )
     assert result.err.rstrip().endswith("trainer.resume=auto")
     folder = sweep_folder(tmp_path)
     jobs = sorted(path.name for path in folder.iterdir() if path.is_dir())
-    assert jobs == ["0_lr-0.001_epochs-2", "1_lr--1_epochs-2", "2_lr-0.01_epochs-2"]
+    # the swept setting first, where the jobs differ
+    assert jobs == [
+        "0_lr-0.001_dataset-wine_epochs-2",
+        "1_lr--1_dataset-wine_epochs-2",
+        "2_lr-0.01_dataset-wine_epochs-2",
+    ]
     assert (folder / jobs[0] / "metrics.json").is_file() and (folder / jobs[2] / "metrics.json").is_file()
     failed = folder / jobs[1]
     assert "optimizer.lr=-1.0 is out of range" in (failed / "error.txt").read_text()
@@ -36,7 +44,10 @@ def test_a_failing_job_does_not_stop_the_others(dlrun, tmp_path, monkeypatch):
 
     rows = list(csv.DictReader(open(folder / "sweep_summary.csv")))
     assert [row["status"] for row in rows] == ["ok", "failed", "ok"]
-    assert rows[0]["overrides"] == "optimizer.lr=0.001 trainer.epochs=2" and rows[0]["metric"] == "val/acc"
+    assert (
+        rows[0]["overrides"] == "dataset=wine optimizer.lr=0.001 trainer.epochs=2"
+        and rows[0]["metric"] == "val/acc"
+    )
     assert float(rows[2]["value"]) > 0.5 and float(rows[0]["seconds"]) > 0
     assert json.loads((folder / "sweep_summary.json").read_text())[1]["status"] == "failed"
     assert "sweep: 3 jobs, 1 failed" in result.out
@@ -104,6 +115,17 @@ def test_direction_follows_the_metric():
     assert direction("val/loss", "mlp") == direction("val/mse", "autoencoder") == "minimize"
     assert direction("auto", "autoencoder") == "minimize" and direction("auto", "cnn") == "maximize"
     assert direction("test/acc", "mlp") == "maximize"
+
+
+def test_sweep_folder_names_start_with_the_swept_settings(monkeypatch):
+    monkeypatch.setattr(
+        sys, "argv", ["dlrun", "-m", "optimizer.lr=1e-3,1e-2", "model=mlp,cnn", "dataset=mnist"]
+    )
+    assert short_overrides("dataset=mnist,model=cnn,optimizer.lr=0.01") == "model-cnn_lr-0.01_dataset-mnist"
+    monkeypatch.setattr(sys, "argv", ["dlrun", "-m", "trainer.epochs=range(1,4)", "dataset=wine", "oops=["])
+    assert short_overrides("dataset=wine,trainer.epochs=2") == "epochs-2_dataset-wine"
+    monkeypatch.setattr(sys, "argv", ["submitit"])  # a job that did not get the command: Hydra's order
+    assert short_overrides("dataset=mnist,model=cnn") == "dataset-mnist_model-cnn"
 
 
 def test_sweep_folder_names_are_short_and_safe():

@@ -47,8 +47,17 @@ def test_classification_scalars(classification_events):
         "train/samples_per_second",
     ):
         assert tag in tags, tag
-    # TensorBoard's Time Series page opens the first two groups of cards: train/ and val/
+    # TensorBoard's Time Series page opens the first two groups of cards: train/ and val/, which
+    # hold curves only (a picture card per run would push the curves below the fold); the
+    # pictures' group sorts after them
     assert sorted({tag.split("/")[0] for tag in tags}) == ["train", "val"]
+    pictures = {tag.split("/")[0] for tag in classification_events.Tags()["images"]}
+    assert pictures == {"visuals"} and min(pictures) > "val"
+    # the Images tab lists cards by tag: validation's picture before the input grid of every run
+    assert sorted(classification_events.Tags()["images"]) == [
+        "visuals/confusion_matrix",
+        "visuals/train_inputs",
+    ]
     val_acc = [event.value for event in classification_events.Scalars("val/acc")]
     assert len(val_acc) == 2 and all(0.0 <= value <= 1.0 for value in val_acc)
     train_steps = [event.step for event in classification_events.Scalars("train/loss")]
@@ -59,7 +68,7 @@ def test_graph_input_grid_and_config_text(classification_events):
     assert classification_events.Tags()["graph"]
     graph = classification_events.Graph()
     assert any("Linear" in node.op or "linear" in node.name.lower() for node in graph.node)
-    image = classification_events.Images("train/inputs")[0]
+    image = classification_events.Images("visuals/train_inputs")[0]
     assert image.width > 28 and image.height > 28
     assert "config/text_summary" in classification_events.Tags()["tensors"]
 
@@ -72,9 +81,9 @@ def test_one_pr_curve_per_class_at_each_validation(classification_events):
 
 
 def test_confusion_matrix_as_image_and_table(classification_events):
-    assert "val/confusion_matrix" in classification_events.Tags()["images"]
+    assert "visuals/confusion_matrix" in classification_events.Tags()["images"]
     assert "val/confusion_matrix/text_summary" in classification_events.Tags()["tensors"]
-    figure = classification_events.Images("val/confusion_matrix")[0]
+    figure = classification_events.Images("visuals/confusion_matrix")[0]
     assert figure.width > 10 * 40 and figure.height > 10 * 40  # a cell per pair of classes, with labels
 
 
@@ -166,8 +175,8 @@ def test_an_autoencoder_shows_reconstructions_and_mse(dlrun, data_root):
     assert result.code == 0, result.err
     events = result.events()
     assert "val/mse" in events.Tags()["scalars"] and "val/acc" not in events.Tags()["scalars"]
-    assert {"train/inputs", "val/reconstructions"} <= set(events.Tags()["images"])
-    pictures = events.Images("val/reconstructions")[0]
+    assert {"visuals/train_inputs", "visuals/reconstructions"} <= set(events.Tags()["images"])
+    pictures = events.Images("visuals/reconstructions")[0]
     assert pictures.height >= 2 * 112  # inputs above reconstructions, each at least 112 pixels
     assert not [tag for tag in events.Tags()["tensors"] if tag.startswith("pr/")]
     final = read_events(result.run_dir / "hparams").Tags()["scalars"]
@@ -181,7 +190,7 @@ def test_a_names_run_tags_pr_curves_with_the_languages(dlrun, data_root):
     events = result.events()
     assert {"pr/English", "pr/French", "pr/Japanese"} <= set(events.Tags()["tensors"])
     assert events.Tags()["graph"]
-    assert "train/inputs" not in events.Tags()["images"]  # names are not images
+    assert "visuals/train_inputs" not in events.Tags()["images"]  # names are not images
 
 
 def test_logging_switches(dlrun):
@@ -233,7 +242,7 @@ def test_a_real_tensorboard_serves_every_plugin_and_one_hparams_table_for_mixed_
             "whole_run/test_loss",
             "whole_run/epochs",
         }
-        assert "val/confusion_matrix" in ask("/data/plugin/images/tags")[classification_run.name]
+        assert "visuals/confusion_matrix" in ask("/data/plugin/images/tags")[classification_run.name]
         assert "pr/0-zero" in ask("/data/plugin/pr_curves/tags")[classification_run.name]
         assert "config/text_summary" in ask("/data/plugin/text/tags")[classification_run.name]
         assert ask("/data/plugin/graphs/info")[classification_run.name]["run_graph"]

@@ -1,6 +1,7 @@
 """OmegaConf resolvers used by the config tree (registered before Hydra composes)."""
 
 import os
+import sys
 from importlib import resources
 from pathlib import Path
 
@@ -49,8 +50,12 @@ def package_file(name: str) -> str:
 def short_overrides(override_dirname: str, limit: int = 60) -> str:
     """`optimizer.lr=0.01,model=mlp` -> `lr-0.01_model-mlp`: a readable sweep job folder name with
     nothing a shell or Hydra reads specially, leaving out bookkeeping settings (device, data
-    location, ...), and cut only between whole settings (`_+2`: two more not shown)."""
+    location, ...), and cut only between whole settings (`_+2`: two more not shown). The swept
+    settings come first, so the names (and TensorBoard's trial IDs, cut to a few characters)
+    differ where the jobs differ."""
     items = [item for item in _split_top_level(override_dirname) if not _key(item).startswith(BOOKKEEPING)]
+    swept = _swept_keys(sys.argv[1:])
+    items.sort(key=lambda item: _key(item) not in swept)  # stable: Hydra's order otherwise
     parts = [_part(item) for item in items]
     name = ""
     for index, part in enumerate(parts):
@@ -59,6 +64,26 @@ def short_overrides(override_dirname: str, limit: int = 60) -> str:
             return f"{name}_+{len(parts) - index}"
         name = candidate
     return name or "default"
+
+
+def _swept_keys(arguments: list[str]) -> set[str]:
+    """The settings a sweep command gives several values (`model=mlp,cnn`, `lr=range(1,3)`). Read
+    from the command line, as each job's own overrides hold one value; where this process did not
+    get the command (a SLURM job) there are none, and names keep Hydra's order."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    parser, keys = OverridesParser.create(), set()
+    for argument in arguments:
+        if argument.startswith("-") or "=" not in argument:
+            continue  # -m, --config-dir=...
+        try:
+            override = parser.parse_override(argument)
+        except HydraException:
+            continue  # Hydra itself says what is wrong with it
+        if override.is_sweep_override():
+            keys.add(override.key_or_group)
+    return keys
 
 
 def _split_top_level(text: str) -> list[str]:

@@ -32,6 +32,9 @@ HPARAM_SKIP = schema.BOOKKEEPING + (
 GROUPS = ("dataset", "model", "loss", "optimizer", "scheduler")
 HPARAMS_RUN = "hparams"  # the sub-run holding a run's HPARAMS row
 FINAL = "whole_run"  # the final metrics' group: sorts after train/ and val/ on the Time Series page
+# The pictures' group, also after val/: the Time Series page puts a picture card per run in its
+# group, which would push train/loss and val/loss below one card per run compared
+PICTURES = "visuals"
 # the HPARAMS metric columns of every task, with the names TensorBoard shows
 FINAL_METRICS = {
     f"{FINAL}/val_acc_best": "best val acc",
@@ -75,7 +78,7 @@ class Board:
         if example is not None and self.settings.graph:
             self._graph(model, example)
         if example is not None and self.settings.images and facts.kind == "image":
-            self.writer.add_image("train/inputs", _grid(_unnormalize(example, facts)), 0)
+            self.writer.add_image(f"{PICTURES}/train_inputs", _grid(_unnormalize(example, facts)), 0)
 
     def flush(self) -> None:
         if self.writer is not None:
@@ -105,7 +108,7 @@ class Board:
         if self.writer is None or not self.settings.confusion_matrix:
             return
         self.writer.add_text("val/confusion_matrix", confusion_markdown(confusion, class_names), step)
-        self._picture("val/confusion_matrix", confusion_figure(confusion, class_names), step)
+        self._picture(f"{PICTURES}/confusion_matrix", confusion_figure(confusion, class_names), step)
 
     def reconstructions(self, step: int, inputs: Tensor, outputs: Tensor) -> None:
         if self.writer is None or not self.settings.reconstructions:
@@ -115,7 +118,7 @@ class Board:
         # MNIST's 28 pixels would be a strip 62 pixels high: each picture at least 112 pixels
         scale = max(1, RECONSTRUCTION_PIXELS // pairs.shape[-1])
         pairs = pairs.repeat_interleave(scale, dim=-2).repeat_interleave(scale, dim=-1)
-        self.writer.add_image("val/reconstructions", _grid(pairs, columns=count), step)
+        self.writer.add_image(f"{PICTURES}/reconstructions", _grid(pairs, columns=count), step)
 
     def histograms(self, step: int, model: nn.Module) -> None:
         if self.writer is None or not self.settings.histograms:
