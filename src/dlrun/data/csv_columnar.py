@@ -1,10 +1,10 @@
 """The usual CSV path: pyarrow's multithreaded reader, straight into float32 columns.
 
 No Python object is made per cell, so the cost is linear in rows. The reader's blocks are handed
-back to the allocator as their rows reach the tensor, so the table and the tensor are never both
-whole in memory. Anything it does not take
-(a fault, or a file only the checked reader accepts) is answered with None, and csv_checked.py
-reads the file again to name the fault or read it anyway."""
+back to the system as their rows reach the tensor, so the table and the tensor are never both
+whole in memory. Anything it does not take (a fault, or a file only the checked reader accepts)
+is answered with None, and csv_checked.py reads the file again to name the fault or read it
+anyway."""
 
 import csv
 from pathlib import Path
