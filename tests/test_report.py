@@ -87,3 +87,18 @@ def test_epoch_summary_and_results(tmp_path):
     assert "500 samples/s" in out and "tensorboard --logdir" in out
     assert "best val/acc" in out and "86.00% (epoch 3)" in out and "test acc" in out and "1,234" in out
     assert "per-class" in out and "90.0%" in out
+
+
+def test_an_80_column_terminal_breaks_the_epoch_line_between_parts_and_never_a_path():
+    buffer = io.StringIO()
+    report = Report("auto", console=Console(file=buffer, force_terminal=True, width=80))
+    train, val = {"loss": 0.0001, "acc": 1.0}, {"loss": 0.0957, "acc": 0.9444}
+    report.epoch_summary(136, 143, train, val, lr=1e-3, seconds=0.02, samples=112, best=False)
+    lines = buffer.getvalue().splitlines()
+    assert lines == [
+        "epoch 136/143 | train loss 0.0001 acc 100.00% | val loss 0.0957 acc 94.44%",
+        "  lr 1.00e-03 | 0.0 s, 5,600 samples/s",
+    ]
+    folder = "runs/2026-11-24/10-48-44-525922_wine_mlp/" + "x" * 40
+    report.line(f"tensorboard: tensorboard --logdir runs   (this run only: tensorboard --logdir {folder})")
+    assert f"--logdir {folder})" in buffer.getvalue()  # the terminal folds it: copied whole

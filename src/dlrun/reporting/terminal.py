@@ -41,7 +41,9 @@ class Report:
     # -- lines and renderables ------------------------------------------------------------------
 
     def line(self, text: str, style: Optional[str] = None) -> None:
-        self.console.print(Text(text, style=style))
+        # soft wrap: a narrow terminal folds the line itself, so a path or command in it is copied
+        # whole (rich would break it with a newline)
+        self.console.print(Text(text, style=style), soft_wrap=True)
         log.info(text)
 
     def warn(self, text: str) -> None:
@@ -82,10 +84,10 @@ class Report:
             f"lr {lr:.2e}",
             f"{seconds:.1f} s, {samples / max(seconds, 1e-9):,.0f} samples/s",
         ]
-        text = Text(" | ".join(parts))
+        text = Text(_between_parts(parts, self.console.width))
         if best:
             text.append("  * best", style="bold green")
-        log.info(text.plain)
+        log.info(" | ".join(parts) + ("  * best" if best else ""))
         every = -(-epochs // EPOCH_ROWS)
         if every == 1 or epoch in (1, epochs) or epoch % every == 0:
             self.console.print(text)
@@ -114,6 +116,18 @@ class Report:
         everything = f"tensorboard --logdir {shell_path(_runs_root(folder))}"
         this_run = f"tensorboard --logdir {shell_path(folder)}"
         self.line(f"tensorboard: {everything}   (this run only: {this_run})")
+
+
+def _between_parts(parts: list[str], width: int) -> str:
+    """The parts joined by ` | `, on as many lines as `width` needs, broken between two parts
+    (an 80-column terminal would otherwise split `lr 1.00e-03` in two)."""
+    lines = [parts[0]]
+    for part in parts[1:]:
+        if len(lines[-1]) + 3 + len(part) > width:
+            lines.append("  " + part)
+        else:
+            lines[-1] += " | " + part
+    return "\n".join(lines)
 
 
 def make_console() -> Console:
