@@ -52,6 +52,12 @@ def test_a_failing_job_does_not_stop_the_others(dlrun, tmp_path, monkeypatch):
     assert json.loads((folder / "sweep_summary.json").read_text())[1]["status"] == "failed"
     assert "sweep: 3 jobs, 1 failed" in result.out
     assert "job 1 failed: optimizer.lr=-1.0 is out of range" in result.out
+    # the table shows what differs between the jobs; what they share is said once, above it
+    assert "every job: dataset=wine trainer.epochs=2" in result.out
+    header = next(line for line in result.out.splitlines() if " job " in line and " status " in line)
+    assert " val/acc " in header and " metric " not in header  # one metric names the value column
+    first = next(line for line in result.out.splitlines() if line.startswith("│   0 │"))
+    assert "optimizer.lr=0.001" in first and "dataset=wine" not in first
 
 
 def test_every_job_gets_its_own_tensorboard_row_with_the_swept_keys(dlrun, tmp_path, monkeypatch):
@@ -139,3 +145,28 @@ def test_sweep_folder_names_are_short_and_safe():
     assert short_overrides(many, limit=40) == "setting_0-value0_setting_1-value1_+6"
     for name in (short_overrides(many), short_overrides("model.hidden_sizes=[64,32],optimizer.lr=1e-3")):
         assert HYDRA_PLAIN.fullmatch(name) and shlex.quote(name) == name
+
+
+def test_a_sweep_over_tasks_keeps_a_metric_column_and_a_single_job_shows_all_its_overrides(capsys, tmp_path):
+    from dlrun.reporting.sweep_summary import Summary, show
+
+    def row(job, model, metric, value):
+        overrides = [f"model={model}", "trainer.epochs=1"]
+        return {
+            "job": job,
+            "overrides": " ".join(overrides),
+            "override_list": overrides,
+            "status": "ok",
+            "metric": metric,
+            "value": value,
+            "seconds": 1.0,
+            "folder": f"{job}_model-{model}",
+            "error": "",
+        }
+
+    show(Summary(tmp_path, [row(0, "mlp", "val/acc", 0.9), row(1, "autoencoder", "val/mse", 0.03)]))
+    out = capsys.readouterr().out
+    assert "every job: trainer.epochs=1" in out and " metric " in out and "val/mse" in out
+    show(Summary(tmp_path, [row(0, "mlp", "val/acc", 0.9)]))
+    out = capsys.readouterr().out
+    assert "every job" not in out and "model=mlp trainer.epochs=1" in out

@@ -72,6 +72,7 @@ def _row(job: Path, sweep_dir: Path) -> dict[str, Any]:
     row = {
         "job": hydra["job"]["num"],
         "overrides": " ".join(hydra["overrides"]["task"]),
+        "override_list": hydra["overrides"]["task"],  # for the table only, not written
         "status": "incomplete",
         "metric": "",
         "value": None,
@@ -90,29 +91,25 @@ def _row(job: Path, sweep_dir: Path) -> dict[str, Any]:
 
 
 def write(summary: Summary) -> None:
-    (summary.folder / "sweep_summary.json").write_text(json.dumps(summary.rows, indent=2) + "\n")
+    rows = [{column: row[column] for column in COLUMNS} for row in summary.rows]
+    (summary.folder / "sweep_summary.json").write_text(json.dumps(rows, indent=2) + "\n")
     with open(summary.folder / "sweep_summary.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS)
         writer.writeheader()
-        writer.writerows(summary.rows)
+        writer.writerows(rows)
 
 
 def show(summary: Summary) -> None:
+    """The table shows what differs between the jobs; what they share is said once above it (the
+    CSV and JSON keep every job's whole command line)."""
     from dlrun.config.paths import shell_path
     from dlrun.reporting.terminal import make_console
 
-    table = Table(title=f"sweep: {len(summary.rows)} jobs, {len(summary.failed)} failed", title_style="bold")
-    for column in ("job", "overrides", "status", "metric", "value", "seconds", "folder"):
-        table.add_column(column, justify="right" if column in ("job", "value", "seconds") else "left")
-    for row in summary.rows:
-        value = "" if row["value"] is None else f"{row['value']:.4f}"
-        seconds = "" if row["seconds"] is None else f"{row['seconds']:.1f}"
-        status = row["status"] if row["status"] == "ok" else f"[red]{row['status']}[/red]"
-        # Text: an override such as `transforms=[Resize]` is not rich markup
-        cells = (Text(row["overrides"]), status, row["metric"], value, seconds, Text(row["folder"]))
-        table.add_row(str(row["job"]), *cells)
+    shared = _shared_overrides(summary.rows)
     console = make_console()
-    console.print(table)
+    if shared:
+        console.print(Text("every job: " + " ".join(shared)), soft_wrap=True)
+    console.print(_table(summary, shared))
     for row in summary.failed:  # why, one line each, cut to the terminal (whole in the CSV)
         reason = row["error"] or "no result, no error.txt"
         console.print(Text(f"job {row['job']} {row['status']}: {reason}"), no_wrap=True, overflow="ellipsis")
@@ -120,4 +117,37 @@ def show(summary: Summary) -> None:
         f"summary: {shell_path(summary.folder / 'sweep_summary.csv')} (and .json); "
         f"compare: tensorboard --logdir {shell_path(summary.folder)}",
         markup=False,
+        soft_wrap=True,
     )
+
+
+def _table(summary: Summary, shared: list[str]) -> Table:
+    metrics = {row["metric"] for row in summary.rows if row["metric"]}
+    # one metric (the usual case) names the value column instead of filling a column of its own
+    single = metrics.pop() if len(metrics) == 1 else None
+    value = single or "value"
+    table = Table(title=f"sweep: {len(summary.rows)} jobs, {len(summary.failed)} failed", title_style="bold")
+    for column in ("job", "overrides", "status", *([] if single else ["metric"]), value, "seconds", "folder"):
+        table.add_column(column, justify="right" if column in ("job", value, "seconds") else "left")
+    for row in summary.rows:
+        status = row["status"] if row["status"] == "ok" else f"[red]{row['status']}[/red]"
+        # Text: an override such as `transforms=[Resize]` is not rich markup
+        differs = Text(" ".join(item for item in row["override_list"] if item not in shared))
+        table.add_row(
+            str(row["job"]),
+            differs,
+            status,
+            *([] if single else [row["metric"]]),
+            "" if row["value"] is None else f"{row['value']:.4f}",
+            "" if row["seconds"] is None else f"{row['seconds']:.1f}",
+            Text(row["folder"]),
+        )
+    return table
+
+
+def _shared_overrides(rows: list[dict[str, Any]]) -> list[str]:
+    """The overrides every job has, in the first job's order; none for a single job (its row
+    shows them all)."""
+    if len(rows) < 2:
+        return []
+    return [item for item in rows[0]["override_list"] if all(item in row["override_list"] for row in rows)]
