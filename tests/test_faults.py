@@ -281,8 +281,9 @@ def test_a_full_disk_stops_with_the_path_the_intact_checkpoint_and_the_resume_co
     filler = small_disk / "filler"
     subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=64k"], capture_output=True)
     code, _, err = finish(process)
+    assert code == 1, f"exit {code} with the disk full: {err}"
     line = error_line(err)
-    assert code == 1 and "(No space left on device)" in line and f"{last} is intact: make room" in line
+    assert "(No space left on device)" in line and f"{last} is intact: make room" in line
     loads(last)
     assert no_temporaries(folder)
 
@@ -290,6 +291,35 @@ def test_a_full_disk_stops_with_the_path_the_intact_checkpoint_and_the_resume_co
     code, out, err = run(pasted(line.split("resume with: ", 1)[1]), tmp_path)
     assert code == 0, err
     assert "resumed from" in out and (folder / "metrics.json").is_file()
+
+
+def test_a_writer_threads_warning_never_lands_inside_the_error_line(monkeypatch):
+    """Each line goes to stderr in one write: with print()'s separate newline, TensorBoard's writer
+    thread hitting the full disk at the same moment printed `...devicedlrun: error: ...`."""
+    import errno
+    import threading
+
+    from dlrun import cli
+    from dlrun.errors import DataError
+
+    writes = []
+
+    class Stderr:
+        def write(self, text):
+            writes.append(text)
+
+        def flush(self):
+            pass
+
+    monkeypatch.setattr(sys, "stderr", Stderr())
+    full = OSError(errno.ENOSPC, "No space left on device")
+    cli._thread_failed(threading.ExceptHookArgs((OSError, full, None, threading.current_thread())))
+    with pytest.raises(SystemExit):
+        cli._exit_with("dlrun", DataError("could not write run (No space left on device)"))
+    assert writes == [
+        "warning: MainThread: No space left on device\n",
+        "dlrun: error: could not write run (No space left on device)\n",
+    ]
 
 
 def test_resuming_into_a_read_only_folder_is_one_line_and_changes_nothing(tmp_path, small_disk):

@@ -298,7 +298,7 @@ def _report_errors(run: Callable[[], object], program: str) -> None:
         _report_user_errors(run, program)
     except (Interrupted, KeyboardInterrupt) as stop:
         stop = stop if isinstance(stop, Interrupted) else Interrupted(2)  # Ctrl-C before the handler
-        print(f"{program}: {stop}", file=sys.stderr)
+        _say(f"{program}: {stop}")
         raise SystemExit(stop.exit_code) from None
 
 
@@ -334,7 +334,7 @@ def _thread_failed(args) -> None:
     """A background thread (TensorBoard's event writer) that hits a full disk: one line, not a
     traceback; the run itself stops at its next checkpoint with the path and the resume command."""
     if isinstance(args.exc_value, OSError) and args.exc_value.errno in DISK_REFUSED:
-        print(f"warning: {args.thread.name}: {args.exc_value.strerror}", file=sys.stderr)
+        _say(f"warning: {args.thread.name}: {args.exc_value.strerror}")
         return
     threading.__excepthook__(args)
 
@@ -348,11 +348,18 @@ def _uncaught(kind, error, trace) -> None:
     sys.__excepthook__(kind, error, trace)
 
 
+def _say(line: str) -> None:
+    """One line on stderr in one write: print() writes the newline separately, and a thread's
+    warning landing between the two glued it to the error line ("...devicedlrun: error: ...")."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
 def _exit_with(program: str, error: BaseException) -> NoReturn:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    print(f"{program}: error: {one_line(error)}", file=sys.stderr)
+    _say(f"{program}: error: {one_line(error)}")
     if getattr(error, "details", ""):
         print(error.details, file=sys.stderr)  # the user's own traceback, under the one line
     user_input = isinstance(error, (ConfigError, HydraException, OmegaConfBaseException))
