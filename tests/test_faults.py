@@ -155,7 +155,9 @@ def test_a_killed_dataloader_worker_ends_in_one_line_with_the_resume_command(tmp
     os.kill(int(children.read_text().split()[0]), signal.SIGKILL)
     code, _, err = finish(process)
     line = error_line(err)
-    assert code == 1 and "a data-loading process died" in line and "killed by signal" in line
+    assert code == 1 and "a data-loading process died" in line
+    # torch words it by which of its checks saw the worker go first
+    assert "killed by signal" in line or "exited unexpectedly" in line
     assert f"{folder / 'checkpoints' / 'last.pt'} is intact" in line and line.endswith("trainer.resume=auto")
     loads(folder / "checkpoints" / "last.pt")
     assert no_temporaries(folder)
@@ -320,6 +322,24 @@ def test_a_writer_threads_warning_never_lands_inside_the_error_line(monkeypatch)
         "warning: MainThread: No space left on device\n",
         "dlrun: error: could not write run (No space left on device)\n",
     ]
+
+
+@pytest.mark.parametrize("error", [ConnectionResetError(104, "Connection reset by peer"), EOFError()])
+def test_a_connection_a_dying_worker_dropped_is_logged_not_a_traceback(monkeypatch, caplog, error):
+    """multiprocessing's resource sharer thread hands what it caught to sys.excepthook: a worker
+    killed mid-message leaves an EOFError there (seen once in CI as a traceback above the line)."""
+    import threading
+
+    from dlrun import cli
+
+    printed = []
+    monkeypatch.setattr(sys, "__excepthook__", lambda *exc_info: printed.append(exc_info))
+    thread = threading.Thread(target=lambda: cli._uncaught(type(error), error, None), name="resource-sharer")
+    thread.start()
+    thread.join()
+    assert not printed and "resource-sharer" in caplog.text
+    cli._uncaught(type(error), error, None)  # the main thread's own errors are not hidden
+    assert len(printed) == 1
 
 
 def test_resuming_into_a_read_only_folder_is_one_line_and_changes_nothing(tmp_path, small_disk):

@@ -341,8 +341,10 @@ def _thread_failed(args) -> None:
 
 def _uncaught(kind, error, trace) -> None:
     """multiprocessing's helper threads report through sys.excepthook: a connection that a dying
-    DataLoader worker dropped goes to the log; the run's own error line says what happened."""
-    if threading.current_thread() is not threading.main_thread() and isinstance(error, ConnectionError):
+    DataLoader worker dropped (reset, or cut mid-message: EOFError in resource_sharer) goes to the
+    log; the run's own error line says what happened."""
+    dropped = isinstance(error, (ConnectionError, EOFError))
+    if threading.current_thread() is not threading.main_thread() and dropped:
         logging.getLogger("dlrun").warning("%s: %s", threading.current_thread().name, error)
         return
     sys.__excepthook__(kind, error, trace)
