@@ -15,11 +15,10 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks.timing import REAL_DATA, interleaved, median, paired_ratio, row
+from dlrun.config.schema import Trainer
 from dlrun.data.batches import Normalize, TensorBatches
-from dlrun.engine.loop import StepRules, train_one_epoch
-from dlrun.engine.runtime import Precision
-from dlrun.engine.state import Position
-from dlrun.engine.tasks import Classification
+from dlrun.engine.state import Monitor, Outputs, Parts, TrainingState
+from dlrun.engine.train import train_one_epoch
 from dlrun.models.lenet import LeNet5
 from dlrun.models.mlp import MLP
 
@@ -59,18 +58,14 @@ def compare(name, model, lr, batch_size, repeats, workers):
     dlrun_model, classic_model = copy.deepcopy(model), copy.deepcopy(model)
     dlrun_opt = torch.optim.Adam(dlrun_model.parameters(), lr=lr)
     classic_opt = torch.optim.Adam(classic_model.parameters(), lr=lr)
-    criterion = torch.nn.CrossEntropyLoss()
+    parts = Parts.of(dlrun_model, dlrun_opt, torch.nn.CrossEntropyLoss(), batches)
+
+    def fresh_state() -> TrainingState:
+        return TrainingState(best=Monitor("val/acc", "max"))
+
     times = interleaved(
         {
-            "dlrun": lambda: train_one_epoch(
-                dlrun_model,
-                batches,
-                dlrun_opt,
-                criterion,
-                Classification(),
-                Position(),
-                StepRules(Precision("32", CPU)),
-            ),
+            "dlrun": lambda: train_one_epoch(parts, fresh_state(), Outputs.quiet(), Trainer(epochs=1)),
             "classic": lambda: classic_epoch(classic_model, classic_opt, loader),
         },
         repeats,

@@ -14,11 +14,11 @@ import time
 import torch
 
 from benchmarks.timing import dlrun_history, median, row
+from dlrun.config.schema import Trainer
 from dlrun.data.batches import Normalize, TensorBatches
-from dlrun.engine.loop import StepRules, train_one_epoch
 from dlrun.engine.runtime import Precision, select_device
-from dlrun.engine.state import Position
-from dlrun.engine.tasks import Classification
+from dlrun.engine.state import Monitor, Outputs, Parts, TrainingState
+from dlrun.engine.train import train_one_epoch
 from dlrun.models.convnet import ConvNet
 
 
@@ -47,14 +47,16 @@ def cifar_throughput(
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
 
     def epoch():
-        train_one_epoch(
+        parts = Parts.of(
             model,
-            split,
             optimizer,
             torch.nn.CrossEntropyLoss(),
-            Classification(),
-            Position(),
-            StepRules(Precision(precision, device)),
+            split,
+            precision=Precision(precision, device),
+            device=device,
+        )
+        train_one_epoch(
+            parts, TrainingState(best=Monitor("val/acc", "max")), Outputs.quiet(), Trainer(epochs=1)
         )
         if device.type == "cuda":
             torch.cuda.synchronize()

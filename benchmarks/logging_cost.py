@@ -32,7 +32,7 @@ def run(logger: str, epochs: int, folder: Path) -> tuple[float, float]:
             f"dataset.root={REAL_DATA}",
             f"trainer.epochs={epochs}",
             f"logger={logger}",
-            "logger.progress=off",
+            "terminal.progress=off",
             f"hydra.run.dir={folder}",
         ],
         check=True,
@@ -69,7 +69,7 @@ print(json.dumps(spent))
 def logging_share(epochs: int, folder: Path) -> tuple[float, float]:
     """(seconds of Board calls per epoch, seconds per epoch) inside one run with TensorBoard on."""
     args = ["experiment=mnist_mlp", f"dataset.root={REAL_DATA}", f"trainer.epochs={epochs}"]
-    args += ["logger.progress=off", f"hydra.run.dir={folder}"]
+    args += ["terminal.progress=off", f"hydra.run.dir={folder}"]
     done = subprocess.run(
         [sys.executable, "-c", TIMED_CALLS, *args], check=True, capture_output=True, text=True
     )

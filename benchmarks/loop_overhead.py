@@ -1,11 +1,11 @@
 """Benchmark 1: dlrun's training epoch against a bare PyTorch loop, same tensors, same work.
 
 Each side trains its own copy of the same model with the same optimizer and batch size,
-alternating epochs. dlrun holds the images as uint8, normalizes each batch on the fly,
-accumulates loss and accuracy on the device and logs scalars to TensorBoard every 50 steps, as
-a run does. Two bare loops do nothing but the step: one over the same uint8 tensors (normalized
-per batch the same way: the loop's own overhead), one over pre-normalized float32 copies (4x the
-memory: what keeping uint8 costs).
+alternating epochs. dlrun runs its own train_one_epoch as a run does: the images held as uint8
+and normalized per batch, loss and accuracy summed on the device, the NaN/inf watch, scalars to
+its TensorBoard logger and a progress line every 50 steps. Two bare loops do nothing but the
+step: one over the same uint8 tensors (normalized per batch the same way: the loop's own
+overhead), one over pre-normalized float32 copies (4x the memory: what keeping uint8 costs).
 
 Timing: the two sides alternate in chunks of about two seconds (many back-to-back pairs), and
 the ratio is the median of the pairs' ratios, which a noisy machine's slow drift cannot bias.
@@ -22,20 +22,19 @@ import tempfile
 import torch
 import torch.nn.functional as F
 from rich.console import Console
-from torch.utils.tensorboard import SummaryWriter
 
 from benchmarks.timing import REAL_DATA, interleaved, median, paired_ratio, row
-from dlrun.checkpoints.policy import CheckpointPolicy
+from dlrun.config.schema import Trainer
 from dlrun.data.batches import Normalize, TensorBatches
-from dlrun.engine.loop import EpochHooks, StepRules, train_one_epoch
-from dlrun.engine.runtime import Precision
-from dlrun.engine.state import Position
-from dlrun.engine.tasks import Classification
+from dlrun.engine.state import Monitor, Outputs, Parts, TrainingState
+from dlrun.engine.train import train_one_epoch
 from dlrun.models.convnet import ConvNet
 from dlrun.models.lenet import LeNet5
 from dlrun.models.mlp import MLP
+from dlrun.reporting.sinks import Sinks
+from dlrun.reporting.tensorboard import TensorBoardSink
 from dlrun.reporting.terminal import Report
-from dlrun.signals import StopRequest
+from dlrun.runs.folder import RunFolder
 
 CPU = torch.device("cpu")
 
@@ -93,48 +92,15 @@ def compare(name, model, make_optimizer, images, labels, mean, std, batch_size, 
         prepare=normalize,
     )
     bare_generator, float_generator = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
-    writer = SummaryWriter(tempfile.mkdtemp(prefix="dlrun-bench-"))
+    logger = TensorBoardSink(RunFolder(tempfile.mkdtemp(prefix="dlrun-bench-")))
+    logger.start(None)
     report = Report("lines", console=Console(file=io.StringIO()))
-    position = Position()
-    criterion = torch.nn.CrossEntropyLoss()
-
-    rules = StepRules(Precision("32", CPU))
-    stop, policy = StopRequest(), CheckpointPolicy()  # trainer.checkpoint_every_n_steps: unset by default
-
-    class Hooks(EpochHooks):
-        """What a run's fit.RunHooks does per step: scalars to TensorBoard and the progress (plain
-        lines, as in a log) per interval; the scheduler, checkpoint and stop checks per step."""
-
-        def __init__(self, progress):
-            self.progress = progress
-
-        def logged(self, step, loss, acc):
-            writer.add_scalar("train/loss", loss, step)
-            writer.add_scalar("train/acc", acc, step)
-            writer.add_scalar("lr", dlrun_opt.param_groups[0]["lr"], step)
-            self.progress.metrics(loss, acc)
-
-        def stepped(self, step):
-            self.progress.advance(batch_size)
-            policy.after_step(step)  # no checkpoint is due: fit would save what it names
-
-        def stop_requested(self, step):
-            return bool(stop)
+    out = Outputs.quiet(terminal=report, sinks=Sinks([logger]))
+    parts = Parts.of(dlrun_model, dlrun_opt, torch.nn.CrossEntropyLoss(), batches)
+    trainer = Trainer(epochs=1, limit_train_batches=chunk)  # log_every_n_steps: 50, as a run
 
     def dlrun_epoch():
-        position.step_in_epoch = 0
-        with report.epoch_progress(1, 1, chunk) as progress:
-            train_one_epoch(
-                dlrun_model,
-                batches,
-                dlrun_opt,
-                criterion,
-                Classification(),
-                position,
-                rules,
-                Hooks(progress),
-                limit=chunk,
-            )
+        train_one_epoch(parts, TrainingState(best=Monitor("val/acc", "max")), out, trainer)
 
     times = interleaved(
         {
@@ -148,7 +114,7 @@ def compare(name, model, make_optimizer, images, labels, mean, std, batch_size, 
         },
         pairs,
     )
-    writer.close()
+    logger.close()
     scale = len(batches) / chunk  # chunks -> one full epoch
     ratio = paired_ratio(times["dlrun"], times["bare"])
     print(

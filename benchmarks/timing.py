@@ -47,7 +47,7 @@ def dlrun_history(preset: str, epochs: int) -> list[dict]:
     with tempfile.TemporaryDirectory() as folder:
         subprocess.run(
             [sys.executable, "-m", "dlrun", f"experiment={preset}", f"dataset.root={REAL_DATA}"]
-            + [f"trainer.epochs={epochs}", "logger.progress=off", f"hydra.run.dir={folder}/run"],
+            + [f"trainer.epochs={epochs}", "terminal.progress=off", f"hydra.run.dir={folder}/run"],
             check=True,
             capture_output=True,
         )

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from tests import datasets
 
-ONE_EPOCH = ["trainer.epochs=1", "logger.progress=off"]
+ONE_EPOCH = ["trainer.epochs=1", "terminal.progress=off"]
 TRACEBACK = "Traceback (most recent call last)"
 
 
@@ -215,7 +215,7 @@ def resume_while_the_run_is_live(folder, run):
         [
             sys.executable,
             "-c",
-            "import sys, time; from pathlib import Path; from dlrun.config.run_folders import lock_folder; "
+            "import sys, time; from pathlib import Path; from dlrun.runs.lock import lock_folder; "
             f"lock_folder(Path({str(run_dir)!r})); print('locked', flush=True); time.sleep(60)",
         ],
         stdout=subprocess.PIPE,

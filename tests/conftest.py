@@ -68,9 +68,9 @@ class RunResult:
         return read_events(self.run_dir)
 
     def checkpoint(self, name: str = "last.pt") -> dict[str, Any]:
-        from dlrun.checkpoints.files import load_checkpoint
+        from dlrun.checkpoints.format import read_checkpoint
 
-        return load_checkpoint(self.run_dir / "checkpoints" / name)
+        return read_checkpoint(self.run_dir / "checkpoints" / name)
 
 
 @pytest.fixture

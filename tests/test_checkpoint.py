@@ -7,15 +7,16 @@ import pytest
 import torch
 
 from dlrun.checkpoints import files as checkpoint
-from dlrun.checkpoints.files import load_checkpoint, remove_stale_temporaries, save_checkpoint
+from dlrun.checkpoints.files import remove_stale_temporaries
+from dlrun.checkpoints.format import read_checkpoint, write_checkpoint
 from dlrun.errors import CheckpointError
 from tests.helpers import Hostile
 
 
 def test_a_checkpoint_round_trips_with_weights_only(tmp_path):
     path = tmp_path / "c.pt"
-    save_checkpoint(path, {"model": {"w": torch.ones(2)}, "config": {"a": [1, 2]}})
-    loaded = load_checkpoint(path)
+    write_checkpoint(path, {"model": {"w": torch.ones(2)}, "config": {"a": [1, 2]}})
+    loaded = read_checkpoint(path)
     assert loaded["format"] == "dlrun-checkpoint" and torch.equal(loaded["model"]["w"], torch.ones(2))
 
 
@@ -25,7 +26,7 @@ def test_a_hostile_reduce_is_refused_and_never_runs(tmp_path, monkeypatch):
     path = tmp_path / "evil.pt"
     torch.save({"format": "dlrun-checkpoint", "model": Hostile(marker)}, path)
     with pytest.raises(CheckpointError, match="refusing to load"):
-        load_checkpoint(path)
+        read_checkpoint(path)
     assert not marker.exists()
 
 
@@ -33,13 +34,13 @@ def test_a_whole_pickled_model_is_refused(tmp_path):
     path = tmp_path / "model.pt"
     torch.save(torch.nn.Linear(2, 2), path)
     with pytest.raises(CheckpointError, match="refusing to load"):
-        load_checkpoint(path)
+        read_checkpoint(path)
 
 
 @pytest.mark.parametrize("damage", ["truncated", "empty", "random", "folder", "missing", "not dlrun"])
 def test_damaged_or_wrong_files_get_one_clear_error(tmp_path, damage):
     good = tmp_path / "good.pt"
-    save_checkpoint(good, {"model": {"w": torch.randn(1000)}})
+    write_checkpoint(good, {"model": {"w": torch.randn(1000)}})
     path = tmp_path / "bad.pt"
     if damage == "truncated":
         path.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
@@ -52,7 +53,7 @@ def test_damaged_or_wrong_files_get_one_clear_error(tmp_path, damage):
     elif damage == "not dlrun":
         torch.save({"weights": torch.ones(1)}, path)
     with pytest.raises(CheckpointError) as error:
-        load_checkpoint(path)
+        read_checkpoint(path)
     assert str(path) in str(error.value) and "\n" not in str(error.value)
 
 
@@ -65,12 +66,12 @@ def test_any_random_bytes_get_one_clear_error(tmp_path):
         with pytest.raises(
             CheckpointError, match="not a readable checkpoint|refusing to load|not a dlrun checkpoint"
         ):
-            load_checkpoint(path)
+            read_checkpoint(path)
 
 
 def test_a_failed_save_keeps_the_previous_checkpoint_and_leaves_no_partial_file(tmp_path, monkeypatch):
     path = tmp_path / "last.pt"
-    save_checkpoint(path, {"model": {"w": torch.zeros(3)}})
+    write_checkpoint(path, {"model": {"w": torch.zeros(3)}})
     before = path.read_bytes()
 
     def crash(obj, handle, *args, **kwargs):
@@ -79,7 +80,7 @@ def test_a_failed_save_keeps_the_previous_checkpoint_and_leaves_no_partial_file(
 
     monkeypatch.setattr(checkpoint.torch, "save", crash)
     with pytest.raises(OSError):
-        save_checkpoint(path, {"model": {"w": torch.ones(3)}})
+        write_checkpoint(path, {"model": {"w": torch.ones(3)}})
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
 
@@ -100,7 +101,7 @@ def test_a_checkpoint_written_on_a_gpu_loads_on_the_cpu(tmp_path, monkeypatch):
     torch.save({"format": "dlrun-checkpoint", "model": {"w": torch.arange(4.0)}}, path)
     monkeypatch.undo()
     assert b"cuda:0" in path.read_bytes()
-    loaded = load_checkpoint(path, map_location="cpu")
+    loaded = read_checkpoint(path, map_location="cpu")
     assert loaded["model"]["w"].device.type == "cpu" and loaded["model"]["w"].tolist() == [0, 1, 2, 3]
 
 
@@ -114,8 +115,8 @@ def test_rng_states_survive_weights_only_loading(tmp_path):
     torch.manual_seed(3)
     states = checkpoint.rng_states()
     expected = (random.random(), np.random.rand(), torch.rand(1).item())
-    save_checkpoint(tmp_path / "r.pt", {"rng": states})
-    checkpoint.restore_rng_states(load_checkpoint(tmp_path / "r.pt")["rng"])
+    write_checkpoint(tmp_path / "r.pt", {"rng": states})
+    checkpoint.restore_rng_states(read_checkpoint(tmp_path / "r.pt")["rng"])
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
 
 

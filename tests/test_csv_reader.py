@@ -6,7 +6,6 @@ import sys
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from dlrun.data import LoadOptions
 from dlrun.data.csv_checked import read_checked
@@ -80,7 +79,7 @@ def test_a_valid_but_unusual_table_is_read_by_the_checked_reader(tmp_path, chang
     plain = read_checked(path, ",", "kind")
     path.write_text(change(path.read_text()))
     checked = read_checked(path, ",", "kind")
-    loaded = load_csv(csv_config(path), load_options())
+    loaded = load_csv(**csv_config(path), options=load_options())
     assert len(checked.labels) == len(plain.labels)
     assert sum(len(split[1]) for split in (loaded.train, loaded.val, loaded.test)) == len(plain.labels)
 
@@ -103,7 +102,7 @@ def test_a_fault_falls_back_to_the_checked_reader_which_names_it(tmp_path, lines
     path.write_text("\n".join(["kind,a,b,c", "x,0.1,0.2,0.3", "y,0.4,0.5,0.6", *lines]) + "\n")
     assert read_columnar(path, ",", "kind") is None
     with pytest.raises(DataError) as error:
-        load_csv(csv_config(path), load_options())
+        load_csv(**csv_config(path), options=load_options())
     assert str(error.value).startswith(f"{path}{where}")
 
 
@@ -136,7 +135,7 @@ def test_bytes_that_are_not_utf8_are_named_by_line_and_column(tmp_path):
     path.write_bytes(b"kind,a\nx,0.1\ny,\xe9.4\nx,0.2\n")
     assert read_columnar(path, ",", "kind") is None
     with pytest.raises(DataError, match=f"{path}:3:3: byte 0xe9 is not UTF-8"):
-        load_csv(csv_config(path), load_options())
+        load_csv(**csv_config(path), options=load_options())
 
 
 def test_a_wrong_label_column_is_said_before_the_table_is_read(tmp_path):
@@ -162,7 +161,7 @@ def test_the_splits_of_a_table_are_its_rows_standardized_with_the_training_stati
     path = datasets.write_csv(tmp_path / "t.csv", rows=90)
     table = read_checked(path, ",", "kind")
     everything = table.features_in(torch.arange(len(table.labels)))
-    loaded = load_csv(csv_config(path), load_options())
+    loaded = load_csv(**csv_config(path), options=load_options())
     val_rows, test_rows, train_rows = stratified_split(table.labels, [0.2, 0.2], seed=0)
     raw_train = everything[train_rows]
     mean, std = raw_train.mean(0), raw_train.std(0)
@@ -189,7 +188,7 @@ def test_reading_a_table_does_not_import_pandas(tmp_path):
 
 def csv_config(path):
     settings = {"delimiter": ",", "label_column": "kind", "val_fraction": 0.2, "test_fraction": 0.2}
-    return OmegaConf.create({"path": str(path), "standardize": True, **settings})
+    return {"path": str(path), "standardize": True, **settings}
 
 
 def load_options():

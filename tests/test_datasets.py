@@ -4,6 +4,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from dlrun.config.schema import OPTIONS
 from dlrun.data import LoadOptions
 from dlrun.data.names import fold_to_ascii
 from dlrun.engine.build import build_data
@@ -18,13 +19,14 @@ def options(task="classification", seed=0):
     return LoadOptions(task=task, seed=seed, batch_size=8, eval_batch_size=16, device=CPU)
 
 
-def config(**values):
-    return OmegaConf.create(values)
+def config(loader, **values):
+    """The `dataset=<loader>` option's node, as Hydra composes it, with these settings."""
+    return OmegaConf.merge(OmegaConf.structured(OPTIONS["dataset"][loader]), values)
 
 
 def torchvision_cfg(loader, root, **extra):
     return config(
-        loader=loader,
+        loader,
         root=str(root),
         download=False,
         val_fraction=0.25,
@@ -60,7 +62,7 @@ def test_the_val_split_is_stratified_and_disjoint(data_root):
 
 def test_augmentation_runs_on_the_training_batches_only(data_root):
     cfg = torchvision_cfg("mnist", data_root)
-    cfg.augment = {"crop_padding": 4, "hflip": True}
+    cfg.augment.crop_padding, cfg.augment.hflip = 4, True
     data = build_data(cfg, options())
     assert data.train.augment is not None and data.val.augment is None
     x, _ = next(iter(data.train))
@@ -99,9 +101,7 @@ def test_names_are_folded_to_ascii_like_the_tutorial():
 
 
 def test_names_become_padded_ids_with_a_vocabulary_from_the_data(data_root):
-    data = build_data(
-        config(loader="names", root=str(data_root), val_fraction=0.25, test_fraction=0.25), options()
-    )
+    data = build_data(config("names", root=str(data_root), val_fraction=0.25, test_fraction=0.25), options())
     facts = data.facts
     assert facts.kind == "text" and facts.class_names == ["English", "French", "Japanese"]
     assert "è" not in facts.vocab and "e" in facts.vocab and facts.vocab == "".join(sorted(set(facts.vocab)))
@@ -117,17 +117,16 @@ def test_names_files_that_are_not_utf8_are_named(tmp_path):
     datasets.write_names(tmp_path)
     (tmp_path / "names" / "Greek.txt").write_bytes(b"Papadopoulos\nNikolaou\nAnto" + b"\xffnis\n")
     with pytest.raises(DataError, match="Greek.txt:3:5: byte 0xff is not UTF-8"):
-        build_data(config(loader="names", root=str(tmp_path), val_fraction=0.2, test_fraction=0.2), options())
+        build_data(config("names", root=str(tmp_path), val_fraction=0.2, test_fraction=0.2), options())
 
 
 def test_missing_names_folder_says_where_it_looked(tmp_path):
     with pytest.raises(DataError, match=str(tmp_path / "names")):
-        build_data(config(loader="names", root=str(tmp_path), val_fraction=0.2, test_fraction=0.2), options())
+        build_data(config("names", root=str(tmp_path), val_fraction=0.2, test_fraction=0.2), options())
 
 
 def imagefolder_cfg(root, **extra):
     values = {
-        "loader": "imagefolder",
         "root": str(root),
         "val_fraction": 0.25,
         "train_transforms": [{"name": "RandomResizedCrop", "size": 32}, "RandomHorizontalFlip"],
@@ -140,7 +139,7 @@ def imagefolder_cfg(root, **extra):
         "bad_images": "error",
     }
     values.update(extra)
-    return config(**values)
+    return config("imagefolder", **values)
 
 
 def test_an_image_folder_with_train_and_val(tmp_path):
@@ -195,7 +194,7 @@ def test_a_csv_with_a_named_label_column_at_the_end(tmp_path):
     path = datasets.write_csv(tmp_path / "t.csv", label_first=False)
     data = build_data(
         config(
-            loader="csv",
+            "csv",
             path=str(path),
             label_column="kind",
             delimiter=",",
@@ -215,7 +214,7 @@ def test_a_csv_without_header_takes_the_first_column_as_label(tmp_path):
     path.write_text(path.read_text().replace("class", ""))
     data = build_data(
         config(
-            loader="csv",
+            "csv",
             path=str(path),
             label_column=0,
             delimiter=",",

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dlrun.checkpoints.files import load_checkpoint
+from dlrun.checkpoints.format import read_checkpoint
 from dlrun.data.batches import EpochBatchSampler, TensorBatches, batch_count
 
 TORCHRUN = Path(sys.executable).parent / "torchrun"
@@ -73,10 +73,10 @@ def test_the_result_matches_one_process_with_the_same_global_batch(two_processes
     folder, _, _ = two_processes
     single = dlrun(*SETTINGS, f"dataset.root={data_root}", "trainer.epochs=2")
     assert single.code == 0, single.err
-    one, two = single.checkpoint()["model"], load_checkpoint(folder / "checkpoints" / "last.pt")["model"]
+    one, two = single.checkpoint()["model"], read_checkpoint(folder / "checkpoints" / "last.pt")["model"]
     worst = max((one[key] - two[key]).abs().max().item() for key in one)
     assert worst < 1e-5  # the same arithmetic, summed in a different order
-    assert load_checkpoint(folder / "checkpoints" / "last.pt")["metrics"]["val/acc"] == pytest.approx(
+    assert read_checkpoint(folder / "checkpoints" / "last.pt")["metrics"]["val/acc"] == pytest.approx(
         single.checkpoint()["metrics"]["val/acc"], abs=1e-3
     )
 
@@ -94,8 +94,8 @@ def test_resume_under_torchrun(two_processes, data_root, tmp_path):
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from" in resumed.stdout
-    a = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
-    b = load_checkpoint(folder / "checkpoints" / "last.pt")
+    a = read_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    b = read_checkpoint(folder / "checkpoints" / "last.pt")
     assert a["position"] == b["position"]
     assert all(torch.equal(a["model"][key], b["model"][key]) for key in a["model"])
 

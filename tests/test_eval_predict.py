@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dlrun import cli
-from dlrun.checkpoints.files import load_checkpoint, save_checkpoint
+from dlrun.checkpoints.format import read_checkpoint, write_checkpoint
 from tests import datasets
 from tests.helpers import FEW_STEPS, SMALL_IMAGES, Hostile, small_mlp_on
 
@@ -175,14 +175,23 @@ def test_a_truncated_checkpoint_is_refused(dlrun, mnist_run, tmp_path, program):
 
 
 def test_code_named_in_a_checkpoint_config_is_never_instantiated(dlrun, mnist_run, tmp_path):
-    state = load_checkpoint(mnist_run.run_dir / "checkpoints" / "best.pt")
-    state["config"]["model"]["arch"] = "os:system"  # an arch is a catalogue name, never code
-    save_checkpoint(tmp_path / "renamed.pt", {k: v for k, v in state.items() if k != "format"})
+    state = read_checkpoint(mnist_run.run_dir / "checkpoints" / "best.pt")
+    state["config"]["model"]["_target_"] = "os.system"
+    write_checkpoint(tmp_path / "renamed.pt", {k: v for k, v in state.items() if k != "format"})
     result = dlrun(f"ckpt={tmp_path / 'renamed.pt'}", program=cli.eval_main)
-    assert result.code == 2 and "model.arch='os:system' is not known" in result.err
+    assert result.code == 1 and "names model._target_=os.system, code you have not allowed" in result.err
 
-    state = load_checkpoint(mnist_run.run_dir / "checkpoints" / "best.pt")
+    # a file of the format before versions named dlrun's models by catalogue name: an unknown
+    # name is not code either
+    old = {k: v for k, v in state.items() if k not in ("format", "version")}
+    old["config"]["model"] = {"arch": "os:system"}
+    torch.save({"format": "dlrun-checkpoint", **old}, tmp_path / "old.pt")
+    result = dlrun(f"ckpt={tmp_path / 'old.pt'}", program=cli.eval_main)
+    assert result.code != 0 and "does not describe a model dlrun can rebuild" in result.err
+    assert result.err.count("\n") == 1
+
+    state = read_checkpoint(mnist_run.run_dir / "checkpoints" / "best.pt")
     state["config"]["loss"] = {"_target_": "os.system", "command": "touch pwned"}
-    save_checkpoint(tmp_path / "targeted.pt", {k: v for k, v in state.items() if k != "format"})
+    write_checkpoint(tmp_path / "targeted.pt", {k: v for k, v in state.items() if k != "format"})
     result = dlrun(f"ckpt={tmp_path / 'targeted.pt'}", program=cli.eval_main)
     assert result.code == 1 and "names loss._target_=os.system, code you have not allowed" in result.err

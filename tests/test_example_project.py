@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dlrun.checkpoints.files import load_checkpoint
+from dlrun.checkpoints.format import read_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -21,7 +21,7 @@ SHAPES = [
     "experiment=shapes",
     "trainer.deterministic=true",
     "trainer.num_threads=1",
-    "logger.progress=off",
+    "terminal.progress=off",
 ]
 
 
@@ -64,7 +64,7 @@ def test_the_example_trains_and_resumes_bitwise(example, trained):
         "trainer.resume=runs/one/checkpoints/last.pt",
     )
     resumed, straight = (
-        load_checkpoint(folder / "checkpoints" / "last.pt") for folder in (example / "runs" / "one", trained)
+        read_checkpoint(folder / "checkpoints" / "last.pt") for folder in (example / "runs" / "one", trained)
     )
     assert all(torch.equal(resumed["model"][key], straight["model"][key]) for key in straight["model"])
     assert resumed["position"] == straight["position"]
@@ -103,7 +103,7 @@ def test_predict_gives_the_classes_the_trained_model_gives(example, trained):
     )
     predicted = [item["predictions"][0]["class"] for item in json.loads(out.stdout)]
 
-    state = load_checkpoint(trained / "checkpoints" / "best.pt")
+    state = read_checkpoint(trained / "checkpoints" / "best.pt")
     settings = {k: v for k, v in state["config"]["model"].items() if k != "_target_"}
     model = nets.ShapeNet(state["facts"]["input_shape"], state["facts"]["num_classes"], **settings).eval()
     model.load_state_dict(state["model"])

@@ -21,12 +21,12 @@ import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from dlrun.checkpoints.files import TEMP_MARK
-from dlrun.config.paths import HYDRA_PLAIN, pasteable
+from dlrun.quoting import HYDRA_PLAIN, pasteable
 from tests import datasets
 
 BIN = Path(sys.executable).parent
 TRACEBACK = "Traceback (most recent call last)"
-QUIET = "logger.progress=off"
+QUIET = "terminal.progress=off"
 
 
 def start(args: list[str], cwd: Path, **options) -> subprocess.Popen:

@@ -84,22 +84,24 @@ def test_a_plugin_that_is_not_installed_gets_the_pip_command(tmp_path, plugin, a
 
 def test_the_sweep_table_says_why_a_job_failed(dlrun, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    result = dlrun("-m", "optimizer.lr=0.001,-1", "trainer.epochs=1", "logger.progress=off")
+    result = dlrun("-m", "optimizer.lr=0.001,-1", "trainer.epochs=1", "terminal.progress=off")
     assert result.code == 1
     assert "job 1 failed: optimizer.lr=-1.0 is out of range: it must lie in (0, inf)" in result.out
 
 
 def test_a_sweep_job_starts_with_its_settings_not_the_whole_tree(dlrun, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    result = dlrun("-m", "optimizer.lr=0.001,0.01", "trainer.epochs=1", "logger.progress=off")
+    result = dlrun("-m", "optimizer.lr=0.001,0.01", "trainer.epochs=1", "terminal.progress=off")
     assert result.code == 0, result.err
     assert "settings: optimizer.lr=0.001 trainer.epochs=1" in result.out
     assert "├──" not in result.out  # no config tree
     assert len(result.out.splitlines()) < 80  # two jobs and the table; the tree alone was ~75 a job
 
-    full = dlrun("-m", "optimizer.lr=0.001", "trainer.epochs=1", "logger.config=full", "logger.progress=off")
+    full = dlrun(
+        "-m", "optimizer.lr=0.001", "trainer.epochs=1", "terminal.config=full", "terminal.progress=off"
+    )
     assert "├── optimizer (adam)" in full.out
-    quiet = dlrun("trainer.epochs=1", "logger.config=off")
+    quiet = dlrun("trainer.epochs=1", "terminal.config=off")
     assert "├──" not in quiet.out and "settings:" not in quiet.out
     single = dlrun("trainer.epochs=1")
     assert "├── optimizer (adam)" in single.out  # a single run shows its tree
@@ -108,7 +110,7 @@ def test_a_sweep_job_starts_with_its_settings_not_the_whole_tree(dlrun, tmp_path
 @pytest.mark.parametrize("model", ["linear", "mlp"])
 def test_the_defaults_train_the_wine_table(dlrun, model):
     # batches of 64 for 10 epochs gave these 106 rows 20 optimizer steps: 39 % for the linear model
-    result = dlrun(f"model={model}", "logger.tensorboard=false")
+    result = dlrun(f"model={model}", "logger=none")
     assert result.code == 0, result.err
     assert result.metrics["test"]["acc"] >= 0.95
     assert result.metrics["steps"] >= 2000
@@ -116,15 +118,13 @@ def test_the_defaults_train_the_wine_table(dlrun, model):
 
 def test_the_defaults_train_a_150_row_table(dlrun, tmp_path):
     table = datasets.write_iris_like(tmp_path / "iris.csv")
-    result = dlrun(
-        "dataset=csv", f"dataset.path={table}", "dataset.label_column=species", "logger.tensorboard=false"
-    )
+    result = dlrun("dataset=csv", f"dataset.path={table}", "dataset.label_column=species", "logger=none")
     assert result.code == 0, result.err
     assert result.metrics["test"]["acc"] >= 0.90  # was 33 %
 
 
 def test_a_long_run_shows_a_row_every_few_epochs_and_logs_every_one(dlrun):
-    result = dlrun("trainer.epochs=60", "trainer.limit_train_batches=1", "logger.tensorboard=false")
+    result = dlrun("trainer.epochs=60", "trainer.limit_train_batches=1", "logger=none")
     assert result.code == 0, result.err
     rows = [line.split("|")[0].split()[1] for line in result.out.splitlines() if line.startswith("epoch ")]
     assert rows == ["1/60", *(f"{epoch}/60" for epoch in range(3, 61, 3))]
@@ -134,7 +134,7 @@ def test_a_long_run_shows_a_row_every_few_epochs_and_logs_every_one(dlrun):
 
 
 def test_an_explicit_length_is_taken_as_typed(dlrun):
-    result = dlrun("trainer.epochs=3", "trainer.batch_size=64", "logger.tensorboard=false")
+    result = dlrun("trainer.epochs=3", "trainer.batch_size=64", "logger=none")
     assert result.code == 0, result.err
     assert (result.metrics["epochs"], result.metrics["steps"]) == (3, 6)
     saved = (result.run_dir / "config.yaml").read_text()

@@ -1,22 +1,19 @@
 """The loop's functions and the device batches, on hand-made tensors."""
 
+import signal
+
 import pytest
 import torch
 from torch import nn
 
+from dlrun import metrics
+from dlrun.config.schema import Trainer
 from dlrun.data.batches import BatchAugment, Normalize, TensorBatches
-from dlrun.engine.loop import (
-    EpochHooks,
-    LossWatch,
-    NonFinite,
-    RunningMeans,
-    StepRules,
-    evaluate,
-    train_one_epoch,
-)
 from dlrun.engine.runtime import Precision
-from dlrun.engine.state import Position
-from dlrun.engine.tasks import Classification, Reconstruction
+from dlrun.engine.state import Monitor, Outputs, Parts, Position, TrainingState
+from dlrun.engine.train import LossWatch, NonFinite, RunningSums, evaluate, train_one_epoch
+from dlrun.reporting.sinks import Sink, Sinks
+from dlrun.signals import StopRequest
 
 CPU = torch.device("cpu")
 
@@ -79,12 +76,16 @@ def test_augment_crops_and_flips_whole_batches_reproducibly():
     assert torch.equal(shifted[1, 0, :3, :3], images[1, 0, 1:, 1:])
 
 
-def test_running_means_are_read_once_per_interval():
-    means = RunningMeans(CPU)
-    means.add(torch.tensor(1.0), torch.tensor(3), 4)
-    means.add(torch.tensor(3.0), torch.tensor(1), 4)
-    assert means.read() == (pytest.approx(2.0), pytest.approx(0.5), 8)
-    assert means.read()[2] == 0  # reset after reading
+def test_running_sums_are_read_once_per_interval():
+    """The interval's loss and accuracy: summed over samples, read in one go, then reset."""
+    sums = RunningSums((metrics.BUILT_IN["acc"],), CPU)
+    three_right = torch.tensor([[1.0, 0], [1, 0], [1, 0], [0, 1]])  # predicts 0, 0, 0, 1
+    sums.add(torch.tensor(1.0), three_right, torch.tensor([0, 0, 0, 0]))
+    sums.add(torch.tensor(3.0), three_right, torch.tensor([1, 1, 1, 1]))
+    loss, values, summed, samples = sums.read()
+    assert (loss, values, samples) == (pytest.approx(2.0), {"acc": pytest.approx(0.5)}, 8)
+    assert summed == [[4.0, 8]]  # correct, samples: what an epoch adds up exactly
+    assert sums.read()[3] == 0  # reset after reading
 
 
 def test_the_loss_watch_reports_a_non_finite_loss_it_copied_once():
@@ -97,21 +98,17 @@ def test_the_loss_watch_reports_a_non_finite_loss_it_copied_once():
     assert watch.look() is None  # looked at already
 
 
-class Recorded(EpochHooks):
-    """Hooks that note what the loop tells them, and ask to stop after `stop_at` steps."""
+class Recorded(Sink):
+    """A logger that notes each logging interval, and raises the stop signal at `stop_at`."""
 
-    def __init__(self, log_every=50, stop_at=None):
-        self.log_every, self.stop_at = log_every, stop_at
-        self.logs, self.steps = [], []
+    def __init__(self, stop: StopRequest, stop_at=None):
+        self.stop, self.stop_at = stop, stop_at
+        self.logs = []
 
-    def logged(self, step, loss, acc):
-        self.logs.append((step, acc))
-
-    def stepped(self, step):
-        self.steps.append(step)
-
-    def stop_requested(self, step):
-        return self.stop_at is not None and step >= self.stop_at
+    def logged(self, step, values):
+        self.logs.append((step, values.get("train/acc")))
+        if self.stop_at is not None and step >= self.stop_at:
+            self.stop.signum = signal.SIGTERM
 
 
 def train(
@@ -120,37 +117,42 @@ def train(
     lr=0.1,
     grad_clip=None,
     on_nonfinite="stop",
-    hooks=None,
+    log_every=50,
+    stop_at=None,
     limit=None,
-    task=None,
+    task=metrics.CLASSIFICATION,
     criterion=None,
     position=None,
+    logs=None,
 ):
+    """One epoch through train_one_epoch, as a run calls it; `logs` collects the logged intervals."""
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
-    rules = StepRules(Precision("32", CPU), grad_clip, skip_nonfinite=on_nonfinite == "skip")
-    return train_one_epoch(
-        model,
-        split,
-        optimizer,
-        criterion or nn.CrossEntropyLoss(),
-        task or Classification(),
-        position or Position(),
-        rules,
-        hooks or EpochHooks(),
-        limit=limit,
+    parts = Parts.of(model, optimizer, criterion or nn.CrossEntropyLoss(), split, task=task)
+    parts.stop = StopRequest()
+    recorded = Recorded(parts.stop, stop_at)
+    trainer = Trainer(
+        epochs=1,
+        log_every_n_steps=log_every,
+        grad_clip=grad_clip,
+        on_nonfinite=on_nonfinite,
+        limit_train_batches=limit,
     )
+    state = TrainingState(best=Monitor("val/acc", "max"), position=position or Position())
+    result = train_one_epoch(parts, state, Outputs.quiet(sinks=Sinks([recorded])), trainer)
+    if logs is not None:
+        logs.extend(recorded.logs)
+    return result
 
 
 def test_an_epoch_learns_and_logs_per_interval():
     torch.manual_seed(0)
     model = nn.Linear(4, 2)
-    hooks = Recorded(log_every=2)
+    logs = []
     for _ in range(15):
-        result = train(model, batches(), hooks=hooks)
+        result = train(model, batches(), log_every=2, logs=logs)
     assert result.steps == 5 and result.samples == 40
-    assert result.acc >= 0.85
-    assert [step for step, _ in hooks.logs[:3]] == [2, 4, 5]  # every 2 steps, and the end of the epoch
-    assert hooks.steps[:5] == [1, 2, 3, 4, 5]  # after every step
+    assert result.metrics["acc"] >= 0.85
+    assert [step for step, _ in logs[:3]] == [2, 4, 5]  # every 2 steps, and the end of the epoch
 
 
 def test_a_task_without_accuracy_reports_none():
@@ -160,10 +162,12 @@ def test_a_task_without_accuracy_reports_none():
         images, torch.zeros(16, dtype=torch.long), 4, shuffle=True, generator=torch.Generator().manual_seed(0)
     )
     autoencoder = nn.Sequential(nn.Flatten(), nn.Linear(4, 4), nn.Unflatten(1, (1, 2, 2)))
-    hooks = Recorded(log_every=2)
-    result = train(autoencoder, split, hooks=hooks, task=Reconstruction(), criterion=nn.MSELoss())
-    assert result.acc is None and result.samples == 16
-    assert all(acc is None for _, acc in hooks.logs)
+    logs = []
+    result = train(
+        autoencoder, split, log_every=2, logs=logs, task=metrics.RECONSTRUCTION, criterion=nn.MSELoss()
+    )
+    assert result.metrics == {} and result.samples == 16
+    assert logs and all(acc is None for _, acc in logs)
 
 
 def test_gradient_clipping_bounds_each_update():
@@ -235,17 +239,19 @@ def test_skip_leaves_the_weights_of_a_bad_step_alone_and_counts_it():
 
 def test_a_stop_request_ends_the_epoch_after_the_current_step():
     position = Position()
-    hooks = Recorded(stop_at=2)
-    result = train(nn.Linear(4, 2), batches(), hooks=hooks, position=position)
+    logs = []
+    result = train(nn.Linear(4, 2), batches(), log_every=1, stop_at=2, position=position, logs=logs)
     assert result.interrupted and position.step_in_epoch == 2 and position.global_step == 2
-    assert [step for step, _ in hooks.logs] == [2]  # the figures up to the stop are read
+    assert [step for step, _ in logs] == [1, 2]  # the figures up to the stop are read
 
 
 def test_evaluate_classification_counts_every_sample():
     model = nn.Linear(4, 2)
     split = batches(count=10, batch_size=3, shuffle=False)
+    classification = metrics.TASKS[metrics.CLASSIFICATION]
+    measured = (metrics.BUILT_IN["acc"],)
     result = evaluate(
-        model, split, nn.CrossEntropyLoss(), Classification(), 2, precision=Precision("32", CPU)
+        model, split, nn.CrossEntropyLoss(), classification, measured, 2, precision=Precision("32", CPU)
     )
     predictions = model(split.inputs).argmax(1)
     assert result.metrics["acc"] == pytest.approx((predictions == split.targets).float().mean().item())
@@ -261,6 +267,10 @@ def test_evaluate_reconstruction_reports_mse_against_the_input():
 
     inputs = torch.ones(6, 1, 2, 2)
     split = TensorBatches(inputs, torch.zeros(6, dtype=torch.long), 4)
-    result = evaluate(Half(), split, nn.MSELoss(), Reconstruction(), 1, precision=Precision("32", CPU))
+    reconstruction = metrics.TASKS[metrics.RECONSTRUCTION]
+    measured = (metrics.BUILT_IN["mse"],)
+    result = evaluate(
+        Half(), split, nn.MSELoss(), reconstruction, measured, 1, precision=Precision("32", CPU)
+    )
     assert result.metrics["mse"] == pytest.approx(0.25) and result.metrics["loss"] == pytest.approx(0.25)
     assert result.examples[0].shape == (4, 1, 2, 2)

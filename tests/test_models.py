@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from dlrun.config.catalog import DATASETS, MODELS, check_loss, check_pairing
+from dlrun.config.checks import check_pairing, check_task_settings
+from dlrun.config.schema import OPTIONS, Task, schema_of
 from dlrun.data.facts import Facts
 from dlrun.errors import ConfigError
 from dlrun.models.resnet import resnet18_classifier
@@ -24,14 +25,16 @@ FACTS = {
 DEFAULTS = {"resnet18": {"pretrained": False}}
 
 
-def build(arch: str, facts: Facts):
-    from omegaconf import OmegaConf
-
+def build(option: str, facts: Facts):
     from dlrun.engine.build import build_model
+    from tests.helpers import compose_config
 
-    return build_model(
-        OmegaConf.create({"arch": arch, **DEFAULTS.get(arch, {})}), facts, "cross_entropy"
-    ).eval()
+    overrides = [f"model.{key}={value}" for key, value in DEFAULTS.get(option, {}).items()]
+    return build_model(compose_config(f"model={option}", *overrides).model, facts).eval()
+
+
+def declared(option: str):
+    return schema_of(OPTIONS["model"][option])
 
 
 def sample(facts: Facts, batch: int = 3) -> torch.Tensor:
@@ -43,29 +46,40 @@ def sample(facts: Facts, batch: int = 3) -> torch.Tensor:
 
 
 PAIRS = [
-    (arch, name)
-    for arch, entry in MODELS.items()
+    (option, name)
+    for option in sorted(OPTIONS["model"])
     for name, facts in FACTS.items()
-    if facts.kind in entry.inputs
+    if facts.kind in declared(option).reads
 ]
 
 
-@pytest.mark.parametrize("arch,data", PAIRS)
-def test_a_model_gives_the_right_output_shape(arch, data):
+@pytest.mark.parametrize("option,data", PAIRS)
+def test_a_model_gives_the_right_output_shape(option, data):
     facts = FACTS[data]
     with torch.no_grad():
-        out = build(arch, facts)(sample(facts))
-    expected = (3, facts.num_classes) if MODELS[arch].task == "classification" else (3, *facts.input_shape)
+        out = build(option, facts)(sample(facts))
+    task = getattr(declared(option), "task", Task.CLASSIFICATION)
+    expected = (3, facts.num_classes) if task == Task.CLASSIFICATION else (3, *facts.input_shape)
     assert tuple(out.shape) == expected
 
 
 @pytest.mark.parametrize(
-    "arch,loader",
-    [(a, d) for a, m in MODELS.items() for d, e in DATASETS.items() if e.inputs[0] not in m.inputs],
+    "model,dataset",
+    [
+        (model, dataset)
+        for model in sorted(OPTIONS["model"])
+        for dataset, node in sorted(OPTIONS["dataset"].items())
+        if schema_of(node).kind not in declared(model).reads
+    ],
 )
-def test_a_pair_that_cannot_work_is_refused_with_the_models_that_fit(arch, loader):
-    with pytest.raises(ConfigError, match=r"cannot train on dataset=.*models that fit"):
-        check_pairing(arch, loader, arch, loader)
+def test_a_pair_that_cannot_work_is_refused_with_the_models_that_fit(model, dataset):
+    from tests.helpers import compose_config
+
+    cfg = compose_config(f"model={model}", f"dataset={dataset}")
+    with pytest.raises(
+        ConfigError, match=rf"^model={model} cannot train on dataset={dataset}: .*models that fit"
+    ):
+        check_pairing(cfg, {"model": model, "dataset": dataset})
 
 
 def test_the_refusal_names_user_options(dlrun):
@@ -75,8 +89,13 @@ def test_the_refusal_names_user_options(dlrun):
 
 
 def test_a_classification_loss_on_an_autoencoder_is_refused():
-    with pytest.raises(ConfigError, match="losses that fit: mse"):
-        check_loss("cross_entropy", "reconstruction", "autoencoder")
+    from tests.helpers import compose_config
+
+    cfg = compose_config("model=autoencoder", "loss=cross_entropy", "dataset=mnist")
+    with pytest.raises(
+        ConfigError, match="loss=cross_entropy does not fit model=autoencoder.*losses that fit: mse"
+    ):
+        check_task_settings(cfg, "reconstruction", {"model": "autoencoder", "loss": "cross_entropy"})
 
 
 def test_autoencoders_reconstruct_in_zero_one():
@@ -104,16 +123,6 @@ def test_char_rnn_ignores_the_padding_after_a_name():
     longer_padding = torch.tensor([[3, 5, 7, 0, 0, 0, 0, 0, 0, 0]])
     with torch.no_grad():
         assert torch.allclose(model(name), model(longer_padding), atol=1e-6)
-
-
-def test_nll_models_end_in_log_softmax():
-    from omegaconf import OmegaConf
-
-    from dlrun.engine.build import build_model
-
-    model = build_model(OmegaConf.create({"arch": "linear"}), FACTS["table"], "nll")
-    out = model(torch.randn(4, 13))
-    assert torch.allclose(out.exp().sum(1), torch.ones(4), atol=1e-5)
 
 
 def saved_resnet(path: Path) -> dict:

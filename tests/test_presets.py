@@ -9,14 +9,14 @@ from tests.helpers import FEW_STEPS, SMALL_IMAGES
 
 PRESETS = sorted(path.stem for path in (cli.Path(cli.config_dir()) / "experiment").glob("*.yaml"))
 
-# what each preset must set: (dataset loader, model arch, loss, optimizer, lr, batch size, epochs)
+# what each preset must set: (dataset, model and loss options, optimizer, lr, batch size, epochs)
 ROWS = {
-    "wine_mlp": ("csv", "mlp", "cross_entropy", "Adam", 1e-3, 16, 30),
+    "wine_mlp": ("wine", "mlp", "cross_entropy", "Adam", 1e-3, 16, 30),
     "mnist_mlp": ("mnist", "mlp", "cross_entropy", "Adam", 1e-3, 100, 2),
     "mnist_lenet": ("mnist", "lenet", "cross_entropy", "Adam", 5e-4, 64, 3),
-    "mnist_rnn": ("mnist", "row_rnn", "cross_entropy", "Adam", 1e-3, 100, 2),
-    "mnist_gru": ("mnist", "row_rnn", "cross_entropy", "Adam", 1e-3, 100, 2),
-    "mnist_lstm": ("mnist", "row_rnn", "cross_entropy", "Adam", 1e-3, 100, 2),
+    "mnist_rnn": ("mnist", "rnn", "cross_entropy", "Adam", 1e-3, 100, 2),
+    "mnist_gru": ("mnist", "gru", "cross_entropy", "Adam", 1e-3, 100, 2),
+    "mnist_lstm": ("mnist", "lstm", "cross_entropy", "Adam", 1e-3, 100, 2),
     "fashion_mnist_cnn": ("fashion_mnist", "cnn", "cross_entropy", "Adam", 1e-3, 64, 10),
     "cifar10_cnn": ("cifar10", "cnn", "cross_entropy", "SGD", 1e-3, 4, 6),
     "names_char_rnn": ("names", "char_rnn", "nll", "SGD", 0.1, 32, 15),
@@ -34,12 +34,13 @@ def test_every_listed_preset_exists():
 def test_a_preset_reproduces_its_experiment(preset):
     cli._register()
     with initialize_config_dir(config_dir=cli.config_dir(), version_base="1.3"):
-        cfg = compose("config", overrides=[f"experiment={preset}"])
-    loader, arch, loss, optimizer, lr, batch, epochs = ROWS[preset]
-    assert cfg.dataset.loader == loader and cfg.model.arch == arch and cfg.loss.name == loss
+        cfg = compose("config", overrides=[f"experiment={preset}"], return_hydra_config=True)
+    dataset, model, loss, optimizer, lr, batch, epochs = ROWS[preset]
+    choices = cfg.hydra.runtime.choices
+    assert (choices.dataset, choices.model, choices.loss) == (dataset, model, loss)
     assert cfg.optimizer._target_.endswith("." + optimizer) and cfg.optimizer.lr == pytest.approx(lr)
     assert cfg.trainer.batch_size == batch and cfg.trainer.epochs == epochs
-    if preset.startswith("mnist_") and arch == "row_rnn":
+    if model in ("rnn", "gru", "lstm"):
         assert (
             cfg.model.cell == preset.split("_")[1]
             and cfg.model.num_layers == 2

@@ -10,7 +10,7 @@ pytestmark = pytest.mark.slow
 
 
 def run_preset(dlrun, real_data, preset, *extra):
-    result = dlrun(f"experiment={preset}", f"dataset.root={real_data}", "logger.progress=off", *extra)
+    result = dlrun(f"experiment={preset}", f"dataset.root={real_data}", "terminal.progress=off", *extra)
     assert result.code == 0, result.err
     return result.metrics
 

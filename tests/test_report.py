@@ -19,7 +19,7 @@ def test_a_terminal_gets_a_progress_bar_with_loss_and_throughput():
     with report.epoch_progress(1, 3, steps=10) as bar:
         for _ in range(10):
             bar.advance(32)
-        bar.metrics(0.5, 0.75)
+        bar.metrics({"loss": 0.5, "acc": 0.75})
         bar.bar.refresh()
     out = buffer.getvalue()
     assert "epoch 1/3" in out and "loss 0.5000" in out and "samples/s" in out
@@ -34,7 +34,7 @@ def test_a_log_gets_plain_lines_for_a_long_epoch(monkeypatch):
         for step in range(100):
             progress.advance(10)
             if step % 10 == 9:
-                progress.metrics(0.25, None)
+                progress.metrics({"loss": 0.25, "acc": None})
     lines = [line for line in buffer.getvalue().splitlines() if line.strip()]
     assert 9 <= len(lines) <= 11 and all(line.startswith("  epoch 2/3 step") for line in lines)
     assert "\x1b[" not in buffer.getvalue()  # no terminal escape codes in a log
@@ -48,7 +48,7 @@ def test_a_six_second_epoch_piped_to_a_log_gets_a_line_about_every_second(monkey
     with Report("lines", console=screen).epoch_progress(1, 1, steps=844) as progress:
         for _ in range(844):
             progress.advance(64)
-            progress.metrics(0.25, 0.9)
+            progress.metrics({"loss": 0.25, "acc": 0.9})
     lines = [line for line in buffer.getvalue().splitlines() if line.strip()]
     assert 4 <= len(lines) <= 7, lines
     assert all(line.startswith("  epoch 1/1 step") for line in lines)
@@ -59,7 +59,7 @@ def test_progress_off_prints_nothing_during_an_epoch():
     with Report("off", console=screen).epoch_progress(1, 1, steps=5) as progress:
         for _ in range(5):
             progress.advance(1)
-        progress.metrics(1.0, 0.5)
+        progress.metrics({"loss": 1.0, "acc": 0.5})
     assert buffer.getvalue() == ""
 
 

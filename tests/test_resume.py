@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from dlrun.checkpoints.files import load_checkpoint
-from dlrun.engine.state import Session
+from dlrun.checkpoints.format import read_checkpoint
+from dlrun.engine import experiment
+from dlrun.engine.state import restore
 from tests import datasets
 from tests.helpers import read_events
 
@@ -43,7 +44,7 @@ SETTINGS = [
     "trainer.log_every_n_steps=10",
     "trainer.early_stopping.enabled=true",
     "trainer.early_stopping.patience=100",
-    "logger.graph=false",
+    "logger.tensorboard.graph=false",
 ]
 COMPARED = ("model", "optimizer", "scheduler", "position", "monitor", "early_stopping")
 
@@ -59,7 +60,7 @@ def reference(resume_data, tmp_path_factory) -> dict:
     folder = tmp_path_factory.mktemp("reference") / "run"
     result = subprocess.run(launch(resume_data, folder), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    return load_checkpoint(folder / "checkpoints" / "last.pt")
+    return read_checkpoint(folder / "checkpoints" / "last.pt")
 
 
 def launch(data: Path, folder: Path, *extra: str) -> list[str]:
@@ -87,7 +88,7 @@ def kill_when(data: Path, folder: Path, ready, *extra: str) -> dict:
             if last.exists() and last.stat().st_mtime_ns != seen:
                 seen = last.stat().st_mtime_ns
                 try:
-                    state = load_checkpoint(last)
+                    state = read_checkpoint(last)
                 except Exception:
                     continue  # replaced while we read it: read the next one
                 if ready(state["position"]):
@@ -98,7 +99,7 @@ def kill_when(data: Path, folder: Path, ready, *extra: str) -> dict:
         process.kill()
         process.wait()
     assert not (folder / "metrics.json").exists(), "the run finished before it could be killed"
-    return load_checkpoint(last)
+    return read_checkpoint(last)
 
 
 def resume(dlrun, data: Path, folder: Path):
@@ -147,14 +148,14 @@ def test_killed_at_an_epoch_boundary_resumes_bitwise(dlrun, resume_data, referen
     state = kill_when(resume_data, folder, at_epoch_boundary)
     assert state["position"]["step_in_epoch"] == 0 and state["position"]["epoch"] >= 1
     resume(dlrun, resume_data, folder)
-    assert differing(load_checkpoint(folder / "checkpoints" / "last.pt"), reference) == []
+    assert differing(read_checkpoint(folder / "checkpoints" / "last.pt"), reference) == []
 
 
 def test_killed_mid_epoch_resumes_bitwise(dlrun, resume_data, reference, killed_mid_epoch, tmp_path):
     folder = tmp_path / "run"
     shutil.copytree(killed_mid_epoch, folder)
     resume(dlrun, resume_data, folder)
-    assert differing(load_checkpoint(folder / "checkpoints" / "last.pt"), reference) == []
+    assert differing(read_checkpoint(folder / "checkpoints" / "last.pt"), reference) == []
 
 
 def test_killed_at_a_random_moment_while_saving_every_step(dlrun, resume_data, reference, tmp_path):
@@ -166,23 +167,22 @@ def test_killed_at_a_random_moment_while_saving_every_step(dlrun, resume_data, r
         "trainer.checkpoint_every_n_steps=1",
     )
     resume(dlrun, resume_data, folder)
-    assert differing(load_checkpoint(folder / "checkpoints" / "last.pt"), reference) == []
+    assert differing(read_checkpoint(folder / "checkpoints" / "last.pt"), reference) == []
     assert not list((folder / "checkpoints").glob(".*tmp*"))  # a save cut short is cleaned up
 
 
 def forgetting(piece: str):
-    """Session.load_state_dict as if `piece` were missing from the checkpoint: that part of the
-    session stays as freshly built."""
-    original = Session.load_state_dict
+    """engine.state.restore as if `piece` were missing from the checkpoint: that part of the run
+    (its parts or its training state) stays as freshly built."""
 
-    def load(self, state):
-        fresh = self.state_dict()
-        state = dict(state)
+    def load(parts, state, payload, path):
+        fresh = {**parts.state_dicts(), **state.state_dict()}
+        payload = dict(payload)
         if piece.startswith("rng."):
-            state["rng"] = {**state["rng"], piece[4:]: fresh["rng"][piece[4:]]}
+            payload["rng"] = {**payload["rng"], piece[4:]: fresh["rng"][piece[4:]]}
         else:
-            state[piece] = fresh[piece]
-        original(self, state)
+            payload[piece] = fresh[piece]
+        restore(parts, state, payload, path)
 
     return load
 
@@ -207,9 +207,9 @@ def test_the_kill_test_fails_if_any_piece_of_state_is_not_restored(
 ):
     folder = tmp_path / "run"
     shutil.copytree(killed_mid_epoch, folder)
-    monkeypatch.setattr(Session, "load_state_dict", forgetting(piece))
+    monkeypatch.setattr(experiment, "restore", forgetting(piece))
     resume(dlrun, resume_data, folder)
-    assert differing(load_checkpoint(folder / "checkpoints" / "last.pt"), reference) != []
+    assert differing(read_checkpoint(folder / "checkpoints" / "last.pt"), reference) != []
 
 
 def test_the_resumed_run_continues_the_same_tensorboard_log(dlrun, resume_data, killed_mid_epoch, tmp_path):
@@ -237,10 +237,10 @@ def test_a_stop_signal_saves_flushes_and_exits(dlrun, resume_data, reference, tm
     out, err = process.communicate(timeout=120)
     assert process.returncode == code, err
     assert "state saved" in out
-    state = load_checkpoint(last)
+    state = read_checkpoint(last)
     assert 0 < state["position"]["global_step"] < EPOCHS * 68
     resume(dlrun, resume_data, folder)
-    assert differing(load_checkpoint(last), reference) == []
+    assert differing(read_checkpoint(last), reference) == []
 
 
 def test_a_changed_config_is_refused_with_the_differing_keys(dlrun, resume_data, killed_mid_epoch, tmp_path):
@@ -275,7 +275,7 @@ def test_resume_force_accepts_more_epochs_and_a_new_learning_rate(
         f"hydra.run.dir={folder}",
     )
     assert result.code == 0, result.err
-    final = load_checkpoint(folder / "checkpoints" / "last.pt")
+    final = read_checkpoint(folder / "checkpoints" / "last.pt")
     assert final["position"]["epoch"] == 4
     assert final["optimizer"]["param_groups"][0]["initial_lr"] == pytest.approx(0.0005)
 

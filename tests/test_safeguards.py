@@ -1,15 +1,14 @@
 """What dlrun does instead of failing: skipping bad steps and bad images on request, keeping every
 run in a folder of its own, and never writing a checkpoint of non-finite weights."""
 
-from types import SimpleNamespace
-
 import pytest
 import torch
 from torch import nn
 
-from dlrun.config.run_folders import claim
-from dlrun.engine.state import Position, Session
+from dlrun.engine.state import CheckpointFiles, Monitor, Parts, Position, TrainingState
 from dlrun.errors import DlrunError
+from dlrun.runs.folder import RunFolder
+from dlrun.runs.lock import claim
 from tests.bad_inputs import IMAGE_ARGS, ONE_EPOCH, broken_image, csv_with, images
 
 
@@ -40,7 +39,7 @@ def test_skip_trains_on_and_names_each_skipped_step(dlrun, tmp_path):
         *SPLIT,
         "trainer.on_nonfinite=skip",
         "trainer.epochs=2",
-        "logger.progress=lines",
+        "terminal.progress=lines",
     )
     assert result.code == 0, result.err
     # the three overflowing training rows fall in three of the six batches (seeded order)
@@ -56,7 +55,7 @@ def test_skip_trains_on_and_names_each_skipped_step(dlrun, tmp_path):
 def test_bad_images_can_be_skipped_and_are_counted(dlrun, tmp_path):
     root = images(tmp_path)
     broken = broken_image(root)
-    result = dlrun(f"dataset.root={root}", *IMAGE_ARGS, "dataset.bad_images=skip", "logger.progress=lines")
+    result = dlrun(f"dataset.root={root}", *IMAGE_ARGS, "dataset.bad_images=skip", "terminal.progress=lines")
     assert result.code == 0, result.err
     assert "left out 1 unreadable image file(s)" in result.out
     assert f"skipped {broken}" in (result.run_dir / "dlrun.log").read_text()
@@ -67,16 +66,13 @@ def test_non_finite_weights_are_never_saved(tmp_path):
     model = nn.Linear(2, 2)
     with torch.no_grad():
         model.weight[0, 0] = float("inf")
-    session = SimpleNamespace(
-        writes_files=True,
-        model=model,
-        position=Position(global_step=7),
-        checkpoints=tmp_path,
-        state_dict=lambda: {"model": model.state_dict()},
-    )
+    batches = [(torch.zeros(2, 2), torch.tensor([0, 1]))]
+    parts = Parts.of(model, torch.optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(), batches)
+    state = TrainingState(best=Monitor("val/acc", "max"), position=Position(global_step=7))
+    folder = RunFolder(tmp_path)
     with pytest.raises(DlrunError, match="no longer finite after step 7"):
-        Session.save(session, ("last.pt",))
-    assert not (tmp_path / "last.pt").exists()
+        CheckpointFiles(folder, {}, parts.data.facts).save((folder.last,), parts, state)
+    assert not folder.last.exists()
 
 
 def test_a_claimed_folder_is_never_handed_out_twice(tmp_path):
@@ -138,14 +134,14 @@ def test_a_diverging_loss_gets_one_warning_naming_the_epoch_and_the_learning_rat
         "optimizer.lr=5",
         "trainer.epochs=5",
         "trainer.batch_size=64",
-        "logger.progress=lines",
+        "terminal.progress=lines",
     )
     assert result.code == 0, result.err
     said = " ".join((result.out + result.err).split())  # as read, whatever the terminal's width
     assert said.count("the run is diverging") == 1
     assert "epoch 2: training loss" in said and "the learning rate (5): try optimizer.lr=0.5" in said
 
-    calm = dlrun("trainer.epochs=5", "logger.progress=lines")
+    calm = dlrun("trainer.epochs=5", "terminal.progress=lines")
     assert "the run is diverging" not in calm.out + calm.err
 
 

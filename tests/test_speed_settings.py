@@ -6,12 +6,10 @@ import pytest
 import torch
 from torch import nn
 
+from dlrun.config.schema import Trainer
 from dlrun.data.batches import TensorBatches
-from dlrun.engine import loop, runtime
-from dlrun.engine.loop import EpochHooks, StepRules, train_one_epoch
-from dlrun.engine.runtime import Precision
-from dlrun.engine.state import Position
-from dlrun.engine.tasks import Classification
+from dlrun.engine import runtime, train
+from dlrun.engine.state import Monitor, Outputs, Parts, TrainingState
 from tests.helpers import FEW_STEPS, small_mlp_on
 
 
@@ -91,12 +89,18 @@ def test_the_loop_reads_values_from_the_device_once_per_logging_interval(monkeyp
     LossWatch's reads are of its own host copy, made without waiting (one per step)."""
     watches = []
 
-    class RecordedWatch(loop.LossWatch):
+    class RecordedWatch(train.LossWatch):
         def __init__(self, device):
             super().__init__(device)
             watches.append(self)
 
-    monkeypatch.setattr(loop, "LossWatch", RecordedWatch)
+    monkeypatch.setattr(train, "LossWatch", RecordedWatch)
+    inputs, targets = torch.randn(400, 8), torch.randint(0, 3, (400,))
+    batches = TensorBatches(inputs, targets, 10, shuffle=True, generator=torch.Generator().manual_seed(0))
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
+    # SGD: Adam reads its step counters with .item(), host-side tensors that cost no device sync
+    parts = Parts.of(model, torch.optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(), batches)
+    state = TrainingState(best=Monitor("val/acc", "max"))
     reads, host_reads = [], []
     for name in ("item", "tolist", "__bool__", "__float__", "__int__"):
         original = getattr(torch.Tensor, name)
@@ -107,22 +111,7 @@ def test_the_loop_reads_values_from_the_device_once_per_logging_interval(monkeyp
             return _original(self, *args)
 
         monkeypatch.setattr(torch.Tensor, name, counted)
-    inputs, targets = torch.randn(400, 8), torch.randint(0, 3, (400,))
-    batches = TensorBatches(inputs, targets, 10, shuffle=True, generator=torch.Generator().manual_seed(0))
-    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 3))
-    # SGD: Adam reads its step counters with .item(), host-side tensors that cost no device sync
-    hooks = EpochHooks()
-    hooks.log_every = 10
-    train_one_epoch(
-        model,
-        batches,
-        torch.optim.SGD(model.parameters(), lr=0.1),
-        nn.CrossEntropyLoss(),
-        Classification(),
-        Position(),
-        StepRules(Precision("32", torch.device("cpu"))),
-        hooks,
-    )
+    train.train_one_epoch(parts, state, Outputs.quiet(), Trainer(epochs=1, log_every_n_steps=10))
     assert len(reads) == 4  # 40 steps, one read per 10
     assert len(host_reads) == 40  # each step's loss, looked at once
 

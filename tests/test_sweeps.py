@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dlrun.config.paths import HYDRA_PLAIN
 from dlrun.config.resolvers import direction, short_overrides
+from dlrun.quoting import HYDRA_PLAIN
 from tests.helpers import compose_config, hparams
 
 
@@ -117,9 +117,11 @@ def test_the_search_presets_compose_with_a_direction_from_the_metric(preset, met
 
 
 def test_direction_follows_the_metric():
-    assert direction("val/acc", "mlp") == "maximize"
-    assert direction("val/loss", "mlp") == direction("val/mse", "autoencoder") == "minimize"
-    assert direction("auto", "autoencoder") == "minimize" and direction("auto", "cnn") == "maximize"
+    autoencoder, cnn = "dlrun.models.autoencoder.LinearAutoencoder", "dlrun.models.convnet.ConvNet"
+    assert direction("val/acc", cnn) == "maximize"
+    assert direction("val/loss", cnn) == direction("val/mse", autoencoder) == "minimize"
+    assert direction("auto", autoencoder) == "minimize" and direction("auto", cnn) == "maximize"
+    assert direction("auto", "nets.MyNet") == "maximize"  # a model of the user's: classification
     assert direction("test/acc", "mlp") == "maximize"
 
 
@@ -154,8 +156,7 @@ def test_a_sweep_over_tasks_keeps_a_metric_column_and_a_single_job_shows_all_its
         overrides = [f"model={model}", "trainer.epochs=1"]
         return {
             "job": job,
-            "overrides": " ".join(overrides),
-            "override_list": overrides,
+            "overrides": overrides,
             "status": "ok",
             "metric": metric,
             "value": value,

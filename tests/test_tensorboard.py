@@ -196,7 +196,7 @@ def test_a_names_run_tags_pr_curves_with_the_languages(dlrun, data_root):
 def test_logging_switches(dlrun):
     off = dlrun("logger=none", *FEW_STEPS)
     assert off.code == 0 and not list(off.run_dir.glob("events.out.tfevents.*"))
-    some = dlrun("logger.pr_curves=false", "logger.histograms=true", *FEW_STEPS)
+    some = dlrun("logger.tensorboard.pr_curves=false", "logger.tensorboard.histograms=true", *FEW_STEPS)
     tags = some.events().Tags()
     assert not [tag for tag in tags["tensors"] if tag.startswith("pr/")]
     assert (

@@ -54,7 +54,7 @@ def test_image_run_writes_the_run_folder(dlrun, data_root, dataset):
     for key in ("model", "optimizer", "scheduler", "epoch", "global_step", "config", "facts"):
         assert key in checkpoint or key in checkpoint["position"], key
     assert checkpoint["position"]["epoch"] == 2 and checkpoint["position"]["global_step"] == 14
-    assert checkpoint["config"]["dataset"]["loader"] == dataset
+    assert checkpoint["config"]["dataset"]["name"] == dataset and checkpoint["version"] == 2
     assert checkpoint["facts"]["input_shape"] == [1, 28, 28] and checkpoint["facts"]["num_classes"] == 10
 
     scalars = result.events().Tags()["scalars"]
@@ -186,25 +186,12 @@ def test_the_same_seed_gives_the_same_weights(dlrun):
 
 
 def test_the_validation_split_follows_the_seed(csv_file):
-    from omegaconf import OmegaConf
-
     from dlrun.data import LoadOptions
     from dlrun.data.tabular import load_csv
 
-    cfg = OmegaConf.create(
-        {
-            "path": str(csv_file),
-            "label_column": 0,
-            "delimiter": ",",
-            "val_fraction": 0.2,
-            "test_fraction": 0.2,
-            "standardize": True,
-        }
-    )
-
     def val_rows(seed):
         options = LoadOptions("classification", seed, 8, 8, torch.device("cpu"))
-        return load_csv(cfg, options).val[0]
+        return load_csv(str(csv_file), options=options).val[0]
 
     assert torch.equal(val_rows(1), val_rows(1))
     assert not torch.equal(val_rows(1), val_rows(2))

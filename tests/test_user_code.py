@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from dlrun import cli
-from dlrun.checkpoints.files import load_checkpoint, save_checkpoint
-from dlrun.config.trust import Trust
+from dlrun.checkpoints.format import read_checkpoint, write_checkpoint
+from dlrun.checkpoints.trust import Trust
 from tests import datasets
 from tests.helpers import FEW_STEPS
 
@@ -329,9 +329,9 @@ def test_code_a_checkpoint_names_is_refused_unless_allowed(
     marker = tmp_path / "imported.txt"
     (tmp_path / "evil_marker.py").write_text(EVIL.format(marker=str(marker)))
     monkeypatch.syspath_prepend(str(tmp_path))  # importable, were dlrun to try
-    state = load_checkpoint(trained.run_dir / "checkpoints" / "best.pt")
+    state = read_checkpoint(trained.run_dir / "checkpoints" / "best.pt")
     state["config"]["model"]["_target_"] = target
-    save_checkpoint(tmp_path / "hostile.pt", {k: v for k, v in state.items() if k != "format"})
+    write_checkpoint(tmp_path / "hostile.pt", {k: v for k, v in state.items() if k != "format"})
     main, extra = (cli.eval_main, []) if program == "eval" else (cli.predict_main, ["inputs=[[0.1,0.2]]"])
     result = dlrun(f"ckpt={tmp_path / 'hostile.pt'}", *extra, program=main)
     assert result.code == 1 and f"names model._target_={target}, code you have not allowed" in result.err
@@ -358,9 +358,9 @@ def test_a_resume_never_imports_what_its_checkpoint_names(dlrun, trained, tmp_pa
     marker = tmp_path / "imported.txt"
     (tmp_path / "proj" / "evil_resume.py").write_text(EVIL.format(marker=str(marker)))
     last = trained.run_dir / "checkpoints" / "last.pt"
-    state = load_checkpoint(last)
+    state = read_checkpoint(last)
     state["config"]["model"]["_target_"] = "evil_resume.Net"
-    save_checkpoint(last, {k: v for k, v in state.items() if k != "format"})
+    write_checkpoint(last, {k: v for k, v in state.items() if k != "format"})
     result = dlrun(
         "model=tiny", "dataset=blobs", "trainer.epochs=4", f"trainer.resume={last}", run_dir=trained.run_dir
     )

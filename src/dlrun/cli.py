@@ -71,7 +71,7 @@ def _program(name: str, body: Callable[[], None]) -> None:
     try:
         _report_errors(run, name)
     finally:
-        from dlrun.config.run_folders import release_locks
+        from dlrun.runs.lock import release_locks
 
         release_locks()
         STOP.restore()
@@ -81,8 +81,10 @@ def _program(name: str, body: Callable[[], None]) -> None:
 def _dlrun() -> None:
     import hydra
 
-    from dlrun.config.paths import quote_path_overrides, shell_path
-    from dlrun.config.run_folders import check_free
+    from dlrun.config.schema import path_settings
+    from dlrun.quoting import shell_path
+    from dlrun.runs.commands import quote_path_overrides
+    from dlrun.runs.lock import check_free
 
     _failures.clear()
     if sys.argv[1:2] == ["init"]:
@@ -98,7 +100,7 @@ def _dlrun() -> None:
     from dlrun.reporting import sweep_summary
 
     app = hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
-    sys.argv[1:] = quote_path_overrides(sys.argv[1:])
+    sys.argv[1:] = quote_path_overrides(sys.argv[1:], path_settings())
     check_free(sys.argv[1:])
     sys.argv += _rank_overrides()  # last, so they win over the user's hydra.run.dir
     sweep_summary.latest = None
@@ -174,7 +176,7 @@ def _run_job(cfg: DictConfig) -> float:
     from omegaconf.errors import OmegaConfBaseException
 
     from dlrun.config.checks import check_config
-    from dlrun.config.run_folders import FolderInUse, lock_folder, release_lock
+    from dlrun.runs.lock import FolderInUse, lock_folder, release_lock
 
     hydra_cfg = HydraConfig.get()
     folder = Path(hydra_cfg.runtime.output_dir)
@@ -204,13 +206,12 @@ def _record_failure(error: BaseException, text: str, run_dir: Path) -> None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    from dlrun.runs.folder import RunFolder
+
     details = getattr(error, "details", "")
     text = f"{text}\n{details}" if details else text
     logging.getLogger("dlrun").error(text)
-    try:
-        (run_dir / "error.txt").write_text(text.rstrip() + "\n")
-    except OSError:  # the disk that failed the run: the error line on the terminal is what counts
-        (run_dir / "error.txt").unlink(missing_ok=True)
+    RunFolder(run_dir).record_error(text)
     # a copy without the traceback: its frames would keep the failed job's model and data alive
     # in a sweep worker that goes on to run other jobs
     if isinstance(error, UserCodeError):
@@ -221,10 +222,10 @@ def _record_failure(error: BaseException, text: str, run_dir: Path) -> None:
 
 
 def _dlrun_eval() -> None:
+    from dlrun.checkpoints.trust import Trust
     from dlrun.config import schema
-    from dlrun.config.trust import Trust
 
-    cfg = _parse_cli(schema.EvalConfig, EVAL_USAGE)
+    cfg = _parse_cli("dlrun-eval", schema.EvalConfig)
     project = _enter_project()
     from dlrun.commands.evaluate import evaluate_checkpoint
 
@@ -232,43 +233,27 @@ def _dlrun_eval() -> None:
 
 
 def _dlrun_predict() -> None:
+    from dlrun.checkpoints.trust import Trust
     from dlrun.config import schema
-    from dlrun.config.trust import Trust
 
-    cfg = _parse_cli(schema.PredictConfig, PREDICT_USAGE)
+    cfg = _parse_cli("dlrun-predict", schema.PredictConfig)
     project = _enter_project()
     from dlrun.commands.predict import predict_from_checkpoint
 
     predict_from_checkpoint(cfg, Trust(project, tuple(cfg.allow)))
 
 
-TRUST = """A checkpoint naming code of yours (a model or dataset by _target_) is rebuilt only from
-the project folder it belongs to (run from there), or with allow=[module,...]."""
-
-EVAL_USAGE = f"""usage: dlrun-eval ckpt=PATH [split=test|val] [output=FILE] [device=auto]
-                  [batch_size=N] [dataset.root=DIR | dataset.path=FILE] [allow=[module,...]]
-
-Rebuild the model and data from a dlrun checkpoint, print loss and metrics (per-class accuracy
-and the confusion matrix for classification) and write them as JSON (default: next to the
-checkpoint, <checkpoint>.<split>.json).
-{TRUST}"""
-
-PREDICT_USAGE = f"""usage: dlrun-predict ckpt=PATH inputs=[...] [topk=3] [format=table|json] [device=cpu]
-                     [allow=[module,...]]
-
-Predict with a dlrun checkpoint. inputs are names for a names model (inputs=[Jones,Satoshi]),
-image files for an image model (inputs=[ant.jpg]), rows of numbers for a table model
-(inputs=[[13.2,1.78,...]]).
-{TRUST}"""
-
-
-def _parse_cli(node: type, usage: str) -> DictConfig:
+def _parse_cli(program: str, node: type) -> DictConfig:
+    """The `key=value` arguments of dlrun-eval or dlrun-predict, checked against their schema."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
+    from dlrun.config.checks import check_values
+    from dlrun.config.usage import program_usage
+
     args = sys.argv[1:]
     if not args or any(arg in ("-h", "--help") for arg in args):
-        print(usage)
+        print(program_usage(program, node))
         raise SystemExit(0 if args else 2)
     try:
         given = OmegaConf.from_dotlist(args)
@@ -280,6 +265,7 @@ def _parse_cli(node: type, usage: str) -> DictConfig:
             given[key] = [given[key]]
     cfg = OmegaConf.merge(schema, given)
     OmegaConf.to_container(cfg, throw_on_missing=True)  # a missing ckpt= fails here, by name
+    check_values(cfg)
     return cfg
 
 

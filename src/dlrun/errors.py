@@ -3,6 +3,8 @@
 import errno
 import re
 
+from dlrun.quoting import quoted_form
+
 # a write the machine refused: full disk, over quota, read-only, over the file size limit
 DISK_REFUSED = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
 
@@ -50,7 +52,7 @@ def one_line(error: BaseException) -> str:
     parts = [str(error)]
     override = getattr(error, "override", None)  # Hydra's OverrideParseException
     if override and override not in parts[0]:
-        parts[0] = f"cannot parse the override {override!r}: {parts[0]}{_quoted_form(override)}"
+        parts[0] = f"cannot parse the override {override!r}: {parts[0]}{quoted_form(override)}"
     cause = error.__cause__
     if cause is not None and str(cause) not in parts[0]:
         parts.append(str(cause))
@@ -72,9 +74,30 @@ PLUGINS = {
 INSTALL_SWEEP = 'pip install "dlrun[sweep]" (or, in a checkout, pip install -e ".[sweep]")'
 
 
+# settings that moved: their name now
+MOVED = {
+    "logger.progress": "terminal.progress",
+    "logger.config": "terminal.config",
+    **{
+        f"logger.{name}": f"logger.tensorboard.{name}"
+        for name in (
+            "graph",
+            "images",
+            "pr_curves",
+            "confusion_matrix",
+            "reconstructions",
+            "hparams",
+            "config_text",
+            "histograms",
+        )
+    },
+}
+
+
 def _better_advice(error: BaseException) -> str:
     """Hydra's advice where it misleads ("use +key" for a misspelt key, "override experiment:" for
-    a `+` too many) or stays silent (a misspelt option, a plugin not installed); "" elsewhere."""
+    a `+` too many) or stays silent (a misspelt option, a plugin not installed, a setting that
+    moved); "" elsewhere."""
     missing = getattr(error, "missing_cfg_file", None)  # Hydra's MissingConfigException
     if missing in PLUGINS:
         return f"{PLUGINS[missing]} ({missing}) is not installed: {INSTALL_SWEEP}"
@@ -89,6 +112,9 @@ def _better_advice(error: BaseException) -> str:
         group, name = repeated.groups()
         return f"{group} is already in the defaults list: write {group}={name}, without the +"
     cause = error.__cause__ or error  # Hydra wraps OmegaConf's error; dlrun-eval meets it bare
+    moved = MOVED.get(str(getattr(cause, "full_key", "")))
+    if moved:
+        return f"{cause.full_key} is now {moved}: write {moved}=..."
     node, key = getattr(cause, "parent_node", None), getattr(cause, "key", None)
     if type(cause).__name__ in ("ConfigKeyError", "ConfigAttributeError") and hasattr(node, "keys") and key:
         where = getattr(cause, "full_key", key).rpartition(".")[0]
@@ -105,17 +131,6 @@ def unknown_name(typed: str, what: str, name: str, choices, kind: str) -> str:
     close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.6)
     guess = f"did you mean {' or '.join(close)}? " if close else ""
     return f"{typed}: {what}; {guess}{kind}: {', '.join(choices)}"
-
-
-def _quoted_form(override: str) -> str:
-    """For a value that Hydra reads only when quoted (a path with `=`, `,`, spaces, brackets...):
-    the override as it parses, ready to paste."""
-    from dlrun.config.paths import HYDRA_PLAIN, pasteable
-
-    key, sep, value = override.partition("=")
-    if not sep or not value or value[0] in "'\"[" or HYDRA_PLAIN.fullmatch(value):
-        return ""
-    return f" (if {value} is one value, quote it: {pasteable(key, value)})"
 
 
 def _join(lines: list[str]) -> str:

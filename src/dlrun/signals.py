@@ -2,7 +2,7 @@
 
 Every command installs the handler first thing, before anything heavy is imported. Until
 training starts a signal stops the command at once; during training it is remembered instead:
-the current step finishes, last.pt is saved and TensorBoard flushed (engine/fit.py). Either way
+the current step finishes, last.pt is saved and the loggers flushed (engine/train.py). Either way
 the command ends with 130 (SIGINT) or 143 (SIGTERM) and one line, never a traceback. A second
 signal while saving stops at once.
 

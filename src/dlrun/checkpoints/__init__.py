@@ -1,1 +1,2 @@
-"""Checkpoint files: their format, safe loading, when they are written, and resuming from them."""
+"""Checkpoint files: their versioned format, safe loading, and what a checkpoint may make dlrun
+import (trust.py, torch-free: the command line asks it before torch loads)."""

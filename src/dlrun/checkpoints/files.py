@@ -1,4 +1,5 @@
-"""Checkpoint files: written atomically, read only as plain tensors and containers.
+"""Checkpoint files as bytes on disk: written atomically, read only as plain tensors and containers
+(what they hold, and its version, is format.py's).
 
 Every read is `torch.load(..., weights_only=True)`: a file that carries pickled code (a hostile
 `__reduce__`, a whole pickled model) is refused, whatever TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD says,
@@ -17,11 +18,10 @@ import torch
 
 from dlrun.errors import CheckpointError
 
-FORMAT = "dlrun-checkpoint"
 TEMP_MARK = ".tmp-"
 
 
-def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+def save_file(path: Path, payload: dict[str, Any]) -> None:
     """Write `payload` to `path` without ever leaving a partial file there.
 
     The bytes go to a temporary file in the same folder, are flushed to disk, then renamed over
@@ -29,7 +29,7 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     disk refuses (full, read-only, over quota) raises OSError naming `path`.
     """
     buffer = io.BytesIO()  # serialized first: a refused write is then a plain OSError with its errno
-    torch.save({"format": FORMAT, **payload}, buffer)
+    torch.save(payload, buffer)
     temporary = path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -81,9 +81,8 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
     return stale
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a dlrun checkpoint safely, or fail with one line saying what is wrong with it."""
-    path = Path(path).expanduser()
+def load_file(path: Path, map_location: str | torch.device = "cpu") -> Any:
+    """What a checkpoint file holds, read safely, or one line saying what is wrong with the file."""
     _check_file(path)
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
@@ -98,11 +97,6 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(
             f"{path} is not a readable checkpoint (truncated or corrupt?): {reason}"
         ) from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(
-            f"{path} is not a dlrun checkpoint (no '{FORMAT}' marker); "
-            "give a checkpoints/*.pt file of a dlrun run"
-        )
     return payload
 
 

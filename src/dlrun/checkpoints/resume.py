@@ -1,4 +1,5 @@
-"""Continuing a run from its checkpoint: where it is, and whether the config still fits it."""
+"""Continuing a run from its checkpoint: whether the config still fits it, and the settings a
+forced resume changes."""
 
 from pathlib import Path
 from typing import Any, Optional
@@ -8,20 +9,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from dlrun.config.schema import BOOKKEEPING
 from dlrun.errors import CheckpointError
-
-
-def resume_path(resume: Optional[str], run_dir: Path) -> Optional[Path]:
-    """The checkpoint `trainer.resume` points at: a file, a run folder, `last` (inside a run
-    folder), or `auto`: the run folder's last.pt when there is one, else none (start fresh)."""
-    if resume is None:
-        return None
-    if resume == "auto":
-        last = run_dir / "checkpoints" / "last.pt"
-        return last if last.is_file() else None
-    if resume == "last":
-        return run_dir / "checkpoints" / "last.pt"
-    path = Path(resume).expanduser()
-    return path / "checkpoints" / "last.pt" if path.is_dir() and (path / "checkpoints").is_dir() else path
 
 
 def check_resumable(saved: dict[str, Any], current: DictConfig, path: Path) -> None:
@@ -58,19 +45,6 @@ def _planned_over_the_run(flat: dict[str, Any]) -> Optional[str]:
     if target.endswith("CosineAnnealingLR") and flat.get("scheduler.T_max") is None:
         return "scheduler=cosine with T_max=null (the run's epochs)"
     return None
-
-
-def load_into(session, checkpoint: dict[str, Any], path: Path) -> None:
-    """Restore a session from a checkpoint; a state that does not fit the model built now (its
-    settings changed under resume_force) is refused in one line."""
-    try:
-        session.load_state_dict(checkpoint)
-    except (RuntimeError, KeyError, ValueError) as error:
-        reason = " ".join(str(error).split())[:200]
-        raise CheckpointError(
-            f"cannot resume from {path}: its saved state does not fit the model and optimizer built "
-            f"from this config ({reason}); resume with the checkpoint's model and optimizer settings"
-        ) from None
 
 
 def apply_optimizer_settings(optimizer: torch.optim.Optimizer, optimizer_cfg: DictConfig) -> None:

@@ -7,22 +7,18 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from rich.table import Table
 
+from dlrun import metrics
+from dlrun.checkpoints.trust import Trust
 from dlrun.commands.restore import criterion_for, restore
-from dlrun.config.trust import Trust
 from dlrun.data import LoadOptions
-from dlrun.engine.build import build_data
-from dlrun.engine.loop import evaluate
+from dlrun.engine.build import build_data, build_metrics
 from dlrun.engine.runtime import Precision, select_device
-from dlrun.engine.tasks import make_task
+from dlrun.engine.train import evaluate
 from dlrun.errors import ConfigError, DataError
 from dlrun.reporting.terminal import make_console, per_class_table
 
-SPLITS = ("val", "test")
-
 
 def evaluate_checkpoint(cfg: DictConfig, trust: Trust) -> dict[str, Any]:
-    if cfg.split not in SPLITS:
-        raise ConfigError(f"split={cfg.split} is not valid; valid: {', '.join(SPLITS)}")
     device = select_device(cfg.device)
     restored = restore(cfg.ckpt, device, trust, data_too=True)
     dataset_cfg = _dataset_config(restored.cfg.dataset, cfg.dataset)
@@ -40,11 +36,13 @@ def evaluate_checkpoint(cfg: DictConfig, trust: Trust) -> dict[str, Any]:
     split = data.test if cfg.split == "test" else data.val
     if split is None:
         raise DataError(f"this dataset has no {cfg.split} split; use split=val")
+    table, measured, _ = build_metrics(restored.cfg.get("metrics", []), facts.task)
     result = evaluate(
         restored.model,
         split,
         criterion_for(restored),
-        make_task(facts.task),
+        metrics.TASKS[facts.task],
+        measured,
         facts.num_classes,
         precision=Precision("32", device),
     )
@@ -62,7 +60,7 @@ def evaluate_checkpoint(cfg: DictConfig, trust: Trust) -> dict[str, Any]:
         }
     output = Path(cfg.output) if cfg.output else restored.path.with_suffix(f".{cfg.split}.json")
     output.write_text(json.dumps(report, indent=2) + "\n")
-    _print(report, facts.class_names, output)
+    _print(report, facts.class_names, output, table)
     return report
 
 
@@ -86,17 +84,15 @@ def _check_same_data(found, expected) -> None:
         )
 
 
-def _print(report: dict, class_names: list[str], output: Path) -> None:
+def _print(report: dict, class_names: list[str], output: Path, table: dict[str, metrics.Metric]) -> None:
     console = make_console()
     console.print(f"checkpoint: {report['checkpoint']}")
-    table = Table(title=f"{report['split']} split", show_header=False)
-    for key in ("samples", "loss", "acc", "mse"):
-        if key in report:
-            value = report[key]
-            table.add_row(
-                key, f"{value:.2%}" if key == "acc" else f"{value:,}" if key == "samples" else f"{value:.4f}"
-            )
-    console.print(table)
+    figures = Table(title=f"{report['split']} split", show_header=False)
+    figures.add_row("samples", f"{report['samples']:,}")
+    for name in table:
+        if name in report:
+            figures.add_row(name, metrics.shown(name, report[name], table))
+    console.print(figures)
     if "per_class_acc" in report:
         console.print(per_class_table(class_names, {report["split"]: list(report["per_class_acc"].values())}))
         console.print(

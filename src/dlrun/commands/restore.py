@@ -1,8 +1,8 @@
 """Rebuilding a trained model from a checkpoint alone, for dlrun-eval and dlrun-predict.
 
-Only plain values are read from the checkpoint: the model is rebuilt from dlrun's own tables by
-its `arch` name, or from the user's own code (`_target_`) when the user allows it for this call;
-never from code the file alone names.
+Only plain values are read from the checkpoint, and the model is rebuilt through the one build
+path from the `_target_` its config names: dlrun's own code, or the user's own when the user allows
+it for this call; never code the file alone names.
 """
 
 from dataclasses import dataclass
@@ -11,8 +11,9 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from dlrun.checkpoints.files import check_finite, load_checkpoint
-from dlrun.config.trust import Trust
+from dlrun.checkpoints.files import check_finite
+from dlrun.checkpoints.format import read_checkpoint
+from dlrun.checkpoints.trust import Trust
 from dlrun.data.facts import Facts
 from dlrun.engine.build import build_loss, build_model
 from dlrun.errors import CheckpointError, one_line
@@ -29,9 +30,9 @@ class Restored:
 def restore(path: str, device: torch.device, trust: Trust, data_too: bool = False) -> Restored:
     """The model of a checkpoint, on `device`, in eval mode. Before anything is imported, every
     `_target_` the parts to rebuild name (the model; the dataset and loss when `data_too`) must
-    be code the user allows (config/trust.py)."""
+    be code the user allows (checkpoints/trust.py)."""
     path = Path(path).expanduser()
-    payload = load_checkpoint(path, map_location=device)
+    payload = read_checkpoint(path, map_location=device)
     if isinstance(payload.get("model"), dict):
         check_finite(payload["model"], path)  # NaN weights would "predict" with exit 0
     saved = payload.get("config")
@@ -41,7 +42,7 @@ def restore(path: str, device: torch.device, trust: Trust, data_too: bool = Fals
     try:
         cfg = OmegaConf.create(payload["config"])
         facts = Facts.from_dict(payload["facts"])
-        model = build_model(cfg.model, facts, cfg.loss.get("name"))  # an unknown arch is refused by name
+        model = build_model(cfg.model, facts)
         model.load_state_dict(payload["model"])
     except (KeyError, TypeError, RuntimeError) as error:
         raise CheckpointError(
@@ -51,4 +52,4 @@ def restore(path: str, device: torch.device, trust: Trust, data_too: bool = Fals
 
 
 def criterion_for(restored: Restored) -> torch.nn.Module:
-    return build_loss(restored.cfg.loss, restored.facts.task, restored.facts.num_classes)
+    return build_loss(restored.cfg.loss, restored.facts)

@@ -1,95 +1,40 @@
-"""Config checks that need no torch: a bad combination fails in a second, with the fix."""
+"""Config checks that need no torch: a bad combination fails in a second, with the fix.
+
+The rules are read from the schema (config/schema.py): bounds, closed sets and `auto` sit beside
+each field, what a model reads and does sits on its class. Only rules across fields are written
+here. A model or dataset of the user's (`_target_` without a schema) is checked once it is
+imported (engine/build.check_targets), before any data is read.
+"""
 
 import dataclasses
 import math
 import re
+from typing import Any, Optional
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from dlrun.config.catalog import check_loss, check_pairing, task_of, val_metrics
-from dlrun.config.training_length import AUTO, AUTO_SETTINGS
+from dlrun import metrics
+from dlrun.config.schema import AUTO, OPTIONS, Kind, schema_of
 from dlrun.errors import ConfigError, unknown_name
 
-PRECISIONS = ("32", "bf16", "16")
-PROGRESS = ("auto", "bar", "lines", "off")
-CONFIG_VIEWS = ("auto", "full", "overrides", "off")
-INTERVALS = ("epoch", "step")
-NONFINITE = ("stop", "skip")
-BAD_IMAGES = ("error", "skip")
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
-
-# the values each setting may take, in interval notation; a key the chosen option lacks is skipped
-LIMITS = {
-    "seed": "[0, inf)",
-    "trainer.epochs": "[1, inf)",
-    "trainer.batch_size": "[1, inf)",
-    "trainer.eval_batch_size": "[1, inf)",
-    "trainer.num_threads": "[0, inf)",
-    "trainer.log_every_n_steps": "[1, inf)",
-    "trainer.limit_train_batches": "[1, inf)",
-    "trainer.limit_val_batches": "[1, inf)",
-    "trainer.checkpoint_every_n_steps": "[1, inf)",
-    "trainer.grad_clip": "(0, inf)",
-    "trainer.early_stopping.patience": "[1, inf)",
-    "trainer.early_stopping.min_delta": "[0, inf)",
-    "dataset.val_fraction": "[0, 1)",
-    "dataset.test_fraction": "[0, 1)",
-    "dataset.num_workers": "[0, inf)",
-    "dataset.prefetch_factor": "[1, inf)",
-    "dataset.augment.crop_padding": "[0, inf)",
-    "model.dropout": "[0, 1)",
-    "model.hidden_size": "[1, inf)",
-    "model.num_layers": "[1, inf)",
-    "model.kernel_size": "[1, inf)",
-    "model.padding": "[0, inf)",
-    "model.embedding_dim": "[0, inf)",
-    "loss.label_smoothing": "[0, 1)",
-    "optimizer.lr": "(0, inf)",
-    "optimizer.momentum": "[0, 1)",
-    "optimizer.weight_decay": "[0, inf)",
-    "optimizer.eps": "(0, inf)",
-    "optimizer.alpha": "[0, 1)",
-    "scheduler.gamma": "(0, inf)",
-    "scheduler.step_size": "[1, inf)",
-    "scheduler.T_max": "[1, inf)",
-    "scheduler.factor": "(0, 1)",
-    "scheduler.patience": "[0, inf)",
-    "scheduler.max_lr": "(0, inf)",
-    "scheduler.pct_start": "(0, 1)",
-}
-# list settings whose every element must lie within the bounds
-ELEMENT_LIMITS = {
-    "model.hidden_sizes": "[1, inf)",
-    "model.channels": "[1, inf)",
-    "optimizer.betas": "[0, 1)",
-    "scheduler.milestones": "[1, inf)",
-}
 
 
 def check_config(cfg: DictConfig, choices: dict[str, str]) -> None:
-    """Everything that can be checked before torch is imported. A model or dataset of the user's
-    (`_target_`) is checked once it is imported (engine/build.check_targets), before data is read."""
-    model_option = choices.get("model", cfg.model.get("arch", "?"))
-    if "arch" in cfg.model and "loader" in cfg.dataset:
-        dataset_option = choices.get("dataset", cfg.dataset.loader)
-        check_pairing(cfg.model.arch, cfg.dataset.loader, model_option, dataset_option)
+    """Everything that can be checked before torch is imported."""
+    check_pairing(cfg, choices)
     check_known_keys(cfg)
-    check_limits(cfg)
-    trainer = cfg.trainer
-    _one_of("trainer.precision", str(trainer.precision), PRECISIONS)
-    _one_of("trainer.on_nonfinite", trainer.on_nonfinite, NONFINITE)
-    _one_of("logger.progress", cfg.logger.progress, PROGRESS)
-    _one_of("logger.config", cfg.logger.config, CONFIG_VIEWS)
-    _one_of("scheduler.interval", cfg.scheduler.get("interval", "epoch"), INTERVALS)
-    if "bad_images" in cfg.dataset:
-        _one_of("dataset.bad_images", cfg.dataset.bad_images, BAD_IMAGES)
+    unset = sorted(OmegaConf.missing_keys(cfg))
+    if unset:
+        raise ConfigError(f"{unset[0]} is required and not set: add {unset[0]}=... to the command line")
+    check_values(cfg)
     if len(cfg.dataset.get("delimiter", ",")) != 1:
         raise ConfigError(
             f"dataset.delimiter={cfg.dataset.delimiter!r} must be one character, e.g. ';' or '\\t' (tab)"
         )
-    if not DEVICE.fullmatch(trainer.device):
+    if not DEVICE.fullmatch(cfg.trainer.device):
         raise ConfigError(
-            f"trainer.device={trainer.device} is not a device; valid: auto, cpu, cuda, cuda:N, mps"
+            f"trainer.device={cfg.trainer.device} is not a device; valid: auto, cpu, cuda, cuda:N, mps"
         )
     fractions = cfg.dataset.get("val_fraction", 0) + cfg.dataset.get("test_fraction", 0)
     if fractions >= 1:
@@ -97,12 +42,57 @@ def check_config(cfg: DictConfig, choices: dict[str, str]) -> None:
             f"dataset.val_fraction + dataset.test_fraction = {fractions:g} leaves no training "
             "data; keep the sum below 1 (e.g. 0.1 and 0.1)"
         )
-    for key in ("trainer.early_stopping.mode", "scheduler.mode"):
-        mode = OmegaConf.select(cfg, key, default=None)
-        if mode is not None:
-            _one_of(key, mode, ("auto", "min", "max"))
-    if "arch" in cfg.model:
-        check_task_settings(cfg, task_of(cfg.model.arch), model_option)
+    metrics.user_metric_specs(OmegaConf.to_container(cfg.metrics, resolve=True))
+    task = declared_task(cfg.model)
+    if task is not None:
+        check_task_settings(cfg, task, choices)
+
+
+def declared_task(model_cfg: DictConfig) -> Optional[str]:
+    """What a model of dlrun's does, from its schema; None for a model of the user's, whose class
+    says so once it is imported."""
+    schema = OmegaConf.get_type(model_cfg)
+    if not dataclasses.is_dataclass(schema):
+        return None
+    task = getattr(schema, "task", metrics.CLASSIFICATION)
+    return getattr(task, "value", task)
+
+
+def check_pairing(cfg: DictConfig, choices: dict[str, str]) -> None:
+    """Refuse a model and a dataset of dlrun's that cannot train together, naming what would fit."""
+    reads = getattr(OmegaConf.get_type(cfg.model), "reads", None)
+    kind = getattr(OmegaConf.get_type(cfg.dataset), "kind", None)
+    if reads is None or kind is None or kind in reads:
+        return
+    model, dataset = choices.get("model", "?"), choices.get("dataset", "?")
+    fitting = sorted(name for name, node in OPTIONS["model"].items() if kind in schema_of(node).reads)
+    raise ConfigError(
+        f"model={model} cannot train on dataset={dataset}: it reads "
+        f"{' or '.join(Kind(k).value for k in reads)} data, and {dataset} is {Kind(kind).value} data; "
+        f"models that fit {dataset}: {', '.join(fitting)}"
+    )
+
+
+def check_task_settings(cfg: DictConfig, task: str, choices: dict[str, str]) -> None:
+    """The settings that depend on what the model does: the loss, and the metrics monitored."""
+    fits = getattr(OmegaConf.get_type(cfg.loss), "fits", None)
+    if fits is not None and task not in fits:
+        fitting = sorted(name for name, node in OPTIONS["loss"].items() if task in schema_of(node).fits)
+        raise ConfigError(
+            f"loss={choices.get('loss', '?')} does not fit model={choices.get('model', '?')}, which does "
+            f"{task}; losses that fit: {', '.join(fitting)}"
+        )
+    extra = [spec.name for spec in metrics.user_metric_specs(OmegaConf.to_container(cfg.metrics))]
+    measured = metrics.validation_tags(task, extra)
+    for key, value in (
+        ("trainer.monitor", cfg.trainer.monitor),
+        ("trainer.early_stopping.monitor", cfg.trainer.early_stopping.monitor),
+        ("scheduler.monitor", cfg.scheduler.get("monitor", AUTO)),
+    ):
+        if value != AUTO and value not in measured:
+            raise ConfigError(
+                f"{key}={value} is not measured by this run; valid: auto, {', '.join(measured)}"
+            )
 
 
 def check_known_keys(node: DictConfig, path: str = "") -> None:
@@ -110,7 +100,7 @@ def check_known_keys(node: DictConfig, path: str = "") -> None:
     and a misspelt one would otherwise be accepted and ignored. (A node without a schema, such
     as your own model's, takes any key.)"""
     schema = OmegaConf.get_type(node)
-    known = {field.name for field in dataclasses.fields(schema)} if dataclasses.is_dataclass(schema) else None
+    known = {f.name for f in dataclasses.fields(schema)} if dataclasses.is_dataclass(schema) else None
     for key in node.keys():
         full = f"{path}{key}"
         if known is not None and key not in known:
@@ -124,36 +114,46 @@ def check_known_keys(node: DictConfig, path: str = "") -> None:
             check_known_keys(child, f"{full}.")
 
 
-def check_task_settings(cfg: DictConfig, task: str, model_option: str) -> None:
-    """The settings that depend on what the model does: the loss, and the metrics monitored."""
-    check_loss(cfg.loss.get("name"), task, model_option)
-    metrics = val_metrics(task)
-    for key, value in (
-        ("trainer.monitor", cfg.trainer.monitor),
-        ("trainer.early_stopping.monitor", cfg.trainer.early_stopping.monitor),
-        ("scheduler.monitor", cfg.scheduler.get("monitor", "auto")),
-    ):
-        if value != "auto" and value not in metrics:
-            raise ConfigError(f"{key}={value} is not measured by this run; valid: auto, {', '.join(metrics)}")
+def check_values(node: DictConfig, path: str = "") -> None:
+    """Every value of a field that declares its valid values (schema: within, each_within,
+    one_of) holds one of them; nodes below are checked the same way."""
+    schema = OmegaConf.get_type(node)
+    declared = (
+        {f.name: f.metadata for f in dataclasses.fields(schema)} if dataclasses.is_dataclass(schema) else {}
+    )
+    for key in node.keys():
+        child = node._get_node(key)
+        if child._is_missing():
+            continue
+        full = f"{path}{key}"
+        if isinstance(child, DictConfig):
+            if not child._is_none():
+                check_values(child, f"{full}.")
+        elif declared.get(key):
+            value = node[key]
+            check_value(
+                full, OmegaConf.to_container(value) if isinstance(value, ListConfig) else value, declared[key]
+            )
 
 
-def check_limits(cfg: DictConfig) -> None:
-    """Every number within its bounds (LIMITS), before any data is read."""
-    for key in AUTO_SETTINGS:
-        value = OmegaConf.select(cfg, key)
-        if value != AUTO and (isinstance(value, bool) or not isinstance(value, int)):
+def check_value(key: str, value: Any, rules: dict) -> None:
+    if value is None:
+        return
+    if rules.get("auto"):
+        if value == AUTO:
+            return
+        if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(
                 f"{key}={value} is not valid: give a whole number, or auto (scaled to the data)"
             )
-    for key, bounds in LIMITS.items():
-        value = OmegaConf.select(cfg, key, default=None)
-        if value is not None and value != AUTO and not within(value, bounds):
-            raise ConfigError(f"{key}={value} is out of range: it must lie in {bounds}")
-    for key, bounds in ELEMENT_LIMITS.items():
-        values = OmegaConf.select(cfg, key, default=None) or []
-        for value in values:
-            if not within(value, bounds):
-                raise ConfigError(f"{key}={list(values)} is out of range: each value must lie in {bounds}")
+    if "bounds" in rules and not within(value, rules["bounds"]):
+        raise ConfigError(f"{key}={value} is out of range: it must lie in {rules['bounds']}")
+    if "each" in rules and not all(within(item, rules["each"]) for item in value):
+        raise ConfigError(f"{key}={list(value)} is out of range: each value must lie in {rules['each']}")
+    if "choices" in rules:
+        valid = [choice.value for choice in rules["choices"]]
+        if str(value) not in valid:
+            raise ConfigError(f"{key}={value} is not valid; valid: {', '.join(valid)}")
 
 
 def within(value: float, bounds: str) -> bool:
@@ -162,8 +162,3 @@ def within(value: float, bounds: str) -> bool:
     above = value >= low if bounds[0] == "[" else value > low
     below = value <= high if bounds[-1] == "]" else value < high
     return above and below and not math.isnan(value)
-
-
-def _one_of(key: str, value: str, valid: tuple[str, ...]) -> None:
-    if value not in valid:
-        raise ConfigError(f"{key}={value} is not valid; valid: {', '.join(valid)}")

@@ -7,10 +7,11 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from dlrun.config.catalog import mode_of, monitored, task_of
-from dlrun.config.paths import folder_name
-from dlrun.config.run_folders import claim, lock_folder
-from dlrun.config.schema import BOOKKEEPING
+from dlrun import metrics
+from dlrun.config.schema import BOOKKEEPING, OPTIONS, schema_of
+from dlrun.runs.commands import folder_name
+from dlrun.runs.folder import of_checkpoint
+from dlrun.runs.lock import claim, lock_folder
 
 
 def run_dir(resume: str | None, fresh: str) -> str:
@@ -21,14 +22,7 @@ def run_dir(resume: str | None, fresh: str) -> str:
     elif resume == "last":
         folder = os.getcwd()  # `trainer.resume=last` is typed inside a run folder
     else:
-        path = Path(resume).expanduser()
-        folder = str(
-            path
-            if path.is_dir()
-            else path.parent.parent
-            if path.parent.name == "checkpoints"
-            else path.parent
-        )
+        folder = str(of_checkpoint(resume))
     lock_folder(Path(folder))
     return folder
 
@@ -118,9 +112,22 @@ def _short_number(value: str) -> str:
     return value if value.lstrip("-").isdigit() else f"{number:.4g}"
 
 
-def direction(metric: str, arch: str) -> str:
-    """What a sweeper does with `metric`: maximize accuracy, minimize losses and errors."""
-    return "maximize" if mode_of(monitored(metric, task_of(arch))) == "max" else "minimize"
+def direction(metric: str, model_target: str = "") -> str:
+    """What a sweeper does with `metric`: maximize accuracy, minimize losses and errors. For
+    `auto` (the monitored metric), the task of dlrun's model named by `model_target` decides."""
+    task = next(
+        (
+            getattr(schema_of(node), "task", metrics.CLASSIFICATION)
+            for node in OPTIONS["model"].values()
+            if schema_of(node)._target_ == model_target
+        ),
+        metrics.CLASSIFICATION,
+    )
+    return (
+        "maximize"
+        if metrics.better_of(metrics.monitored(metric, getattr(task, "value", task))) == "max"
+        else "minimize"
+    )
 
 
 def register_resolvers() -> None:

@@ -1,14 +1,20 @@
-"""`dlrun --help`: the groups and their options, the composed config, examples.
+"""`dlrun --help`: the groups and their options, the composed config, examples; and the usage of
+dlrun-eval and dlrun-predict, generated from their schemas.
 
 Rendered here rather than by Hydra's help, which composes the whole config store once per group
 and takes over a second; this composes once.
 """
 
+import dataclasses
+import inspect
+import textwrap
 from pathlib import Path
 
 import yaml
 from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+from omegaconf import MISSING, OmegaConf
+
+from dlrun.config.schema import OPTIONS
 
 HEADER = """dlrun - deep-learning experiments from one command (PyTorch, Hydra, TensorBoard).
 
@@ -49,9 +55,10 @@ def help_text(config_dir: str, args: list[str]) -> str:
     defaults = _defaults(Path(config_dir))
     lines = [HEADER, "== Config groups (choose one option each: group=option; * = default) =="]
     for group in GROUPS:
-        options = sorted(
-            {path.stem for folder in [config_dir, *extra] for path in (Path(folder) / group).glob("*.yaml")}
-        )
+        files = {
+            path.stem for folder in [config_dir, *extra] for path in (Path(folder) / group).glob("*.yaml")
+        }
+        options = sorted(files | set(OPTIONS.get(group, {})))
         if options:
             marked = [f"{name}*" if name == defaults.get(group) else name for name in options]
             lines.append(f"{group}: {', '.join(marked)}")
@@ -85,3 +92,46 @@ def _defaults(config_dir: Path) -> dict[str, str]:
                 if option is not None and not group.startswith("override"):
                     chosen[group] = option
     return chosen
+
+
+TRUST = """A checkpoint naming code of yours (a model or dataset by _target_) is rebuilt only from
+the project folder it belongs to (run from there), or with allow=[module,...]."""
+
+
+def program_usage(program: str, schema: type) -> str:
+    """`usage: dlrun-eval ckpt=PATH [split=test|val] ...`, what the program does, and each argument
+    with what it is for: all read from the program's schema dataclass (config/schema.py)."""
+    arguments = [_argument(field) for field in dataclasses.fields(schema)]
+    usage = textwrap.fill(
+        " ".join(word if required else f"[{word}]" for word, required, _ in arguments),
+        width=100,
+        initial_indent=f"usage: {program} ",
+        subsequent_indent=" " * len(f"usage: {program} "),
+    )
+    about = textwrap.fill(" ".join(inspect.cleandoc(schema.__doc__ or "").split()), width=100)
+    width = max(len(word) for word, _, _ in arguments) + 2
+    lines = [f"  {word:<{width}}{text}" for word, _, text in arguments if text]
+    return "\n".join([usage, "", about, "", *lines, "", TRUST])
+
+
+def _argument(field: dataclasses.Field) -> tuple[str, bool, str]:
+    """(`ckpt=PATH`, `split=test|val` or `topk=3`, whether it is required, what it is for)."""
+    choices = field.metadata.get("choices")
+    has_default = field.default is not dataclasses.MISSING or field.default_factory is not dataclasses.MISSING
+    default = field.default if field.default is not dataclasses.MISSING else None
+    required = not has_default or default == MISSING
+    kind = str(field.type)
+    if choices is not None:
+        values = "|".join([default, *(choice.value for choice in choices if choice.value != default)])
+    elif field.metadata.get("path"):
+        values = "PATH"
+    elif kind.startswith("list"):
+        values = "[...]"
+    elif field.default_factory is not dataclasses.MISSING:
+        values = None  # a group of settings: key.setting=value
+    elif default not in (None, MISSING):
+        values = str(default)
+    else:
+        values = "N" if "int" in kind else "VALUE"
+    word = f"{field.name}.KEY=VALUE" if values is None else f"{field.name}={values}"
+    return word, required, field.metadata.get("help", "")

@@ -1,6 +1,7 @@
-"""Datasets: each loader turns its config into tensors (or DataLoaders) and a record of facts.
+"""Datasets: each loader turns its settings into tensors (or DataLoaders) and a record of facts.
 
-engine/build.py picks the loader by name; in-memory splits then go to the device here.
+engine/build.py calls the loader a config names by `_target_`; in-memory splits then go to the
+device here.
 """
 
 from dataclasses import dataclass
@@ -8,9 +9,9 @@ from typing import Optional, Union
 
 import torch
 
-from dlrun.config.training_length import batch_size_for
 from dlrun.data.batches import BatchAugment, LoaderBatches, Normalize, TensorBatches
 from dlrun.data.facts import Facts
+from dlrun.data.training_length import batch_size_for
 
 Batches = Union[TensorBatches, LoaderBatches]
 Pair = tuple[torch.Tensor, torch.Tensor]
@@ -40,7 +41,7 @@ class Data:
 class LoadOptions:
     task: str  # classification | reconstruction
     seed: int
-    batch_size: Union[int, str]  # a number, or auto (config/training_length.py)
+    batch_size: Union[int, str]  # a number, or auto (data/training_length.py)
     eval_batch_size: Optional[int]  # None: 4 x the training batch
     device: torch.device
     channels_last: bool = False

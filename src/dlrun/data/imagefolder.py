@@ -7,11 +7,12 @@ config) into uint8 tensors; normalization happens on the device, like every imag
 import copy
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from dlrun.data import Data, LoadOptions
 from dlrun.data.batches import LoaderBatches, Normalize, epoch_loader
@@ -23,34 +24,53 @@ from dlrun.errors import ConfigError, DataError
 
 log = logging.getLogger("dlrun")
 
+DEFAULT_TRAIN = ({"name": "RandomResizedCrop", "size": 224}, {"name": "RandomHorizontalFlip"})
+DEFAULT_VAL = ({"name": "Resize", "size": 256}, {"name": "CenterCrop", "size": 224})
+# ImageNet statistics, as the pretrained ResNet expects
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
-def load_imagefolder(cfg: DictConfig, options: LoadOptions) -> Data:
-    root = (Path(cfg.root).expanduser() / (cfg.get("folder") or "")).resolve()
+
+def load_imagefolder(
+    root: str,
+    folder: Optional[str] = None,
+    val_fraction: float = 0.2,
+    train_transforms: Any = DEFAULT_TRAIN,
+    val_transforms: Any = DEFAULT_VAL,
+    mean: Any = IMAGENET_MEAN,
+    std: Any = IMAGENET_STD,
+    bad_images: str = "error",
+    num_workers: int = 2,
+    prefetch_factor: int = 2,
+    persistent_workers: bool = True,
+    *,
+    options: LoadOptions,
+) -> Data:
+    """`<root>/<folder>/train/<class>/*` (and val/, test/ when there), decoded by DataLoader workers."""
+    root = (Path(root).expanduser() / (folder or "")).resolve()
     train_dir, val_dir, test_dir = root / "train", root / "val", root / "test"
     if not train_dir.is_dir():
         raise DataError(
             f"no train/ folder in {root}: lay images out as {root}/train/<class>/*.jpg (and val/<class>/)"
         )
-    train_tf = pipeline(cfg.train_transforms, "dataset.train_transforms")
-    val_tf = pipeline(cfg.val_transforms, "dataset.val_transforms")
+    train_tf = pipeline(train_transforms, "dataset.train_transforms")
+    val_tf = pipeline(val_transforms, "dataset.val_transforms")
     train_set = _folder(train_dir, train_tf)
     classes = train_set.classes
     val_set = _folder(val_dir, val_tf, classes) if val_dir.is_dir() else None
     test_set = _folder(test_dir, val_tf, classes) if test_dir.is_dir() else None
     # one check of every split's files, in one pool of workers
     found = [dataset for dataset in (train_set, val_set, test_set) if dataset is not None]
-    skipped = drop_bad_images(found, root, cfg.bad_images, cfg.num_workers)
+    skipped = drop_bad_images(found, root, bad_images, num_workers)
     if val_set is None:
         # carve a seeded, stratified val split out of train/, seen through the val transforms
-        val_rows, train_rows = stratified_split(
-            torch.tensor(train_set.targets), [cfg.val_fraction], options.seed
-        )
+        val_rows, train_rows = stratified_split(torch.tensor(train_set.targets), [val_fraction], options.seed)
         val_view = copy.copy(train_set)
         val_view.transform = val_tf
         val_set = torch.utils.data.Subset(val_view, val_rows.tolist())
         train_set = torch.utils.data.Subset(train_set, train_rows.tolist())
 
-    mean, std = list(cfg.mean), list(cfg.std)
+    mean, std = list(mean), list(std)
     if options.task == "reconstruction":
         mean, std = [0.0] * len(mean), [1.0] * len(std)
     prepare = Normalize(mean, std, options.device, options.channels_last)
@@ -67,19 +87,40 @@ def load_imagefolder(cfg: DictConfig, options: LoadOptions) -> Data:
         mean=mean,
         std=std,
         skipped_files=skipped,
+        eval_transforms=_plain(val_transforms),  # how dlrun-predict prepares an image file
     )
     generator = torch.Generator().manual_seed(options.seed)
     train_size, eval_size = options.batch_sizes(len(train_set))
+    workers = Workers(num_workers, prefetch_factor, persistent_workers and not options.deterministic)
+
+    def batches(dataset, size: int, shuffled: bool = False) -> LoaderBatches:
+        loader = epoch_loader(
+            dataset,
+            size,
+            workers=workers.count,
+            device=options.device,
+            generator=generator if shuffled else None,
+            shard=options.shard,
+            persistent=workers.persistent,
+            prefetch=workers.prefetch,
+        )
+        return LoaderBatches(loader, options.device, prepare, root)
+
     return Data(
-        train=LoaderBatches(
-            _loader(train_set, cfg, options, train_size, generator), options.device, prepare, root
-        ),
-        val=LoaderBatches(_loader(val_set, cfg, options, eval_size), options.device, prepare, root),
-        test=LoaderBatches(_loader(test_set, cfg, options, eval_size), options.device, prepare, root)
-        if test_set is not None
-        else None,
+        train=batches(train_set, train_size, shuffled=True),
+        val=batches(val_set, eval_size),
+        test=batches(test_set, eval_size) if test_set is not None else None,
         facts=facts,
     )
+
+
+@dataclass(frozen=True)
+class Workers:
+    count: int
+    prefetch: int
+    # persistent workers keep their random state between epochs, which a resumed run cannot
+    # restore: deterministic runs start fresh workers every epoch instead
+    persistent: bool
 
 
 def pipeline(specs: Any, key: str):
@@ -87,7 +128,7 @@ def pipeline(specs: Any, key: str):
     from torchvision.transforms import v2
 
     steps = [v2.ToImage()]
-    for spec in OmegaConf.to_container(specs, resolve=True) if not isinstance(specs, list) else specs:
+    for spec in _plain(specs):
         spec = {"name": spec} if isinstance(spec, str) else dict(spec)
         name = spec.pop("name", None)
         transform = getattr(v2, str(name), None)
@@ -134,14 +175,8 @@ def _scanned_image_folder():
     return ScannedImageFolder
 
 
-def _loader(dataset, cfg: DictConfig, options: LoadOptions, batch_size: int, generator=None):
-    return epoch_loader(
-        dataset,
-        batch_size,
-        workers=cfg.num_workers,
-        device=options.device,
-        generator=generator,
-        shard=options.shard,
-        persistent=cfg.persistent_workers and not options.deterministic,
-        prefetch=cfg.prefetch_factor,
-    )
+def _plain(specs: Any) -> list:
+    """Transform specs as plain lists and dicts (from a config node, a list or the defaults)."""
+    if isinstance(specs, (list, tuple)):
+        return [dict(spec) if isinstance(spec, dict) else spec for spec in specs]
+    return OmegaConf.to_container(specs, resolve=True)

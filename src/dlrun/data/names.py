@@ -10,7 +10,6 @@ import unicodedata
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
 
 from dlrun.data import LoadOptions, Splits
 from dlrun.data.facts import Facts
@@ -37,8 +36,11 @@ def encode(names: list[str], vocab: str, length: int) -> torch.Tensor:
     return tokens
 
 
-def load_names(cfg: DictConfig, options: LoadOptions) -> Splits:
-    folder = Path(cfg.root).expanduser().resolve() / "names"
+def load_names(
+    root: str, val_fraction: float = 0.1, test_fraction: float = 0.1, *, options: LoadOptions
+) -> Splits:
+    """Every <root>/names/<Language>.txt, one name per line, as padded character ids."""
+    folder = Path(root).expanduser().resolve() / "names"
     files = sorted(folder.glob("*.txt"))
     if not files:
         raise DataError(
@@ -48,7 +50,7 @@ def load_names(cfg: DictConfig, options: LoadOptions) -> Splits:
     names, labels = _read(files)
     vocab = "".join(sorted(set("".join(names))))
     tokens = encode(names, vocab, max(len(name) for name in names))
-    train, val, test = carve(tokens, torch.tensor(labels), cfg.val_fraction, cfg.test_fraction, options.seed)
+    train, val, test = carve(tokens, torch.tensor(labels), val_fraction, test_fraction, options.seed)
     return Splits(
         train=train,
         val=val,
@@ -80,3 +82,10 @@ def _read(files: list[Path]) -> tuple[list[str], list[int]]:
             f"names data needs at least two languages (files) in {files[0].parent}, found {len(files)}"
         )
     return names, labels
+
+
+def prepare_names(inputs: list, facts: Facts, device: torch.device) -> torch.Tensor:
+    """Names as training read them: folded to ASCII, encoded with the run's vocabulary."""
+    names = [fold_to_ascii(str(item)) for item in inputs]
+    length = max(facts.input_shape[0], max(len(name) for name in names))
+    return encode(names, facts.vocab, length).to(device)

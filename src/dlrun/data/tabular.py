@@ -1,29 +1,40 @@
 """Any CSV table of numbers with one label column (the embedded wine data is a preset)."""
 
+import math
 from pathlib import Path
+from typing import Any
 
 import torch
-from omegaconf import DictConfig
 
 from dlrun.data import LoadOptions, Splits
 from dlrun.data.csv_checked import read_checked
 from dlrun.data.csv_columnar import read_columnar
 from dlrun.data.facts import Facts
 from dlrun.data.split import as_splits, split_order
+from dlrun.errors import ConfigError
 
 
-def load_csv(cfg: DictConfig, options: LoadOptions) -> Splits:
-    path = Path(cfg.path).expanduser()
-    table = read_columnar(path, cfg.delimiter, cfg.label_column) or read_checked(
-        path, cfg.delimiter, cfg.label_column
-    )
-    order, sizes = split_order(table.labels, cfg.val_fraction, cfg.test_fraction, options.seed)
+def load_csv(
+    path: str,
+    label_column: Any = 0,
+    delimiter: str = ",",
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.2,
+    standardize: bool = True,
+    *,
+    options: LoadOptions,
+) -> Splits:
+    """The table's rows, split seeded and stratified, features standardized with the training
+    split's statistics (which the facts keep, for predictions)."""
+    path = Path(path).expanduser()
+    table = read_columnar(path, delimiter, label_column) or read_checked(path, delimiter, label_column)
+    order, sizes = split_order(table.labels, val_fraction, test_fraction, options.seed)
     # the features are read once, in split order: each split is a slice of them, not a copy
     train, val, test = as_splits(table.features_in(order), table.labels[order], sizes)
-    mean, std = _standardizer(train[0], cfg.standardize)  # the training split's statistics only
+    mean, std = _standardizer(train[0], standardize)  # the training split's statistics only
     for split in (train, val, test):
         if split is not None:
-            split[0].sub_(torch.tensor(mean)).div_(torch.tensor(std))
+            scale(split[0], mean, std)
     return Splits(
         train=train,
         val=val,
@@ -41,9 +52,36 @@ def load_csv(cfg: DictConfig, options: LoadOptions) -> Splits:
     )
 
 
+def scale(features: torch.Tensor, mean: list[float], std: list[float]) -> torch.Tensor:
+    """Standardized in place with the training split's statistics."""
+    return features.sub_(torch.tensor(mean)).div_(torch.tensor(std))
+
+
 def _standardizer(train: torch.Tensor, standardize: bool) -> tuple[list[float], list[float]]:
     if not standardize:
         return [0.0] * train.shape[1], [1.0] * train.shape[1]
     std, mean = torch.std_mean(train, dim=0)  # one pass over the rows, not two
     std[std == 0] = 1.0  # a constant column stays as it is instead of becoming NaN
     return mean.tolist(), std.tolist()
+
+
+def prepare_rows(inputs: list, facts: Facts, device: torch.device) -> torch.Tensor:
+    """Rows of numbers prepared as training prepared the table (standardized with the run's
+    training statistics), shaped as the inputs; also any other data given as numbers."""
+    width = math.prod(facts.input_shape)
+    rows = []
+    for item in inputs:
+        values = item if isinstance(item, list) else [item]
+        if len(values) != width:
+            raise ConfigError(
+                f"each input row needs {width} numbers ({', '.join(facts.feature_names) or 'the features'}), "
+                f"got {len(values)}: {values}"
+            )
+        try:
+            rows.append([float(value) for value in values])
+        except (TypeError, ValueError):
+            raise ConfigError(f"input row {values} holds something that is not a number") from None
+    features = torch.tensor(rows, dtype=torch.float32)
+    if facts.mean is not None:
+        scale(features, facts.mean, facts.std)
+    return features.view(len(rows), *facts.input_shape).to(device)

@@ -1,9 +1,9 @@
 """MNIST, Fashion-MNIST and CIFAR-10 through torchvision, held in memory as uint8 tensors."""
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
 
 from dlrun.data import LoadOptions, Splits
 from dlrun.data.facts import Facts
@@ -37,11 +37,17 @@ SOURCES = {
 }
 
 
-def load_torchvision(cfg: DictConfig, options: LoadOptions) -> Splits:
-    class_name, folder, files, mean, std = SOURCES[cfg.loader]
-    train_images, train_labels, classes = _read(cfg, class_name, folder, files, train=True)
-    test_images, test_labels, _ = _read(cfg, class_name, folder, files, train=False)
-    train, val, _ = carve(train_images, train_labels, cfg.val_fraction, 0.0, options.seed)
+def load_torchvision(
+    name: str, root: str, download: bool = True, val_fraction: float = 0.1, *, options: LoadOptions
+) -> Splits:
+    """`name` (mnist, fashion_mnist, cifar10) under `root`: the official test split, and val carved
+    from the training split, seeded and stratified."""
+    class_name, folder, files, mean, std = SOURCES[name]
+    root_path = Path(root).expanduser().resolve()
+    source = _Source(class_name, root_path, root_path / folder, files, download)
+    train_images, train_labels, classes = _read(source, train=True)
+    test_images, test_labels, _ = _read(source, train=False)
+    train, val, _ = carve(train_images, train_labels, val_fraction, 0.0, options.seed)
     return Splits(
         train=train,
         val=val,
@@ -58,18 +64,28 @@ def load_torchvision(cfg: DictConfig, options: LoadOptions) -> Splits:
     )
 
 
-def _read(cfg: DictConfig, class_name: str, folder: str, files: str, train: bool):
+@dataclass(frozen=True)
+class _Source:
+    class_name: str  # torchvision's
+    root: Path
+    folder: Path  # where the files are, under root
+    files: str  # what a user must put there offline
+    download: bool
+
+
+def _read(source: _Source, train: bool):
     from torchvision import datasets  # torchvision costs seconds to import: only when needed
 
-    root = Path(cfg.root).expanduser().resolve()
     try:
-        dataset = getattr(datasets, class_name)(str(root), train=train, download=cfg.download)
+        dataset = getattr(datasets, source.class_name)(
+            str(source.root), train=train, download=source.download
+        )
     except Exception as error:  # torchvision raises RuntimeError, URLError, OSError, ValueError...
-        raise DataError(_missing(cfg, class_name, root / folder, files, error)) from None
+        raise DataError(_missing(source, error)) from None
     images = torch.as_tensor(dataset.data)
     images = images.unsqueeze(1) if images.dim() == 3 else images.permute(0, 3, 1, 2)
     labels = torch.as_tensor(dataset.targets, dtype=torch.int64)
-    _check_labels(labels, len(dataset.classes), root / folder, train)
+    _check_labels(labels, len(dataset.classes), source.folder, train)
     return images.contiguous(), labels, dataset.classes
 
 
@@ -85,14 +101,13 @@ def _check_labels(labels: torch.Tensor, classes: int, folder: Path, train: bool)
         )
 
 
-def _missing(cfg, class_name: str, folder: Path, files: str, error: Exception) -> str:
+def _missing(source: _Source, error: Exception) -> str:
     reason = str(error).splitlines()[0].rstrip(": ") if str(error) else type(error).__name__
-    if cfg.download:
+    if source.download:
         how = "could not be downloaded either; copy the files there from a machine with internet"
     else:
         how = "put the files there or run with dataset.download=true (needs internet)"
     return (
-        f"{class_name} is not readable in {folder} ({reason}): it needs {files}; {how}, "
-        "or point dataset.root at the folder that holds "
-        f"{folder.relative_to(Path(cfg.root).expanduser().resolve())}"
+        f"{source.class_name} is not readable in {source.folder} ({reason}): it needs {source.files}; "
+        f"{how}, or point dataset.root at the folder that holds {source.folder.relative_to(source.root)}"
     )

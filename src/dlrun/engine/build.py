@@ -1,39 +1,45 @@
 """Turning the composed config into objects: the one module that calls Hydra's instantiate.
 
-Two kinds of names reach it. dlrun's own models and datasets are catalogue names (`model.arch`,
-`dataset.loader`) looked up in config/catalog.py, so a checkpoint's config can name them safely.
-Everything else is a `_target_`: the user's model, dataset, loss and transforms, torch's
-optimizers and schedulers. check_targets() imports each one and checks it against its signature
-before any data is read; the builders then call them with the facts their signatures ask for
-(in_shape, num_classes, vocab_size, class_names), and complete the `_partial_` optimizers and
-schedulers with what only the run knows (the parameters, the number of steps).
+Everything a run is made of is named by `_target_`, dlrun's own models, datasets, losses and
+loggers exactly like a user's, and built the same way: check_targets() imports each one and checks
+its settings against its signature before any data is read; the builders then call it with its
+settings plus what only the run knows and its signature asks for: the data's facts for a model
+(in_shape, num_classes, vocab_size, class_names), the load options for a dataset, the run folder
+for a logger, the parameters for an optimizer, the number of steps for a schedule.
 """
 
 import inspect
 from collections.abc import Callable
 from dataclasses import fields
-from importlib import import_module
 from typing import Any, Optional
 
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from torch import Tensor, nn
+from torch import nn
 
-from dlrun.config.catalog import TASK_METRIC, dataset_entry, model_entry
-from dlrun.config.trust import targets
-from dlrun.data import Data, LoadOptions, to_device
+from dlrun import metrics
+from dlrun.checkpoints.trust import targets
+from dlrun.data import Data, LoadOptions, Splits, to_device
 from dlrun.data.batches import BatchAugment
 from dlrun.data.custom import CustomSettings, from_datasets
 from dlrun.data.facts import Facts
+from dlrun.engine.distributed import Ranks
+from dlrun.engine.runtime import Precision
+from dlrun.engine.state import Parts, Schedule
 from dlrun.engine.targets import check_arguments, locate, raised, require, returned
-from dlrun.errors import ConfigError
+from dlrun.errors import ConfigError, DlrunError
+from dlrun.reporting.sinks import Sink, Sinks
+from dlrun.reporting.terminal import Report
+from dlrun.runs.folder import RunFolder
 
 FACTS = ("in_shape", "num_classes", "vocab_size", "class_names")  # what a model's signature may ask for
 CUSTOM_SETTINGS = tuple(f.name for f in fields(CustomSettings))
-DATASET_SETTINGS = (*CUSTOM_SETTINGS, "augment")  # dlrun's keys in a user dataset's config
+# dlrun's keys in a dataset's config: a dataset that does not take one leaves it to dlrun
+DATASET_SETTINGS = (*CUSTOM_SETTINGS, "augment")
 SCHEDULER_KEYS = ("interval", "monitor")  # dlrun's own: they never reach torch
+OWN = "dlrun."  # dlrun's own code: what it raises is dlrun's to report, not the user's
 
 
 # ---------------------------------------------------------------------------------------------
@@ -45,13 +51,16 @@ def check_targets(cfg: DictConfig) -> str:
     the task the model does (a model class of the user's says so in a `task` attribute)."""
     for key, target in targets(OmegaConf.to_container(cfg, resolve=True)):
         locate(target, key)  # nested ones too: transforms inside a dataset's settings
-    if "_target_" in cfg.model:
-        factory = _located(cfg.model, "model")
-        what = "a torch.nn.Module (or a function returning one)"
-        require(factory, (nn.Module,), "model._target_", cfg.model._target_, what)
-        check_arguments(factory, _plain(cfg.model), "model", provided=FACTS)
-    if "_target_" in cfg.dataset:
-        _check_dataset(cfg.dataset)
+    model = _located(cfg.model, "model")
+    require(
+        model,
+        (nn.Module,),
+        "model._target_",
+        cfg.model._target_,
+        "a torch.nn.Module (or a function returning one)",
+    )
+    check_arguments(model, _plain(cfg.model), "model", provided=FACTS)
+    _check_dataset(cfg.dataset)
     if "_target_" in cfg.loss:
         loss = _located(cfg.loss, "loss")
         require(loss, (nn.Module,), "loss._target_", cfg.loss._target_, "a torch.nn.Module loss")
@@ -69,15 +78,25 @@ def check_targets(cfg: DictConfig) -> str:
         require(scheduler, kinds, "scheduler._target_", cfg.scheduler._target_, what)
         settings = {k: v for k, v in _plain(cfg.scheduler).items() if k not in SCHEDULER_KEYS}
         check_arguments(scheduler, settings, "scheduler", provided=("optimizer", "total_steps"))
+    for name, node in cfg.logger.items():
+        sink = _located(node, f"logger.{name}")
+        require(sink, (Sink,), f"logger.{name}._target_", node._target_, "a dlrun.reporting.sinks.Sink")
+        check_arguments(sink, _plain(node), f"logger.{name}", provided=("run_folder", "terminal"))
     return model_task(cfg.model)
 
 
 def model_task(model_cfg: DictConfig) -> str:
-    if "_target_" not in model_cfg:
-        return model_entry(model_cfg.arch).task
-    task = getattr(_located(model_cfg, "model"), "task", "classification")
-    if task not in TASK_METRIC:
-        valid = ", ".join(TASK_METRIC)
+    """What the model does: its schema's `task`, or its class's `task` attribute (default:
+    classification)."""
+    declared = getattr(OmegaConf.get_type(model_cfg), "task", None)
+    task = (
+        declared
+        if declared is not None
+        else getattr(_located(model_cfg, "model"), "task", metrics.CLASSIFICATION)
+    )
+    task = getattr(task, "value", task)  # a schema's Task
+    if task not in metrics.TASKS:
+        valid = ", ".join(metrics.TASKS)
         raise ConfigError(f"{model_cfg._target_}.task={task!r} is not a task dlrun knows; valid: {valid}")
     return task
 
@@ -94,44 +113,44 @@ def _check_dataset(dataset_cfg: DictConfig) -> None:
         raise ConfigError(
             f"dataset._target_={target} is not a map-style Dataset (no __getitem__ and __len__)"
         )
-    check_arguments(factory, _target_settings(dataset_cfg), "dataset")
+    check_arguments(factory, _dataset_settings(dataset_cfg, factory), "dataset", provided=("options",))
     in_memory = dataset_cfg.get("in_memory", "auto")
     if in_memory not in (True, False, "auto"):
         raise ConfigError(f"dataset.in_memory={in_memory} is not valid; valid: auto, true, false")
 
 
-def _located(node: DictConfig, group: str) -> Any:
-    return locate(node._target_, f"{group}._target_")
+def _located(node: DictConfig, key: str) -> Any:
+    if "_target_" not in node:
+        raise ConfigError(f"{key}._target_ is not set: name the class or function that makes it")
+    return locate(node._target_, f"{key}._target_")
 
 
 # ---------------------------------------------------------------------------------------------
-# data and model
+# data, model and what trains it
 
 
 def build_data(dataset_cfg: DictConfig, options: LoadOptions) -> Data:
-    """The dataset: batches on the training device and the facts about them."""
-    if "_target_" in dataset_cfg:
-        return _custom_data(dataset_cfg, options)
-    loaded = _code(dataset_entry(dataset_cfg.loader).target)(dataset_cfg, options)
-    if isinstance(loaded, Data):
-        return loaded
-    return to_device(loaded, options, _augment(dataset_cfg))
-
-
-def _custom_data(dataset_cfg: DictConfig, options: LoadOptions) -> Data:
-    """The user's Dataset(s): a class or factory giving one dataset (dlrun splits it), a dict or
-    tuple of train / val / test, or a torchvision-style class taking `train` (called twice: the
-    test split is train=False)."""
+    """The dataset: batches on the training device and the facts about them. dlrun's own loaders
+    return CPU tensors (Splits) or batches (Data); a user's target returns Dataset objects: a class
+    or factory giving one dataset (dlrun splits it), a dict or tuple of train / val / test, or a
+    torchvision-style class taking `train` (called twice: the test split is train=False)."""
     target, key = dataset_cfg._target_, "dataset._target_"
-    settings = CustomSettings(**{k: v for k, v in _plain(dataset_cfg).items() if k in CUSTOM_SETTINGS})
-    node = OmegaConf.create(_target_settings(dataset_cfg))
-    if "train" in _parameters(locate(target, key)):
+    factory = locate(target, key)
+    node = OmegaConf.create({"_target_": target, **_dataset_settings(dataset_cfg, factory)})
+    given = {"options": options} if "options" in _parameters(factory) else {}
+    if "train" in _parameters(factory):
         train, val, test = _call(node, key, train=True), None, _call(node, key, train=False)
     else:
-        train, val, test = _splits(_call(node, key), key, target)
+        made = _call(node, key, **given)
+        if isinstance(made, Splits):
+            return to_device(made, options, _augment(dataset_cfg))
+        if isinstance(made, Data):
+            return made
+        train, val, test = _splits(made, key, target)
     for split in (train, val, test):
         if split is not None and not (hasattr(split, "__getitem__") and hasattr(split, "__len__")):
             raise ConfigError(f"{key}={target} gave a {type(split).__name__}, not a map-style Dataset")
+    settings = CustomSettings(**{k: v for k, v in _plain(dataset_cfg).items() if k in CUSTOM_SETTINGS})
     data = from_datasets(train, val, test, settings, options, source=target)
     augment = _augment(dataset_cfg)
     if augment and hasattr(data.train, "augment"):  # batched crops and flips of images held in memory
@@ -161,7 +180,7 @@ def _augment(dataset_cfg: DictConfig) -> Optional[BatchAugment]:
     return BatchAugment(**augment) if augment is not None else None
 
 
-def build_model(model_cfg: DictConfig, facts: Facts, loss_name: Optional[str]) -> nn.Module:
+def build_model(model_cfg: DictConfig, facts: Facts) -> nn.Module:
     """The model, given its settings plus the facts its signature asks for."""
     given = {
         "in_shape": list(facts.input_shape),
@@ -169,66 +188,16 @@ def build_model(model_cfg: DictConfig, facts: Facts, loss_name: Optional[str]) -
         "vocab_size": facts.vocab_size,
         "class_names": list(facts.class_names),
     }
-    if "_target_" in model_cfg:
-        target = model_cfg._target_
-        accepted = _parameters(locate(target, "model._target_"))
-        made = _call(model_cfg, "model._target_", **{k: v for k, v in given.items() if k in accepted})
-        model = returned(made, (nn.Module,), "model._target_", target, "a torch.nn.Module")
-    else:
-        model = _catalogue_model(model_cfg, given)
-    if loss_name == "nll":
-        model = LogSoftmaxOutput(model)  # NLLLoss expects log-probabilities
-    return model
+    target = model_cfg._target_
+    accepted = _parameters(locate(target, "model._target_"))
+    made = _call(model_cfg, "model._target_", **{k: v for k, v in given.items() if k in accepted})
+    return returned(made, (nn.Module,), "model._target_", target, "a torch.nn.Module")
 
 
-def _catalogue_model(model_cfg: DictConfig, given: dict[str, Any]) -> nn.Module:
-    settings = _plain(model_cfg)
-    arch = settings.pop("arch")
-    factory = _code(model_entry(arch).target)
-    accepted = inspect.signature(factory).parameters
-    settings.update({name: value for name, value in given.items() if name in accepted})
-    check_arguments(factory, settings, "model", provided=FACTS)
-    try:
-        return factory(**settings)
-    except ValueError as error:  # the model explains why a setting cannot work with this data
-        raise ConfigError(f"model.arch={arch} cannot be built for this data: {error}") from None
-
-
-class LogSoftmaxOutput(nn.Module):
-    """Ends a classifier in log-softmax, for loss=nll."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: Tensor) -> Tensor:
-        return torch.log_softmax(self.model(x), dim=1)
-
-
-def build_loss(loss_cfg: DictConfig, task: str, num_classes: int) -> nn.Module:
-    if "_target_" in loss_cfg:
-        accepted = _parameters(locate(loss_cfg._target_, "loss._target_"))
-        given = {"num_classes": num_classes} if "num_classes" in accepted else {}
-        return _call(loss_cfg, "loss._target_", **given)
-    name = loss_cfg.name
-    if name == "cross_entropy":
-        return nn.CrossEntropyLoss(label_smoothing=loss_cfg.label_smoothing)
-    if name == "nll":
-        return nn.NLLLoss()
-    loss = {"mse": nn.MSELoss, "bce_with_logits": nn.BCEWithLogitsLoss}[name]()
-    # against class labels these losses compare with one-hot vectors
-    return OneHotTargets(loss, num_classes) if task == "classification" else loss
-
-
-class OneHotTargets(nn.Module):
-    def __init__(self, loss: nn.Module, num_classes: int):
-        super().__init__()
-        self.loss = loss
-        self.num_classes = num_classes
-
-    def forward(self, outputs: Tensor, labels: Tensor) -> Tensor:
-        targets = nn.functional.one_hot(labels, self.num_classes).to(outputs.dtype)
-        return self.loss(outputs, targets)
+def build_loss(loss_cfg: DictConfig, facts: Facts) -> nn.Module:
+    accepted = _parameters(locate(loss_cfg._target_, "loss._target_"))
+    given = {"num_classes": facts.num_classes} if "num_classes" in accepted else {}
+    return _call(loss_cfg, "loss._target_", **given)
 
 
 def build_optimizer(optimizer_cfg: DictConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -240,18 +209,22 @@ def build_optimizer(optimizer_cfg: DictConfig, model: nn.Module) -> torch.optim.
         raise ConfigError(f"optimizer: {error}") from None
 
 
-def build_scheduler(
+def build_schedule(
     scheduler_cfg: DictConfig,
     optimizer: torch.optim.Optimizer,
     *,
     epochs: int,
     steps_per_epoch: int,
-    monitor_mode: str,
-) -> Optional[Any]:
-    """The LR scheduler, or None; the config's `interval` and `monitor` stay with the loop."""
+    monitor: str,
+) -> Schedule:
+    """The LR scheduler and when it steps; the config's `interval` and `monitor` stay with the loop.
+    `monitor`: the run's monitored metric, which a plateau scheduler steps on unless told another."""
     settings = {k: v for k, v in _plain(scheduler_cfg).items() if k not in SCHEDULER_KEYS}
+    per_step = scheduler_cfg.get("interval", "epoch") == "step"
     if "_target_" not in settings:
-        return None
+        return Schedule(None, per_step)
+    watched = scheduler_cfg.get("monitor")
+    metric = None if watched is None else monitor if watched == "auto" else watched
     if settings.get("T_max", 0) is None:
         settings["T_max"] = epochs
     if "max_lr" in settings and settings["max_lr"] is None:
@@ -259,20 +232,121 @@ def build_scheduler(
     if settings["_target_"].endswith("OneCycleLR"):
         settings["total_steps"] = max(1, epochs * steps_per_epoch)
     if settings.get("mode") == "auto":
-        settings["mode"] = monitor_mode
+        settings["mode"] = metrics.better_of(metric)
     try:
-        return instantiate(settings, _convert_="all")(optimizer)
+        scheduler = instantiate(settings, _convert_="all")(optimizer)
     except ValueError as error:
         raise ConfigError(f"scheduler: {error}") from None
+    return Schedule(scheduler, per_step, metric)
+
+
+def build_metrics(metric_entries: Any, task: str) -> tuple[dict[str, metrics.Metric], tuple, tuple]:
+    """(the run's table, what a validation measures besides the loss, what training measures):
+    the task's metrics, then those of `metrics=[...]`, the user's functions among them."""
+    extra = []
+    for spec in metrics.user_metric_specs(OmegaConf.to_container(metric_entries, resolve=True)):
+        function = locate(spec.target, f"metrics.{spec.name}._target_") if spec.target else None
+        extra.append(metrics.from_spec(spec, function))
+    declared = metrics.TASKS[task]
+    measured = [metrics.BUILT_IN[name] for name in declared.measures]
+    measured += [metric for metric in extra if metric.name not in declared.measures]
+    table = {**metrics.BUILT_IN, **{metric.name: metric for metric in measured}}
+    trained = tuple(metrics.BUILT_IN[name] for name in declared.while_training)
+    return table, tuple(measured), trained
+
+
+def build_parts(cfg: DictConfig, data: Data, task: str, device: torch.device, ranks: Ranks) -> Parts:
+    """Everything built once for a run (cfg: resolved, with the data's facts and the training
+    length as numbers), on the training device."""
+    trainer = cfg.trainer
+    model = build_model(cfg.model, data.facts).to(device)
+    if trainer.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(cfg.optimizer, model)
+    table, measured, trained = build_metrics(cfg.metrics, task)
+    steps = (
+        len(data.train)
+        if trainer.limit_train_batches is None
+        else min(trainer.limit_train_batches, len(data.train))
+    )
+    schedule = build_schedule(
+        cfg.scheduler,
+        optimizer,
+        epochs=trainer.epochs,
+        steps_per_epoch=steps,
+        monitor=metrics.monitored(trainer.monitor, task),
+    )
+    forward, evaluator = _compiled(model, trainer.compile, ranks, device)
+    return Parts(
+        model=model,
+        forward=forward,
+        evaluator=evaluator,
+        criterion=build_loss(cfg.loss, data.facts),
+        optimizer=optimizer,
+        schedule=schedule,
+        precision=Precision(str(trainer.precision), device),
+        data=data,
+        task=metrics.TASKS[task],
+        metrics=table,
+        measured=measured,
+        trained=trained,
+        device=device,
+        ranks=ranks,
+    )
+
+
+def _compiled(model: nn.Module, compile_model: bool, ranks: Ranks, device: torch.device):
+    """(what training calls, what evaluation calls): compiled if asked; DDP only for training."""
+    from dlrun.engine import distributed
+
+    evaluator = torch.compile(model) if compile_model else model
+    if not ranks.enabled:
+        return evaluator, evaluator
+    ddp = distributed.wrap(model, device)
+    return (torch.compile(ddp) if compile_model else ddp), evaluator
+
+
+def build_sinks(logger_cfg: DictConfig, folder: RunFolder, terminal: Report) -> Sinks:
+    """Every logger of `logger=...`, given the run folder and the terminal if it asks for them."""
+    sinks = Sinks()
+    for name, node in logger_cfg.items():
+        key = f"logger.{name}._target_"
+        accepted = _parameters(locate(node._target_, key))
+        given = {"run_folder": folder, "terminal": terminal}
+        sinks.append(_call(node, key, **{k: v for k, v in given.items() if k in accepted}))
+    return sinks
+
+
+# ---------------------------------------------------------------------------------------------
+# calling what a config names
 
 
 def _call(node: DictConfig, key: str, **given: Any) -> Any:
-    """Call the node's `_target_` with its settings (nested targets first) and `given`; what the
-    user's code raises is reported with the user's traceback."""
+    """Call the node's `_target_` with its settings (nested targets first) and `given`. What the
+    user's code raises is reported with the user's traceback; dlrun's own errors pass as they are."""
+    target = node._target_
     try:
-        return instantiate(node, **given, _convert_="all")
+        factory = instantiate(node, _partial_=True, _convert_="all")
     except InstantiationException as error:
-        raise raised(error.__cause__ or error, key, node._target_) from None
+        cause = error.__cause__ or error
+        if isinstance(cause, DlrunError):
+            raise cause from None
+        raise raised(cause, key, target) from None
+    try:
+        return factory(**given)
+    except DlrunError:
+        raise
+    except ValueError as error:
+        if not target.startswith(OWN):
+            raise raised(error, key, target) from None
+        # dlrun's own classes explain why a setting cannot work with this data
+        raise ConfigError(
+            f"{key.rsplit('.', 1)[0]}: {target.rsplit('.', 1)[-1]} cannot be built for this data: {error}"
+        ) from None
+    except Exception as error:
+        if target.startswith(OWN):
+            raise
+        raise raised(error, key, target) from None
 
 
 def _parameters(factory: Callable) -> set[str]:
@@ -282,15 +356,15 @@ def _parameters(factory: Callable) -> set[str]:
         return set()
 
 
-def _target_settings(dataset_cfg: DictConfig) -> dict[str, Any]:
-    """A user dataset's own settings: its config without dlrun's keys (DATASET_SETTINGS)."""
-    return {k: v for k, v in _plain(dataset_cfg).items() if k not in DATASET_SETTINGS}
-
-
-def _code(target: str) -> Callable[..., Any]:
-    """dlrun's own class or function named "module:attribute" in the catalogue."""
-    module, attribute = target.split(":")
-    return getattr(import_module(module), attribute)
+def _dataset_settings(dataset_cfg: DictConfig, factory: Callable) -> dict[str, Any]:
+    """A dataset's own settings: its config without dlrun's keys (DATASET_SETTINGS), but for those
+    its signature names (dlrun's own loaders take val_fraction, num_workers, ...)."""
+    accepted = _parameters(factory)
+    return {
+        k: v
+        for k, v in _plain(dataset_cfg).items()
+        if k != "_target_" and (k not in DATASET_SETTINGS or k in accepted)
+    }
 
 
 def _plain(node: DictConfig) -> dict[str, Any]:

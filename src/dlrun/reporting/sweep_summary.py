@@ -38,7 +38,7 @@ latest: Optional[Summary] = None
 class SweepSummary(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         global latest
-        from dlrun.config.paths import sweep_resume_command
+        from dlrun.runs.commands import sweep_resume_command
 
         latest = Summary(Path(config.hydra.sweep.dir), resume_command=sweep_resume_command(config.hydra))
 
@@ -71,8 +71,7 @@ def _row(job: Path, sweep_dir: Path) -> dict[str, Any]:
     hydra = yaml.safe_load((job / ".hydra" / "hydra.yaml").read_text())["hydra"]
     row = {
         "job": hydra["job"]["num"],
-        "overrides": " ".join(hydra["overrides"]["task"]),
-        "override_list": hydra["overrides"]["task"],  # for the table only, not written
+        "overrides": hydra["overrides"]["task"],  # written as one line, as typed
         "status": "incomplete",
         "metric": "",
         "value": None,
@@ -91,7 +90,7 @@ def _row(job: Path, sweep_dir: Path) -> dict[str, Any]:
 
 
 def write(summary: Summary) -> None:
-    rows = [{column: row[column] for column in COLUMNS} for row in summary.rows]
+    rows = [{**row, "overrides": " ".join(row["overrides"])} for row in summary.rows]
     (summary.folder / "sweep_summary.json").write_text(json.dumps(rows, indent=2) + "\n")
     with open(summary.folder / "sweep_summary.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS)
@@ -102,7 +101,7 @@ def write(summary: Summary) -> None:
 def show(summary: Summary) -> None:
     """The table shows what differs between the jobs; what they share is said once above it (the
     CSV and JSON keep every job's whole command line)."""
-    from dlrun.config.paths import shell_path
+    from dlrun.quoting import shell_path
     from dlrun.reporting.terminal import make_console
 
     shared = _shared_overrides(summary.rows)
@@ -132,7 +131,7 @@ def _table(summary: Summary, shared: list[str]) -> Table:
     for row in summary.rows:
         status = row["status"] if row["status"] == "ok" else f"[red]{row['status']}[/red]"
         # Text: an override such as `transforms=[Resize]` is not rich markup
-        differs = Text(" ".join(item for item in row["override_list"] if item not in shared))
+        differs = Text(" ".join(item for item in row["overrides"] if item not in shared))
         table.add_row(
             str(row["job"]),
             differs,
@@ -150,4 +149,4 @@ def _shared_overrides(rows: list[dict[str, Any]]) -> list[str]:
     shows them all)."""
     if len(rows) < 2:
         return []
-    return [item for item in rows[0]["override_list"] if all(item in row["override_list"] for row in rows)]
+    return [item for item in rows[0]["overrides"] if all(item in row["overrides"] for row in rows)]

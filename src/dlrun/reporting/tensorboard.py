@@ -1,29 +1,30 @@
-"""TensorBoard event files, written into the run folder so `tensorboard --logdir runs` finds them.
+"""TensorBoard: event files in the run folder, so `tensorboard --logdir runs` finds every run.
 
-Every method does nothing when `logger.tensorboard=false` (or on a process that writes no files);
-each kind of output has its own switch in the `logger` config group. The board is given plain
-values (tensors, names, dicts): it reads no other module's state.
+`logger=tensorboard` (the default); each kind of output has its switch (logger.tensorboard.graph,
+...). Told what the run does through the Sink interface (sinks.py), given plain values.
 """
 
 import io
 import re
 import warnings
 from dataclasses import fields
-from pathlib import Path
 from typing import Any, Optional
 
 import torch
-from omegaconf import DictConfig, OmegaConf
 from torch import Tensor, nn
 
+from dlrun import metrics
 from dlrun.config import schema
 from dlrun.data.facts import Facts
 from dlrun.reporting.confusion_figure import confusion_figure
+from dlrun.reporting.sinks import Epoch, Finished, Sink, Started, Validation
 from dlrun.reporting.terminal import Report
+from dlrun.runs.folder import RunFolder
 
 # kept out of HPARAMS: bookkeeping, the data's facts, and paths and lists that make poor columns
 HPARAM_SKIP = schema.BOOKKEEPING + (
     "facts.",
+    "metrics",
     "dataset.path",
     "dataset.train_transforms",
     "dataset.val_transforms",
@@ -35,52 +36,92 @@ FINAL = "whole_run"  # the final metrics' group: sorts after train/ and val/ on 
 # The pictures' group, also after val/: the Time Series page puts a picture card per run in its
 # group, which would push train/loss and val/loss below one card per run compared
 PICTURES = "visuals"
-# the HPARAMS metric columns of every task, with the names TensorBoard shows
-FINAL_METRICS = {
-    f"{FINAL}/val_acc_best": "best val acc",
-    f"{FINAL}/val_mse_best": "best val mse",
-    f"{FINAL}/test_acc": "test acc",
-    f"{FINAL}/test_mse": "test mse",
-    f"{FINAL}/test_loss": "test loss",
-    f"{FINAL}/epochs": "epochs",
-}
 RECONSTRUCTION_PIXELS = 112
 SHOWN = ["choice/model", "choice/dataset", "optimizer.lr", "trainer.batch_size", "trainer.epochs"]
 
 
-class Board:
-    def __init__(self, run_dir: Path, settings: DictConfig, report: Report, writes_files: bool = True):
-        self.run_dir = run_dir
-        self.settings = settings  # the run's `logger` config
-        self.report = report
-        self.enabled = bool(settings.tensorboard) and writes_files
+def _display_name(name: str) -> str:
+    """val_acc_best -> best val acc, test_mse -> test mse."""
+    if name.endswith("_best"):
+        return "best " + name.removesuffix("_best").replace("_", " ")
+    return name.replace("_", " ")
+
+
+# the HPARAMS metric columns of every task, with the names TensorBoard shows
+FINAL_METRICS = {f"{FINAL}/{name}": _display_name(name) for name in metrics.final_metric_names()}
+
+
+class TensorBoardSink(Sink):
+    def __init__(
+        self,
+        run_folder: RunFolder,
+        terminal: Optional[Report] = None,
+        graph: bool = True,
+        images: bool = True,
+        pr_curves: bool = True,
+        confusion_matrix: bool = True,
+        reconstructions: bool = True,
+        hparams: bool = True,
+        config_text: bool = True,
+        histograms: bool = False,
+    ):
+        self.folder, self.terminal = run_folder, terminal
+        self.show_graph, self.show_inputs, self.show_pr_curves = graph, images, pr_curves
+        self.show_confusion, self.show_reconstructions = confusion_matrix, reconstructions
+        self.write_hparams, self.show_config, self.show_histograms = hparams, config_text, histograms
         self.writer = None
 
-    # -- lifecycle ------------------------------------------------------------------------------
-
-    def open(self, purge_step: Optional[int] = None) -> None:
-        """Open the event file; `purge_step` hides events a crashed run wrote after the checkpoint
-        it resumes from."""
-        if not self.enabled:
-            return
+    def start(self, resumed_at: Optional[int]) -> None:
+        """Open the event file; a resumed run hides what a crashed run wrote after its checkpoint."""
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(log_dir=str(self.run_dir), purge_step=purge_step)
+        purge_step = resumed_at + 1 if resumed_at is not None else None
+        self.writer = SummaryWriter(log_dir=str(self.folder.path), purge_step=purge_step)
 
-    def run_started(
-        self, config_yaml: str, model: nn.Module, example: Optional[Tensor], facts: Facts
-    ) -> None:
+    def run_started(self, started: Started) -> None:
         """What a fresh run shows once: its config, the model graph and a grid of inputs."""
-        if self.writer is None:
-            return
-        if self.settings.config_text:
-            self.writer.add_text("config", _markdown_code(config_yaml), 0)
-        if example is not None and self.settings.graph:
-            self._graph(model, example)
-        if example is not None and self.settings.images and facts.kind == "image":
-            self.writer.add_image(f"{PICTURES}/train_inputs", _grid(_unnormalize(example, facts)), 0)
+        example = started.example
+        if self.show_config:
+            self.writer.add_text("config", _markdown_code(started.config_yaml), 0)
+        if example is not None and self.show_graph:
+            self._graph(started.model, example)
+        if example is not None and self.show_inputs and started.facts.kind == "image":
+            self.writer.add_image(f"{PICTURES}/train_inputs", _grid(_unnormalize(example, started.facts)), 0)
 
-    def flush(self) -> None:
+    def logged(self, step: int, values: dict[str, float]) -> None:
+        self._scalars(step, values)
+
+    def epoch_ended(self, epoch: Epoch) -> None:
+        self._scalars(epoch.step, epoch.scalars)
+
+    def validated(self, validation: Validation, model: nn.Module) -> None:
+        step, names = validation.step, validation.class_names
+        if validation.probabilities is not None and self.show_pr_curves:
+            for index, name in enumerate(names):
+                labels = validation.labels == index
+                self.writer.add_pr_curve(f"pr/{_tag(name)}", labels, validation.probabilities[:, index], step)
+        if validation.confusion is not None and self.show_confusion:
+            self.writer.add_text(
+                "val/confusion_matrix", confusion_markdown(validation.confusion, names), step
+            )
+            self._picture(f"{PICTURES}/confusion_matrix", confusion_figure(validation.confusion, names), step)
+        if validation.examples is not None and self.show_reconstructions:
+            self._reconstructions(step, *validation.examples)
+        if self.show_histograms:
+            self._histograms(step, model)
+
+    def finished(self, run: Finished) -> None:
+        step = run.results["steps"]
+        per_class = run.results.get("per_class_acc", {}).get(run.split)
+        if per_class:
+            rows = "\n".join(f"| {name} | {acc:.2%} |" for name, acc in per_class.items())
+            self.writer.add_text(
+                f"{run.split}/per_class_accuracy", f"| class | accuracy |\n|---|---|\n{rows}", step
+            )
+        if self.write_hparams:
+            self._hparams(step, run)
+
+    def stopped(self) -> None:
         if self.writer is not None:
             self.writer.flush()
 
@@ -89,30 +130,14 @@ class Board:
             self.writer.close()
             self.writer = None
 
-    # -- during training ------------------------------------------------------------------------
+    # -- how each item is written -----------------------------------------------------------------
 
-    def scalars(self, step: int, values: dict[str, Optional[float]]) -> None:
-        if self.writer is None:
-            return
+    def _scalars(self, step: int, values: dict[str, Optional[float]]) -> None:
         for tag, value in values.items():
             if value is not None:
                 self.writer.add_scalar(tag, value, step)
 
-    def pr_curves(self, step: int, probabilities: Tensor, labels: Tensor, class_names: list[str]) -> None:
-        if self.writer is None or not self.settings.pr_curves:
-            return
-        for index, name in enumerate(class_names):
-            self.writer.add_pr_curve(f"pr/{_tag(name)}", labels == index, probabilities[:, index], step)
-
-    def confusion_matrix(self, step: int, confusion: Tensor, class_names: list[str]) -> None:
-        if self.writer is None or not self.settings.confusion_matrix:
-            return
-        self.writer.add_text("val/confusion_matrix", confusion_markdown(confusion, class_names), step)
-        self._picture(f"{PICTURES}/confusion_matrix", confusion_figure(confusion, class_names), step)
-
-    def reconstructions(self, step: int, inputs: Tensor, outputs: Tensor) -> None:
-        if self.writer is None or not self.settings.reconstructions:
-            return
+    def _reconstructions(self, step: int, inputs: Tensor, outputs: Tensor) -> None:
         count = min(8, len(inputs))
         pairs = torch.cat([inputs[:count], outputs[:count].clamp(0, 1)])
         # MNIST's 28 pixels would be a strip 62 pixels high: each picture at least 112 pixels
@@ -120,39 +145,27 @@ class Board:
         pairs = pairs.repeat_interleave(scale, dim=-2).repeat_interleave(scale, dim=-1)
         self.writer.add_image(f"{PICTURES}/reconstructions", _grid(pairs, columns=count), step)
 
-    def histograms(self, step: int, model: nn.Module) -> None:
-        if self.writer is None or not self.settings.histograms:
-            return
+    def _histograms(self, step: int, model: nn.Module) -> None:
         for name, parameter in model.named_parameters():
             self.writer.add_histogram(f"weights/{name}", parameter.detach().float(), step)
             if parameter.grad is not None:
                 self.writer.add_histogram(f"weights_grad/{name}", parameter.grad.float(), step)  # after val/
 
-    # -- at the end -----------------------------------------------------------------------------
-
-    def hparams(self, step: int, values: dict[str, Any], metrics: dict[str, float], shown: list[str]) -> None:
+    def _hparams(self, step: int, run: Finished) -> None:
         """The HPARAMS row: the run's settings (hparam_values) with its real final metrics.
 
         They go to a sub-run, `<run>/hparams`: TensorBoard's hparams plugin reads a session's metrics
         from its own folder, and its final numbers (one point each) then sort below the train/val
         curves on the Time Series page, which opens the first two groups of cards."""
-        if self.writer is None or not self.settings.hparams:
-            return
         from torch.utils.tensorboard import SummaryWriter
 
-        with SummaryWriter(log_dir=str(self.run_dir / HPARAMS_RUN)) as writer:
-            for summary in hparams_summaries(values, self.run_dir.name, shown):
+        values = hparam_values(run.config, run.choices)
+        shown = shown_hparams(run.typed)
+        with SummaryWriter(log_dir=str(self.folder.path / HPARAMS_RUN)) as writer:
+            for summary in hparams_summaries(values, self.folder.name, shown):
                 writer.file_writer.add_summary(summary)
-            for key, value in metrics.items():
+            for key, value in final_metrics(run.results, run.split).items():
                 writer.add_scalar(key, value, step)
-
-    def per_class_accuracy(
-        self, step: int, split: str, class_names: list[str], accuracies: list[float]
-    ) -> None:
-        if self.writer is None:
-            return
-        rows = "\n".join(f"| {name} | {acc:.2%} |" for name, acc in zip(class_names, accuracies))
-        self.writer.add_text(f"{split}/per_class_accuracy", f"| class | accuracy |\n|---|---|\n{rows}", step)
 
     def _picture(self, tag: str, image, step: int) -> None:
         """A Pillow picture, encoded once as PNG (add_image would take it back through a float
@@ -173,10 +186,11 @@ class Board:
                 model.eval()
                 self.writer.add_graph(model, example[:2])
         except Exception as error:  # tracing is best effort: never worth stopping a run for
-            self.report.warn(
-                f"the model graph could not be traced for TensorBoard ({type(error).__name__}); "
-                "training goes on"
-            )
+            if self.terminal is not None:
+                self.terminal.warn(
+                    f"the model graph could not be traced for TensorBoard ({type(error).__name__}); "
+                    "training goes on"
+                )
 
 
 def final_metrics(results: dict[str, Any], split: str) -> dict[str, float]:
@@ -225,13 +239,12 @@ def shown_hparams(typed_keys: list[str]) -> list[str]:
     return [*SHOWN, *(key for key in typed_keys if key not in SHOWN)]
 
 
-def hparam_values(cfg: DictConfig, choices: dict[str, str]) -> dict[str, Any]:
-    """The run's settings, flattened, over the same keys for every run.
+def hparam_values(plain: dict[str, Any], choices: dict[str, str]) -> dict[str, Any]:
+    """The run's settings (its resolved config), flattened, over the same keys for every run.
 
     Keys come from the schemas of every option of each group, so a sweep over `model=mlp,cnn`
     gives both jobs the same columns (settings an option lacks show as "-").
     """
-    plain = OmegaConf.to_container(cfg, resolve=True)
     values: dict[str, Any] = {f"choice/{group}": choices.get(group, "-") for group in GROUPS}
     for key in all_keys() + _user_keys(plain):
         if key.startswith(HPARAM_SKIP) or key.endswith("._partial_"):
@@ -252,10 +265,10 @@ def _user_keys(plain: dict) -> list[str]:
 
 def all_keys() -> list[str]:
     keys: list[str] = ["seed"]
-    for group, options in schema.SCHEMAS.items():
+    for group in GROUPS:
         seen: dict[str, None] = {}
-        for node in options.values():
-            for field in fields(node):
+        for node in schema.OPTIONS[group].values():
+            for field in fields(schema.schema_of(node)):
                 if field.name == "augment":
                     seen.update({f"augment.{f.name}": None for f in fields(schema.Augment)})
                 else:

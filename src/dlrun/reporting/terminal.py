@@ -24,7 +24,9 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from dlrun.config.paths import shell_path
+from dlrun import metrics
+from dlrun.metrics import Metric
+from dlrun.quoting import shell_path
 
 log = logging.getLogger("dlrun")
 
@@ -32,11 +34,17 @@ EPOCH_ROWS = 20  # a longer run shows a row every few epochs, so the rows fit on
 
 
 class Report:
-    def __init__(self, progress: str = "auto", console: Optional[Console] = None):
+    def __init__(
+        self,
+        progress: str = "auto",
+        console: Optional[Console] = None,
+        table: Optional[dict[str, Metric]] = None,
+    ):
         self.console = console or make_console()
         if progress == "auto":
             progress = "bar" if self.console.is_terminal else "lines"
         self.progress_mode = progress
+        self.table = table or metrics.BUILT_IN  # how each figure is shown (the run's metrics)
 
     # -- lines and renderables ------------------------------------------------------------------
 
@@ -79,8 +87,8 @@ class Report:
     ) -> None:
         parts = [
             f"epoch {epoch:>{len(str(epochs))}}/{epochs}",
-            "train " + _metrics(train),
-            "val " + _metrics(val),
+            "train " + self.figures(train),
+            "val " + self.figures(val),
             f"lr {lr:.2e}",
             f"{seconds:.1f} s, {samples / max(seconds, 1e-9):,.0f} samples/s",
         ]
@@ -105,7 +113,7 @@ class Report:
         table = Table(title="results", show_header=False, title_style="bold")
         table.add_column(style="bold")
         table.add_column(justify="right")
-        for name, value in _result_rows(results, split):
+        for name, value in self._result_rows(results, split):
             table.add_row(name, value)
         self.show(table)
         per_class = results.get("per_class_acc", {}).get(split)
@@ -116,6 +124,29 @@ class Report:
         everything = f"tensorboard --logdir {shell_path(_runs_root(folder))}"
         this_run = f"tensorboard --logdir {shell_path(folder)}"
         self.line(f"tensorboard: {everything}   (this run only: {this_run})")
+
+    def figures(self, values: dict[str, Optional[float]]) -> str:
+        """'loss 0.1234 acc 88.30%': each figure as the metrics table shows it; None left out."""
+        return " ".join(
+            f"{name} {metrics.shown(name, value, self.table)}"
+            for name, value in values.items()
+            if value is not None
+        )
+
+    def _result_rows(self, results: dict[str, Any], split: str) -> list[tuple[str, str]]:
+        monitor = results["monitor"]
+        best = metrics.shown(monitor, results["best_value"], self.table)
+        rows = [(f"best {monitor}", f"{best} (epoch {results['best_epoch']})")]
+        rows += [
+            (f"{split} {name}", metrics.shown(name, value, self.table))
+            for name, value in results[split].items()
+        ]
+        rows += [
+            ("epochs", str(results["epochs"])),
+            ("steps", f"{results['steps']:,}"),
+            ("seconds", f"{results['seconds']:.1f}"),
+        ]
+        return rows
 
 
 def _between_parts(parts: list[str], width: int) -> str:
@@ -184,12 +215,10 @@ class EpochProgress:
         if self.bar is not None and (self.done % self.bar_every == 0 or self.done == self.steps):
             self.bar.update(self.task, completed=self.done)
 
-    def metrics(self, loss: float, acc: Optional[float]) -> None:
-        """Called once per logging interval, when the loss has been read anyway."""
+    def metrics(self, values: dict[str, Optional[float]]) -> None:
+        """Called once per logging interval, when the figures have been read anyway."""
         rate = self.samples / max(time.perf_counter() - self.started, 1e-9)
-        status = (
-            f"loss {loss:.4f}" + (f" acc {acc:.1%}" if acc is not None else "") + f" {rate:,.0f} samples/s"
-        )
+        status = f"{self.report.figures(values)} {rate:,.0f} samples/s"
         if self.bar is not None:
             self.bar.update(self.task, status=status)
         elif self.report.progress_mode == "lines" and self.done >= self.next_line:
@@ -211,35 +240,8 @@ def per_class_table(class_names: list[str], accuracies: dict[str, list[float]]) 
     return table
 
 
-def _result_rows(results: dict[str, Any], split: str) -> list[tuple[str, str]]:
-    monitor = results["monitor"]
-    rows = [(f"best {monitor}", f"{_figure(monitor, results['best_value'])} (epoch {results['best_epoch']})")]
-    rows += [(f"{split} {name}", _figure(name, value)) for name, value in results[split].items()]
-    rows += [
-        ("epochs", str(results["epochs"])),
-        ("steps", f"{results['steps']:,}"),
-        ("seconds", f"{results['seconds']:.1f}"),
-    ]
-    return rows
-
-
-def _figure(name: str, value: Optional[float]) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.2%}" if name.endswith("acc") else f"{value:.4f}"
-
-
 def _percent(value: float) -> str:
     return "-" if value != value else f"{value:.1%}"  # NaN: no sample of the class
-
-
-def _metrics(values: dict) -> str:
-    parts = []
-    for name, value in values.items():
-        if value is None:
-            continue
-        parts.append(f"{name} {value:.2%}" if name == "acc" else f"{name} {value:.4f}")
-    return " ".join(parts)
 
 
 def _add_branch(parent: Tree, label: str, value: Any) -> None:

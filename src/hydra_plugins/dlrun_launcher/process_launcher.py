@@ -113,7 +113,7 @@ class ProcessLauncher(Launcher):
         """In the job's process: run it, leave its JobReturn for the parent, exit."""
         code = 1
         try:
-            from dlrun.config.run_folders import forget_inherited_locks
+            from dlrun.runs.lock import forget_inherited_locks
             from dlrun.signals import STOP
 
             # a group of its own: Ctrl-C reaches the launcher only, which passes it on once (a
@@ -170,7 +170,7 @@ class ProcessLauncher(Launcher):
             for pid in running:
                 _signal(pid, signal.SIGKILL)
             raise
-        from dlrun.config.paths import sweep_resume_command
+        from dlrun.runs.commands import sweep_resume_command
 
         print(f"finish this sweep with: {sweep_resume_command(self.config.hydra)}", file=sys.stderr)
 
@@ -197,7 +197,7 @@ def _death(status: int) -> str:
 
 def _record_death(job: Job, reason: str) -> None:
     """What the job could not write itself: why it ended, and how to pick it up again."""
-    from dlrun.config.paths import run_resume_command
+    from dlrun.runs.commands import run_resume_command
 
     command = run_resume_command(job.overrides, job.folder)
     text = f"job {job.index} {reason}; resume it with: {command}"

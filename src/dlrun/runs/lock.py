@@ -1,5 +1,5 @@
-"""Run folders: a fresh one is claimed atomically; one that holds a run is never written into
-again unless that run is being resumed; and one process writes a folder at a time.
+"""Who writes a run folder: a fresh one is claimed atomically; one that holds a run is never
+written into again unless that run is being resumed; and one process writes a folder at a time.
 
 The one writer holds a lock on the folder from before anything is written there until it exits:
 `flock` on `<folder>/.dlrun.lock`, which names the holder (process, host, start, command). The
@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Optional
 
 from dlrun.errors import ConfigError, DlrunError
+from dlrun.runs.commands import pasteable
+from dlrun.runs.folder import LOCK, RunFolder
 
-LOCK_NAME = ".dlrun.lock"
 log = logging.getLogger("dlrun")
 
 
@@ -40,7 +41,7 @@ def lock_folder(folder: Path) -> bool:
     if _owner == os.getpid() and folder in _held:
         return False
     folder.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    descriptor = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -132,7 +133,6 @@ def claim(path: str) -> str:
             number += 1
             candidate = Path(f"{path}_{number}")
 
-
 def check_free(args: list[str]) -> None:
     """An explicit hydra.run.dir / hydra.sweep.dir: refused when it already holds a run (resuming,
     trainer.resume, is the one way back into a run) or when another process writes it, and
@@ -143,11 +143,11 @@ def check_free(args: list[str]) -> None:
     resuming = given.get("trainer.resume") not in (None, "null")
     if "hydra.run.dir" in given and "${" not in given["hydra.run.dir"]:
         folder = Path(given["hydra.run.dir"]).expanduser()
-        found = _run_record(folder)
+        found = RunFolder(folder).trained()
         if found and not resuming:
             raise ConfigError(
                 f"hydra.run.dir={folder} already holds a run ({found}); resume it with "
-                f"{resume_override(folder / 'checkpoints' / 'last.pt')}, or choose a new hydra.run.dir"
+                f"{pasteable('trainer.resume', RunFolder(folder).last)}, or choose a new hydra.run.dir"
             )
         lock(folder)
     if "hydra.sweep.dir" in given and "${" not in given["hydra.sweep.dir"]:
@@ -158,21 +158,6 @@ def check_free(args: list[str]) -> None:
                 "hydra.sweep.dir, or add trainer.resume=auto to finish its unfinished jobs"
             )
         lock(folder)
-
-
-def resume_override(checkpoint: Path) -> str:
-    """`trainer.resume=PATH`, quoted so that it can be pasted back into a shell and Hydra."""
-    from dlrun.config.paths import pasteable
-
-    return pasteable("trainer.resume", checkpoint)
-
-
-def _run_record(folder: Path) -> Optional[str]:
-    """What shows that `folder` holds a run that trained: its results or a checkpoint."""
-    if (folder / "metrics.json").is_file():
-        return "metrics.json"
-    checkpoints = sorted((folder / "checkpoints").glob("*.pt")) if (folder / "checkpoints").is_dir() else []
-    return f"checkpoints/{checkpoints[0].name}" if checkpoints else None
 
 
 def _overrides(args: list[str]) -> dict[str, str]:

@@ -9,8 +9,8 @@ training samples or more gets exactly 10 epochs of 64, as before.
 
 import math
 
-AUTO = "auto"
-AUTO_SETTINGS = ("trainer.epochs", "trainer.batch_size")
+from dlrun.config.schema import AUTO
+
 BATCH_SIZE = 64
 MIN_BATCH_SIZE = 8  # BatchNorm cannot train on a batch of one
 EPOCHS = 10
