@@ -5,6 +5,7 @@ for the whole suite; the few tests about the installed command itself use a subp
 """
 
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,17 @@ from tests import datasets
 from tests.helpers import read_events
 
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (the default: -n auto), each worker has a CPU core of its own. A run
+    then takes that one core as its share (trainer.num_threads=0), instead of two workers each
+    running torch on every core: threads spinning against each other's cores cost more than the
+    second core gives (the suite took 5 min 38 s that way, ... s pinned)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if worker.startswith("gw") and len(cores) > 1:
+        os.sched_setaffinity(0, {cores[int(worker[2:]) % len(cores)]})
 
 
 @pytest.fixture(autouse=True)

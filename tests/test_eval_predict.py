@@ -60,6 +60,38 @@ def test_eval_without_ckpt_prints_usage(dlrun):
     assert result.code == 2 and "usage: dlrun-eval" in result.out
 
 
+@pytest.mark.parametrize(
+    "program,schema", [(cli.eval_main, "EvalConfig"), (cli.predict_main, "PredictConfig")]
+)
+def test_the_usage_is_the_programs_schema(dlrun, program, schema):
+    """Every argument of the schema, its values, its default and what it is for; nothing written
+    twice by hand."""
+    from dataclasses import fields
+
+    from dlrun.config import schema as schemas
+
+    text = dlrun("--help", program=program).out
+    usage = text.split("\n\n")[0]
+    for field in fields(getattr(schemas, schema)):
+        assert field.name in usage and field.metadata["help"] in text, field.name
+    if program is cli.eval_main:
+        assert "ckpt=PATH [split=test|val] [output=PATH]" in usage and "[dataset.KEY=VALUE]" in usage
+    else:
+        assert "ckpt=PATH inputs=[...] [topk=3] [format=table|json]" in usage
+
+
+@pytest.mark.parametrize(
+    "typed,named",
+    [
+        ("split=train", "split=train is not valid; valid: val, test"),
+        ("batch_size=0", "batch_size=0 is out of range"),
+    ],
+)
+def test_an_argument_outside_its_schema_is_one_line(dlrun, typed, named):
+    result = dlrun("ckpt=x.pt", typed, program=cli.eval_main)
+    assert result.code == 2 and named in result.err
+
+
 def predictions(result) -> list:
     assert result.code == 0, result.err
     return json.loads(result.out)
@@ -195,3 +227,25 @@ def test_code_named_in_a_checkpoint_config_is_never_instantiated(dlrun, mnist_ru
     write_checkpoint(tmp_path / "targeted.pt", {k: v for k, v in state.items() if k != "format"})
     result = dlrun(f"ckpt={tmp_path / 'targeted.pt'}", program=cli.eval_main)
     assert result.code == 1 and "names loss._target_=os.system, code you have not allowed" in result.err
+
+
+def test_each_kind_of_data_prepares_a_raw_input_as_its_training_did(csv_file, data_root):
+    """dlrun-predict asks each kind of data (data/kinds.py) to prepare a raw input: a row of the
+    table's own numbers, or a name, comes out as the loader's own sample."""
+    from dlrun.data import LoadOptions
+    from dlrun.data.kinds import PREPARE, prepare_inputs
+    from dlrun.data.names import load_names
+    from dlrun.data.tabular import load_csv
+
+    cpu = torch.device("cpu")
+    options = LoadOptions("classification", 0, 8, 8, cpu)
+    table = load_csv(str(csv_file), options=options)
+    rows, facts = table.val[0][:4], table.facts
+    raw = (rows * torch.tensor(facts.std) + torch.tensor(facts.mean)).tolist()  # the numbers in the file
+    assert torch.allclose(prepare_inputs(raw, facts, cpu), rows, atol=1e-5)
+
+    names = load_names(str(data_root), options=options)
+    tokens, vocab = names.val[0][:3], names.facts.vocab
+    raw_names = ["".join(vocab[token - 1] for token in row if token) for row in tokens.tolist()]
+    assert torch.equal(prepare_inputs(raw_names, names.facts, cpu), tokens)
+    assert set(PREPARE) == {"image", "table", "text", "tensor"}  # every kind a loader gives

@@ -274,3 +274,34 @@ def test_evaluate_reconstruction_reports_mse_against_the_input():
     )
     assert result.metrics["mse"] == pytest.approx(0.25) and result.metrics["loss"] == pytest.approx(0.25)
     assert result.examples[0].shape == (4, 1, 2, 2)
+
+
+def test_a_training_features_own_state_is_saved_and_restored_by_name(tmp_path):
+    """Parts.extras: what a feature adds (here a second copy of the weights, as an average of them
+    would be) goes into every checkpoint under its name and comes back on resume."""
+    from dlrun.checkpoints.format import read_checkpoint
+    from dlrun.engine.state import CheckpointFiles, restore
+    from dlrun.errors import CheckpointError
+    from dlrun.runs.folder import RunFolder
+
+    def parts_with(average):
+        model = nn.Linear(4, 2)
+        parts = Parts.of(model, torch.optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(), batches())
+        parts.extras = {"average": average} if average is not None else {}
+        return parts
+
+    saved = parts_with(nn.Linear(4, 2))
+    folder = RunFolder(tmp_path)
+    state = TrainingState(best=Monitor("val/acc", "max"))
+    CheckpointFiles(folder, {}, saved.data.facts).save((folder.last,), saved, state)
+    payload = read_checkpoint(folder.last)
+    assert torch.equal(payload["average"]["weight"], saved.extras["average"].weight)
+
+    fresh = parts_with(nn.Linear(4, 2))
+    restore(fresh, TrainingState(best=Monitor("val/acc", "max")), payload, folder.last)
+    assert torch.equal(fresh.extras["average"].weight, saved.extras["average"].weight)
+    del payload["average"]
+    with pytest.raises(CheckpointError, match="does not fit"):
+        restore(
+            parts_with(nn.Linear(4, 2)), TrainingState(best=Monitor("val/acc", "max")), payload, folder.last
+        )

@@ -8,17 +8,6 @@ import torch
 from tests.helpers import FEW_STEPS, small_mlp_on
 
 
-def test_default_run_learns_wine(dlrun):
-    result = dlrun()
-    assert result.code == 0, result.err
-    metrics = result.metrics
-    assert metrics["monitor"] == "val/acc"
-    assert metrics["best_value"] >= 0.9
-    assert metrics["test"]["acc"] >= 0.95
-    # auto: batches of 8 (not 64) from the 106 training rows, 143 epochs, 2,002 steps (not 20)
-    assert (metrics["epochs"], metrics["steps"]) == (143, 2002)
-
-
 @pytest.mark.parametrize("dataset", ["mnist", "fashion_mnist"])
 def test_image_run_writes_the_run_folder(dlrun, data_root, dataset):
     result = dlrun(

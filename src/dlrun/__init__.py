@@ -1,3 +1,3 @@
 """dlrun: deep-learning experiments from one command."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

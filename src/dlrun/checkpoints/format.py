@@ -52,7 +52,7 @@ def read_checkpoint(path, map_location="cpu") -> dict[str, Any]:
     return payload
 
 
-# -- version 1 (dlrun before 0.?): dlrun's own code named by catalogue names -----------------------
+# -- version 1 (dlrun 0.1): dlrun's own code named by catalogue names ---------------------------
 
 
 def _from_version_1(old: dict[str, Any], path: Path) -> dict[str, Any]:

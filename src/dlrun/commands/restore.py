@@ -37,7 +37,7 @@ def restore(path: str, device: torch.device, trust: Trust, data_too: bool = Fals
         check_finite(payload["model"], path)  # NaN weights would "predict" with exit 0
     saved = payload.get("config")
     if isinstance(saved, dict):
-        parts = ("model", "dataset", "loss") if data_too else ("model",)
+        parts = ("model", "dataset", "loss", "metrics") if data_too else ("model",)
         trust.check({part: saved.get(part) for part in parts}, path)
     try:
         cfg = OmegaConf.create(payload["config"])

@@ -9,7 +9,7 @@ from typing import Optional, Union
 
 import torch
 
-from dlrun.data.batches import BatchAugment, LoaderBatches, Normalize, TensorBatches
+from dlrun.data.batches import BatchAugment, LoaderBatches, Normalize, TensorBatches, epoch_loader
 from dlrun.data.facts import Facts
 from dlrun.data.training_length import batch_size_for
 
@@ -86,5 +86,54 @@ def to_device(splits: Splits, options: LoadOptions, augment: Optional[BatchAugme
         train=batches(splits.train, train_size, train=True),
         val=batches(splits.val, eval_size),
         test=batches(splits.test, eval_size) if splits.test is not None else None,
+        facts=facts,
+    )
+
+
+@dataclass(frozen=True)
+class Workers:
+    """The DataLoader workers that read a dataset every epoch."""
+
+    count: int
+    prefetch: int = 2  # batches each worker prepares ahead
+    # kept between epochs; never for a deterministic run, whose resume could not restore their
+    # random state (see epoch_loader)
+    persistent: bool = True
+
+
+def read_by_workers(
+    datasets: tuple,
+    facts: Facts,
+    options: LoadOptions,
+    workers: Workers,
+    prepare: Optional[Normalize] = None,
+    origin=None,
+    collate_fn=None,
+) -> Data:
+    """Map-style (train, val, test) datasets read each epoch by DataLoader workers: a seeded,
+    sharded order for training; batches moved to the device and prepared there (`origin` names
+    where the items come from in messages)."""
+    train, val, test = datasets
+    generator = torch.Generator().manual_seed(options.seed)
+    train_size, eval_size = options.batch_sizes(len(train))
+
+    def batches(dataset, size: int, shuffled: bool = False) -> LoaderBatches:
+        loader = epoch_loader(
+            dataset,
+            size,
+            workers=workers.count,
+            device=options.device,
+            generator=generator if shuffled else None,
+            shard=options.shard,
+            persistent=workers.persistent and not options.deterministic,
+            prefetch=workers.prefetch,
+            collate_fn=collate_fn,
+        )
+        return LoaderBatches(loader, options.device, prepare, origin)
+
+    return Data(
+        train=batches(train, train_size, shuffled=True),
+        val=batches(val, eval_size),
+        test=batches(test, eval_size) if test is not None else None,
         facts=facts,
     )

@@ -10,6 +10,9 @@ when it starts, so the generator's state at the start of an epoch plus the numbe
 already done is enough to replay an epoch exactly after a crash.
 """
 
+import logging
+import os
+import warnings
 from collections.abc import Callable, Iterator
 from itertools import islice
 from typing import Optional
@@ -19,6 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dlrun.errors import DataError
+
+log = logging.getLogger("dlrun")
 
 Batch = tuple[Tensor, Tensor]
 
@@ -203,6 +208,7 @@ def epoch_loader(
     generator is given (training), the dataset's order otherwise."""
     # one generator draws the worker seeds and the order: its state replays an epoch exactly
     sampler = EpochBatchSampler(len(dataset), batch_size, generator, shard if generator else (0, 1))
+    _note_more_workers_than_cores(workers)
     return torch.utils.data.DataLoader(
         dataset,
         batch_sampler=sampler,
@@ -215,6 +221,25 @@ def epoch_loader(
         prefetch_factor=prefetch if workers > 0 else None,
         collate_fn=collate_fn,
     )
+
+
+# torch says this in six lines each time a loader starts its workers (three times an epoch);
+# dlrun says it once, in dlrun.log (below)
+warnings.filterwarnings("ignore", message="This DataLoader will create", category=UserWarning)
+_noted: set[int] = set()
+
+
+def _note_more_workers_than_cores(workers: int) -> None:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if workers > cores and workers not in _noted:
+        _noted.add(workers)
+        log.warning(
+            "%d data-loading workers share the %d CPU core(s) this process may use: they take turns "
+            "(dataset.num_workers=%d would use no more)",
+            workers,
+            cores,
+            cores,
+        )
 
 
 class LoaderBatches:

@@ -24,8 +24,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
-from dlrun.data import Data, LoadOptions, Splits, to_device
-from dlrun.data.batches import LoaderBatches, Normalize, epoch_loader
+from dlrun.data import Data, LoadOptions, Splits, Workers, read_by_workers, to_device
+from dlrun.data.batches import Normalize
 from dlrun.data.facts import Facts
 from dlrun.data.split import carve, stratified_split
 from dlrun.errors import DataError
@@ -155,28 +155,9 @@ def _loaded(train, val, test, settings: CustomSettings, options: LoadOptions, so
     sample, _ = first_pair(train, source)
     facts = _facts(train, sample, labels, options)
     facts.task = options.task
-    prepare = _normalize(facts, options)
-    generator = torch.Generator().manual_seed(options.seed)
-    train_size, eval_size = options.batch_sizes(len(train))
-
-    def batches(dataset, size: int, shuffled: bool) -> LoaderBatches:
-        loader = epoch_loader(
-            dataset,
-            size,
-            workers=settings.num_workers,
-            device=options.device,
-            generator=generator if shuffled else None,
-            shard=options.shard,
-            persistent=not options.deterministic,
-            collate_fn=collate,
-        )
-        return LoaderBatches(loader, options.device, prepare, source)
-
-    return Data(
-        train=batches(train, train_size, True),
-        val=batches(val, eval_size, False),
-        test=batches(test, eval_size, False) if test is not None else None,
-        facts=facts,
+    workers = Workers(settings.num_workers)
+    return read_by_workers(
+        (train, val, test), facts, options, workers, _normalize(facts, options), source, collate
     )
 
 

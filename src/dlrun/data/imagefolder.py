@@ -7,15 +7,14 @@ config) into uint8 tensors; normalization happens on the device, like every imag
 import copy
 import logging
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 from omegaconf import OmegaConf
 
-from dlrun.data import Data, LoadOptions
-from dlrun.data.batches import LoaderBatches, Normalize, epoch_loader
+from dlrun.data import Data, LoadOptions, Workers, read_by_workers
+from dlrun.data.batches import Normalize
 from dlrun.data.facts import Facts
 from dlrun.data.folder_scan import scan_classes
 from dlrun.data.image_check import check_classes_filled, drop_bad_images
@@ -89,38 +88,8 @@ def load_imagefolder(
         skipped_files=skipped,
         eval_transforms=_plain(val_transforms),  # how dlrun-predict prepares an image file
     )
-    generator = torch.Generator().manual_seed(options.seed)
-    train_size, eval_size = options.batch_sizes(len(train_set))
-    workers = Workers(num_workers, prefetch_factor, persistent_workers and not options.deterministic)
-
-    def batches(dataset, size: int, shuffled: bool = False) -> LoaderBatches:
-        loader = epoch_loader(
-            dataset,
-            size,
-            workers=workers.count,
-            device=options.device,
-            generator=generator if shuffled else None,
-            shard=options.shard,
-            persistent=workers.persistent,
-            prefetch=workers.prefetch,
-        )
-        return LoaderBatches(loader, options.device, prepare, root)
-
-    return Data(
-        train=batches(train_set, train_size, shuffled=True),
-        val=batches(val_set, eval_size),
-        test=batches(test_set, eval_size) if test_set is not None else None,
-        facts=facts,
-    )
-
-
-@dataclass(frozen=True)
-class Workers:
-    count: int
-    prefetch: int
-    # persistent workers keep their random state between epochs, which a resumed run cannot
-    # restore: deterministic runs start fresh workers every epoch instead
-    persistent: bool
+    workers = Workers(num_workers, prefetch_factor, persistent_workers)
+    return read_by_workers((train_set, val_set, test_set), facts, options, workers, prepare, origin=root)
 
 
 def pipeline(specs: Any, key: str):

@@ -25,9 +25,7 @@ from dlrun.data import Data, LoadOptions, Splits, to_device
 from dlrun.data.batches import BatchAugment
 from dlrun.data.custom import CustomSettings, from_datasets
 from dlrun.data.facts import Facts
-from dlrun.engine.distributed import Ranks
-from dlrun.engine.runtime import Precision
-from dlrun.engine.state import Parts, Schedule
+from dlrun.engine.state import Schedule
 from dlrun.engine.targets import check_arguments, locate, raised, require, returned
 from dlrun.errors import ConfigError, DlrunError
 from dlrun.reporting.sinks import Sink, Sinks
@@ -253,57 +251,6 @@ def build_metrics(metric_entries: Any, task: str) -> tuple[dict[str, metrics.Met
     table = {**metrics.BUILT_IN, **{metric.name: metric for metric in measured}}
     trained = tuple(metrics.BUILT_IN[name] for name in declared.while_training)
     return table, tuple(measured), trained
-
-
-def build_parts(cfg: DictConfig, data: Data, task: str, device: torch.device, ranks: Ranks) -> Parts:
-    """Everything built once for a run (cfg: resolved, with the data's facts and the training
-    length as numbers), on the training device."""
-    trainer = cfg.trainer
-    model = build_model(cfg.model, data.facts).to(device)
-    if trainer.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(cfg.optimizer, model)
-    table, measured, trained = build_metrics(cfg.metrics, task)
-    steps = (
-        len(data.train)
-        if trainer.limit_train_batches is None
-        else min(trainer.limit_train_batches, len(data.train))
-    )
-    schedule = build_schedule(
-        cfg.scheduler,
-        optimizer,
-        epochs=trainer.epochs,
-        steps_per_epoch=steps,
-        monitor=metrics.monitored(trainer.monitor, task),
-    )
-    forward, evaluator = _compiled(model, trainer.compile, ranks, device)
-    return Parts(
-        model=model,
-        forward=forward,
-        evaluator=evaluator,
-        criterion=build_loss(cfg.loss, data.facts),
-        optimizer=optimizer,
-        schedule=schedule,
-        precision=Precision(str(trainer.precision), device),
-        data=data,
-        task=metrics.TASKS[task],
-        metrics=table,
-        measured=measured,
-        trained=trained,
-        device=device,
-        ranks=ranks,
-    )
-
-
-def _compiled(model: nn.Module, compile_model: bool, ranks: Ranks, device: torch.device):
-    """(what training calls, what evaluation calls): compiled if asked; DDP only for training."""
-    from dlrun.engine import distributed
-
-    evaluator = torch.compile(model) if compile_model else model
-    if not ranks.enabled:
-        return evaluator, evaluator
-    ddp = distributed.wrap(model, device)
-    return (torch.compile(ddp) if compile_model else ddp), evaluator
 
 
 def build_sinks(logger_cfg: DictConfig, folder: RunFolder, terminal: Report) -> Sinks:

@@ -9,6 +9,7 @@ import logging
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -27,9 +28,9 @@ from dlrun.config.schema import Trainer
 from dlrun.data import Data, LoadOptions
 from dlrun.data.training_length import epochs_for
 from dlrun.engine import distributed, runtime
-from dlrun.engine.build import build_data, build_parts, build_sinks, check_targets
+from dlrun.engine.build import build_data, build_sinks, check_targets
 from dlrun.engine.state import CheckpointFiles, Monitor, Outputs, Parts, TrainingState, restore
-from dlrun.engine.train import evaluate, fit
+from dlrun.engine.train import build_parts, evaluate, fit
 from dlrun.errors import DISK_REFUSED, ConfigError, DlrunError, one_line
 from dlrun.quoting import shell_path
 from dlrun.reporting.sinks import Finished, Started
@@ -79,26 +80,59 @@ def run_experiment(cfg: DictConfig, run_dir: Optional[Path] = None) -> float:
 
 def _run(cfg: DictConfig, folder: RunFolder, hydra, ranks: distributed.Ranks) -> float:
     started = time.perf_counter()
-    jobs = parallel_jobs(hydra)
-    threads = runtime.configure_threads(cfg.trainer.num_threads, jobs * ranks.local_world_size)
-    device = runtime.select_device(cfg.trainer.device, slot=_device_slot(hydra, jobs, ranks))
+    device, threads = _set_up_process(cfg, hydra, ranks)
     if ranks.enabled:
-        distributed.start(device)
         folder = RunFolder(distributed.shared_run_dir(folder.path))
-    runtime.set_deterministic(cfg.trainer.deterministic)
-    runtime.seed_everything(cfg.seed)  # the same on every rank: resuming restores rank 0's state
     if cfg.trainer.resume == "auto" and folder.finished():
         return _already_finished(cfg, folder)  # a sweep run again: its finished jobs are not redone
     resume_from = checkpoint_to_resume(cfg.trainer.resume, folder)
     checkpoint = read_checkpoint(resume_from, map_location=device) if resume_from else None
     if checkpoint is not None:
         check_finite(checkpoint["model"], resume_from)
+    run = _start(cfg, folder, hydra, ranks, device, threads)
+    if checkpoint is not None:
+        _resume(run, checkpoint, resume_from)
+    _check_outputs(run.parts, run.example, run.cfg, run.choices)
+    # everything that can refuse the run has been decided: only now is anything written
+    if ranks.is_main:
+        remove_stale_temporaries(folder.checkpoints)
+    results = _train(run, resumed=checkpoint is not None, typed=_typed_keys(hydra), started=started)
+    return _optimized(cfg, results)
 
+
+@dataclass
+class Run:
+    """A run as it starts: the config as it uses it, and what it is made of."""
+
+    cfg: DictConfig  # resolved, with the data's facts and the training length as numbers
+    trainer: Trainer
+    parts: Parts
+    state: TrainingState
+    out: Outputs
+    choices: dict[str, str]  # the option chosen in each group
+    example: Optional[torch.Tensor]  # a batch of validation inputs
+
+
+def _set_up_process(cfg: DictConfig, hydra, ranks: distributed.Ranks) -> tuple[torch.device, int]:
+    """Threads, device, process group, determinism and seeds: set for every job, as a reused
+    worker process (joblib) would otherwise keep the last job's."""
+    jobs = parallel_jobs(hydra)
+    threads = runtime.configure_threads(cfg.trainer.num_threads, jobs * ranks.local_world_size)
+    device = runtime.select_device(cfg.trainer.device, slot=_device_slot(hydra, jobs, ranks))
+    if ranks.enabled:
+        distributed.start(device)
+    runtime.set_deterministic(cfg.trainer.deterministic)
+    runtime.seed_everything(cfg.seed)  # the same on every rank: resuming restores rank 0's state
+    return device, threads
+
+
+def _start(cfg: DictConfig, folder: RunFolder, hydra, ranks: distributed.Ranks, device, threads: int) -> Run:
+    """Check the code the config names, load the data, build the parts, say what was built."""
     choices = dict(hydra.runtime.choices) if hydra is not None else {}
     terminal = Report(cfg.terminal.progress) if ranks.is_main else Report("off", console=Console(quiet=True))
     task = check_targets(cfg)  # the user's code is imported and checked before data is read
     check_task_settings(cfg, task, choices)
-    sinks = build_sinks(cfg.logger, folder, terminal) if ranks.is_main else build_sinks({}, folder, terminal)
+    sinks = build_sinks(cfg.logger if ranks.is_main else {}, folder, terminal)  # rank 0 logs for all
     data = build_data(cfg.dataset, _load_options(cfg, task, device, ranks))
     cfg = _with_facts(cfg, data)  # the config as the run uses it: this is what is saved and shown
     trainer = _trainer_settings(cfg)
@@ -109,7 +143,18 @@ def _run(cfg: DictConfig, folder: RunFolder, hydra, ranks: distributed.Ranks) ->
         )
     parts = build_parts(cfg, data, task, device, ranks)
     terminal.table = parts.metrics
-    state = _fresh_state(trainer, task, parts.metrics)
+    files = CheckpointFiles(
+        folder, OmegaConf.to_container(cfg, resolve=True), data.facts, writes=ranks.is_main
+    )
+    run = Run(
+        cfg,
+        trainer,
+        parts,
+        _fresh_state(trainer, task, parts.metrics),
+        Outputs(terminal, sinks, files),
+        choices,
+        _example_batch(data),
+    )
     _show_config(terminal, cfg, choices, hydra, folder)
     terminal.line(
         f"device {device}{_ranks_text(ranks)}, {threads} CPU thread(s), "
@@ -121,39 +166,42 @@ def _run(cfg: DictConfig, folder: RunFolder, hydra, ranks: distributed.Ranks) ->
             f"left out {data.facts.skipped_files} unreadable image file(s) "
             f"(dataset.bad_images=skip; each is named in {folder.log})"
         )
-    if checkpoint is not None:
-        check_resumable(checkpoint["config"], cfg, resume_from)
-        restore(parts, state, checkpoint, resume_from)
-        if trainer.resume_force:
-            apply_optimizer_settings(parts.optimizer, cfg.optimizer)
-        position = state.position
-        terminal.line(
-            f"resumed from {resume_from} at epoch {position.epoch + 1}, step {position.global_step}"
-        )
-    example = _example_batch(data)
-    _check_outputs(parts, example, cfg, choices)
-    # everything that can refuse the run has been decided: only now is anything written
-    if ranks.is_main:
-        remove_stale_temporaries(folder.checkpoints)
-    plain = OmegaConf.to_container(cfg, resolve=True)
-    out = Outputs(terminal, sinks, CheckpointFiles(folder, plain, data.facts, writes=ranks.is_main))
+    return run
+
+
+def _resume(run: Run, checkpoint: dict[str, Any], path: Path) -> None:
+    """Continue from `checkpoint`, whose config must be this run's (unless trainer.resume_force)."""
+    check_resumable(checkpoint["config"], run.cfg, path)
+    restore(run.parts, run.state, checkpoint, path)
+    if run.trainer.resume_force:
+        apply_optimizer_settings(run.parts.optimizer, run.cfg.optimizer)
+    position = run.state.position
+    run.out.terminal.line(f"resumed from {path} at epoch {position.epoch + 1}, step {position.global_step}")
+
+
+def _train(run: Run, resumed: bool, typed: list[str], started: float) -> dict[str, Any]:
+    """Open the loggers, train, score best.pt, and tell the loggers and the terminal the results."""
+    out, parts, config = run.out, run.parts, run.out.checkpoints.config
+    facts = parts.data.facts
     try:
-        out.sinks.start(state.position.global_step if checkpoint is not None else None)
-        if checkpoint is None:
-            out.sinks.run_started(Started(plain, OmegaConf.to_yaml(cfg), parts.model, example, data.facts))
-        if ranks.is_main:
-            OmegaConf.save(cfg, folder.config)
+        out.sinks.start(run.state.position.global_step if resumed else None)
+        if not resumed:
+            out.sinks.run_started(
+                Started(config, OmegaConf.to_yaml(run.cfg), parts.model, run.example, facts)
+            )
+        if out.checkpoints.writes:
+            OmegaConf.save(run.cfg, out.folder.config)
         with STOP.deferred():  # a signal now finishes the step and saves before stopping
-            fit(parts, state, out, trainer)
-        results = _finish(parts, state, out, time.perf_counter() - started)
-        split, names = final_split(results), data.facts.class_names
-        out.sinks.finished(Finished(results, split, plain, choices, _typed_keys(hydra), names))
+            fit(parts, run.state, out, run.trainer)
+        results = _finish(parts, run.state, out, time.perf_counter() - started)
+        split = final_split(results)
+        out.sinks.finished(Finished(results, split, config, run.choices, typed, facts.class_names))
     except BaseException:
         _close_after_failure(out)
         raise
     out.sinks.close()
-    terminal.results(results, split, names, folder.path)
-    return _optimized(cfg, results)
+    out.terminal.results(results, split, facts.class_names, out.folder.path)
+    return results
 
 
 def _close_after_failure(out: Outputs) -> None:

@@ -68,9 +68,12 @@ class Parts:
     metrics: dict[str, Metric]  # the run's table: dlrun's own and the user's
     measured: tuple[Metric, ...]  # what a validation measures besides the loss
     trained: tuple[Metric, ...]  # what is measured on the training batches too
-    device: torch.device = torch.device("cpu")
+    device: torch.device = CPU
     ranks: Ranks = field(default_factory=Ranks)  # this process's place in a torchrun launch
     stop: StopRequest = STOP  # the process's: a signal during start-up counts too
+    # what a training feature adds that a checkpoint must keep (an average of the weights...):
+    # anything with state_dict and load_state_dict, saved and restored under its name
+    extras: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def of(
@@ -115,6 +118,7 @@ class Parts:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "scaler": self.precision.scaler.state_dict(),
+            **{name: part.state_dict() for name, part in self.extras.items()},
         }
 
     def load_state_dicts(self, payload: dict[str, Any]) -> None:
@@ -124,6 +128,8 @@ class Parts:
             self.schedule.scheduler.load_state_dict(payload["scheduler"])
         if payload["scaler"]:
             self.precision.scaler.load_state_dict(payload["scaler"])
+        for name, part in self.extras.items():
+            part.load_state_dict(payload[name])  # a checkpoint without it does not fit: said by restore
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
-"""Training, read top-down: fit runs the epochs, train_one_epoch the steps, train_step takes one,
-evaluate scores a split. Everything a run does happens here, where it happens: the scheduler
-steps, the checkpoints written after a step or an epoch, early stopping, stop signals, what the
-terminal and the loggers are told.
+"""Training, read top-down: build_parts puts the run together, fit runs the epochs,
+train_one_epoch the steps, train_step takes one, evaluate scores a split. Everything a run does
+happens here, where it happens: the scheduler steps, the checkpoints written after a step or an
+epoch, early stopping, stop signals, what the terminal and the loggers are told.
 
 No host-device synchronisation per step: the running loss and metrics stay on the device and are
 read once per logging interval; each step's loss also travels to the host asynchronously and is
@@ -18,11 +18,15 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
+from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from dlrun import metrics
 from dlrun.config.schema import Trainer
+from dlrun.data import Data
 from dlrun.engine import distributed
+from dlrun.engine.build import build_loss, build_metrics, build_model, build_optimizer, build_schedule
+from dlrun.engine.distributed import Ranks
 from dlrun.engine.runtime import Precision
 from dlrun.engine.state import Outputs, Parts, Position, Scores, TrainingState
 from dlrun.errors import DlrunError
@@ -33,6 +37,57 @@ from dlrun.signals import Interrupted
 log = logging.getLogger("dlrun")
 
 DIVERGING = 10.0  # a training loss this many times its lowest so far
+
+
+def build_parts(cfg: DictConfig, data: Data, task: str, device: torch.device, ranks: Ranks) -> Parts:
+    """Everything built once for a run, on the training device, from the resolved config (with the
+    data's facts and the training length as numbers): the pieces engine/build.py makes from the
+    config, put together. A training feature that keeps state (an average of the weights...)
+    adds it to `extras`: checkpoints save and restore it by name."""
+    trainer = cfg.trainer
+    model = build_model(cfg.model, data.facts).to(device)
+    if trainer.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(cfg.optimizer, model)
+    table, measured, trained = build_metrics(cfg.metrics, task)
+    steps = (
+        len(data.train)
+        if trainer.limit_train_batches is None
+        else min(trainer.limit_train_batches, len(data.train))
+    )
+    schedule = build_schedule(
+        cfg.scheduler,
+        optimizer,
+        epochs=trainer.epochs,
+        steps_per_epoch=steps,
+        monitor=metrics.monitored(trainer.monitor, task),
+    )
+    forward, evaluator = _compiled(model, trainer.compile, ranks, device)
+    return Parts(
+        model=model,
+        forward=forward,
+        evaluator=evaluator,
+        criterion=build_loss(cfg.loss, data.facts),
+        optimizer=optimizer,
+        schedule=schedule,
+        precision=Precision(str(trainer.precision), device),
+        data=data,
+        task=metrics.TASKS[task],
+        metrics=table,
+        measured=measured,
+        trained=trained,
+        device=device,
+        ranks=ranks,
+    )
+
+
+def _compiled(model: nn.Module, compile_model: bool, ranks: Ranks, device: torch.device):
+    """(what training calls, what evaluation calls): compiled if asked; DDP only for training."""
+    evaluator = torch.compile(model) if compile_model else model
+    if not ranks.enabled:
+        return evaluator, evaluator
+    ddp = distributed.wrap(model, device)
+    return (torch.compile(ddp) if compile_model else ddp), evaluator
 
 
 def fit(parts: Parts, state: TrainingState, out: Outputs, trainer: Trainer) -> None:
