@@ -168,6 +168,7 @@ def test_a_sweep_over_tasks_keeps_a_metric_column_and_a_single_job_shows_all_its
     show(Summary(tmp_path, [row(0, "mlp", "val/acc", 0.9), row(1, "autoencoder", "val/mse", 0.03)]))
     out = capsys.readouterr().out
     assert "every job: trainer.epochs=1" in out and " metric " in out and "val/mse" in out
+    assert "90.00%" in out and "0.0300" in out  # each value as the metrics table shows it
     show(Summary(tmp_path, [row(0, "mlp", "val/acc", 0.9)]))
     out = capsys.readouterr().out
     assert "every job" not in out and "model=mlp trainer.epochs=1" in out

@@ -10,12 +10,12 @@ from omegaconf import OmegaConf
 from dlrun import metrics
 from dlrun.config.schema import BOOKKEEPING, OPTIONS, schema_of
 from dlrun.runs.commands import folder_name
-from dlrun.runs.folder import of_checkpoint
+from dlrun.runs.folder import RECORD, RunFolder, of_checkpoint
 from dlrun.runs.lock import claim, lock_folder
 
 
 def run_dir(resume: str | None, fresh: str) -> str:
-    """The run folder, locked for this process (see run_folders): the resumed run's own folder,
+    """The run folder, locked for this process (see runs/lock.py): the resumed run's own folder,
     else a fresh one, claimed."""
     if resume in (None, "auto"):  # auto: resume what is in the folder; a fresh one holds nothing
         folder = claim(fresh)
@@ -31,9 +31,9 @@ def record_dir(resume: str | None, output_dir: str, stamp: str) -> str:
     """Where Hydra records the composed config: .hydra, or, when the folder already holds a
     record (a resume), a folder of its own inside it, so that resuming (or failing to) leaves
     the original record as it was."""
-    if resume is None or not (Path(output_dir) / ".hydra" / "hydra.yaml").is_file():
-        return ".hydra"
-    return f".hydra/resumed-{stamp}"
+    if resume is None or not RunFolder(output_dir).hydra_record.is_file():
+        return RECORD
+    return f"{RECORD}/resumed-{stamp}"
 
 
 def package_file(name: str) -> str:

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import yaml
 from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
-
-from dlrun.config.schema import OPTIONS
 
 HEADER = """dlrun - deep-learning experiments from one command (PyTorch, Hydra, TensorBoard).
 
@@ -28,6 +27,7 @@ FOOTER = """Examples:
   dlrun dataset=mnist model=mlp optimizer.lr=3e-4
   dlrun experiment=mnist_lenet dataset.root=../shared/data
   dlrun -m optimizer.lr=1e-3,1e-2 model=mlp,cnn dataset=fashion_mnist
+  dlrun "logger=[tensorboard,csv]"               several loggers (logger=none: no logger)
   dlrun trainer.resume=runs/<date>/<run>/checkpoints/last.pt     continue a stopped run
 Each run writes runs/<date>/<time>_<dataset>_<model>/ (log, TensorBoard events, checkpoints,
 metrics.json). Compare runs with: tensorboard --logdir runs
@@ -58,7 +58,7 @@ def help_text(config_dir: str, args: list[str]) -> str:
         files = {
             path.stem for folder in [config_dir, *extra] for path in (Path(folder) / group).glob("*.yaml")
         }
-        options = sorted(files | set(OPTIONS.get(group, {})))
+        options = sorted(files | _stored(group))
         if options:
             marked = [f"{name}*" if name == defaults.get(group) else name for name in options]
             lines.append(f"{group}: {', '.join(marked)}")
@@ -68,6 +68,15 @@ def help_text(config_dir: str, args: list[str]) -> str:
         cfg = compose("config", overrides=overrides)
     lines += ["", "== The composed config (override any value: key=value) ==", OmegaConf.to_yaml(cfg), FOOTER]
     return "\n".join(lines)
+
+
+def _stored(group: str) -> set[str]:
+    """The options of `group` registered from the schema (config/schema.py: store_schemas)."""
+    store = ConfigStore.instance()
+    try:
+        return {name.removesuffix(".yaml") for name in store.list(group)}
+    except OSError:  # no option of the group is stored (experiment, hparams_search: files only)
+        return set()
 
 
 def _config_dirs(args: list[str]) -> tuple[list[str], list[str]]:

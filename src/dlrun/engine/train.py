@@ -50,11 +50,7 @@ def build_parts(cfg: DictConfig, data: Data, task: str, device: torch.device, ra
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(cfg.optimizer, model)
     table, measured, trained = build_metrics(cfg.metrics, task)
-    steps = (
-        len(data.train)
-        if trainer.limit_train_batches is None
-        else min(trainer.limit_train_batches, len(data.train))
-    )
+    steps = steps_per_epoch(len(data.train), trainer.limit_train_batches)
     schedule = build_schedule(
         cfg.scheduler,
         optimizer,

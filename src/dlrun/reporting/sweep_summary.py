@@ -17,6 +17,10 @@ from omegaconf import DictConfig
 from rich.table import Table
 from rich.text import Text
 
+from dlrun import metrics
+from dlrun.runs.folder import RECORD, RunFolder
+from dlrun.runs.results import read_results
+
 COLUMNS = ("job", "overrides", "status", "metric", "value", "seconds", "folder", "error")
 
 
@@ -56,19 +60,20 @@ def conclude(started: Summary) -> None:
 def abandoned(started: Summary, reason: str) -> None:
     """A launcher that gave up the sweep (joblib, when one of its workers dies): each job that
     started but did not end gets an error.txt with the reason, and the summary is written."""
-    for job in started.folder.glob("*/.hydra"):
-        if not (job.parent / "metrics.json").is_file() and not (job.parent / "error.txt").is_file():
-            (job.parent / "error.txt").write_text(f"{reason}\n")
+    for record in started.folder.glob(f"*/{RECORD}"):
+        job = RunFolder(record.parent)
+        if not job.finished() and not job.error.is_file():
+            job.error.write_text(f"{reason}\n")
     conclude(started)
 
 
 def summarize(sweep_dir: Path) -> Summary:
-    jobs = [path.parent for path in sweep_dir.glob("*/.hydra")]
+    jobs = [RunFolder(path.parent) for path in sweep_dir.glob(f"*/{RECORD}")]
     return Summary(sweep_dir, sorted((_row(job, sweep_dir) for job in jobs), key=lambda row: row["job"]))
 
 
-def _row(job: Path, sweep_dir: Path) -> dict[str, Any]:
-    hydra = yaml.safe_load((job / ".hydra" / "hydra.yaml").read_text())["hydra"]
+def _row(job: RunFolder, sweep_dir: Path) -> dict[str, Any]:
+    hydra = yaml.safe_load(job.hydra_record.read_text())["hydra"]
     row = {
         "job": hydra["job"]["num"],
         "overrides": hydra["overrides"]["task"],  # written as one line, as typed
@@ -76,16 +81,16 @@ def _row(job: Path, sweep_dir: Path) -> dict[str, Any]:
         "metric": "",
         "value": None,
         "seconds": None,
-        "folder": str(job.relative_to(sweep_dir)),
+        "folder": str(job.path.relative_to(sweep_dir)),
         "error": "",
     }
-    if (job / "metrics.json").is_file():
-        metrics = json.loads((job / "metrics.json").read_text())
+    if job.finished():
+        results = read_results(job)
         row.update(
-            status="ok", metric=metrics["monitor"], value=metrics["best_value"], seconds=metrics["seconds"]
+            status="ok", metric=results["monitor"], value=results["best_value"], seconds=results["seconds"]
         )
-    elif (job / "error.txt").is_file():
-        row.update(status="failed", error=(job / "error.txt").read_text().strip().splitlines()[-1])
+    elif job.error.is_file():
+        row.update(status="failed", error=job.error.read_text().strip().splitlines()[-1])
     return row
 
 
@@ -121,9 +126,9 @@ def show(summary: Summary) -> None:
 
 
 def _table(summary: Summary, shared: list[str]) -> Table:
-    metrics = {row["metric"] for row in summary.rows if row["metric"]}
+    monitored = {row["metric"] for row in summary.rows if row["metric"]}
     # one metric (the usual case) names the value column instead of filling a column of its own
-    single = metrics.pop() if len(metrics) == 1 else None
+    single = monitored.pop() if len(monitored) == 1 else None
     value = single or "value"
     table = Table(title=f"sweep: {len(summary.rows)} jobs, {len(summary.failed)} failed", title_style="bold")
     for column in ("job", "overrides", "status", *([] if single else ["metric"]), value, "seconds", "folder"):
@@ -137,7 +142,7 @@ def _table(summary: Summary, shared: list[str]) -> Table:
             differs,
             status,
             *([] if single else [row["metric"]]),
-            "" if row["value"] is None else f"{row['value']:.4f}",
+            "" if row["value"] is None else metrics.shown(row["metric"], row["value"]),
             "" if row["seconds"] is None else f"{row['seconds']:.1f}",
             Text(row["folder"]),
         )

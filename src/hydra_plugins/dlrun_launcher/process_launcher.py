@@ -198,12 +198,13 @@ def _death(status: int) -> str:
 def _record_death(job: Job, reason: str) -> None:
     """What the job could not write itself: why it ended, and how to pick it up again."""
     from dlrun.runs.commands import run_resume_command
+    from dlrun.runs.folder import RunFolder
 
     command = run_resume_command(job.overrides, job.folder)
     text = f"job {job.index} {reason}; resume it with: {command}"
     log.error(text)
     job.folder.mkdir(parents=True, exist_ok=True)
-    (job.folder / "error.txt").write_text(text + "\n")
+    RunFolder(job.folder).error.write_text(text + "\n")
 
 
 def _stop_with_parent() -> None:
