@@ -260,6 +260,7 @@ def test_every_closed_setting_refuses_another_value_and_lists_the_valid_ones(key
 
 def test_the_closed_sets_are_the_ones_the_code_knows():
     """The names the schema accepts are the names the models and the runtime can build."""
+    from dlrun.data.vision import SOURCES
     from dlrun.engine.runtime import Precision
     from dlrun.models.layers import ACTIVATIONS
     from dlrun.models.row_rnn import CELLS
@@ -268,6 +269,7 @@ def test_the_closed_sets_are_the_ones_the_code_knows():
     assert values(schema.Activation) == set(ACTIVATIONS)
     assert values(schema.Cell) == set(CELLS)
     assert values(schema.Precision) == set(Precision.DTYPES)
+    assert values(schema.TorchvisionSet) == set(SOURCES)
     assert all(issubclass(choices, Enum) for _, (_, choices) in closed_fields())
 
 

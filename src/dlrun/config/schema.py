@@ -136,6 +136,14 @@ class Cell(str, Enum):
     LSTM = "lstm"
 
 
+class TorchvisionSet(str, Enum):
+    """The image sets dlrun reads through torchvision (data/vision.py: SOURCES)."""
+
+    MNIST = "mnist"
+    FASHION_MNIST = "fashion_mnist"
+    CIFAR10 = "cifar10"
+
+
 class BadImages(str, Enum):
     ERROR = "error"  # name the file and stop
     SKIP = "skip"  # leave it out, count it, name it in dlrun.log
@@ -199,9 +207,9 @@ class CSVDataset:
     standardize: bool = True  # features scaled by the training split's mean and std
 
 
-@option("dataset", "mnist", name="mnist")
-@option("dataset", "fashion_mnist", name="fashion_mnist")
-@option("dataset", "cifar10", name="cifar10")
+@option("dataset", "mnist", name=TorchvisionSet.MNIST.value)
+@option("dataset", "fashion_mnist", name=TorchvisionSet.FASHION_MNIST.value)
+@option("dataset", "cifar10", name=TorchvisionSet.CIFAR10.value)
 @dataclass
 class TorchvisionDataset:
     """MNIST digits, Fashion-MNIST clothing (60k train + 10k test, 1x28x28) or CIFAR-10 (50k + 10k,
@@ -211,7 +219,7 @@ class TorchvisionDataset:
 
     _target_: str = "dlrun.data.vision.load_torchvision"
     kind: ClassVar[Kind] = Kind.IMAGE
-    name: str = MISSING  # mnist | fashion_mnist | cifar10
+    name: str = one_of(TorchvisionSet, MISSING)
     root: str = path(DATA_ROOT)
     download: bool = True  # when the files are missing under root (needs internet)
     val_fraction: float = within("[0, 1)", 0.1)  # carved from the official training split
