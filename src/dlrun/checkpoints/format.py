@@ -16,6 +16,7 @@ still evaluates, predicts and resumes; a version this dlrun does not know is ref
 """
 
 import copy
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -91,8 +92,8 @@ def _named_by_target(config: dict[str, Any], path: Path) -> None:
                 "so it does not describe a model dlrun can rebuild"
             )
         target = {"_target_": schema_of(option)._target_}
-        if group == "dataset" and schema_of(option).__name__ == "TorchvisionDataset":
-            target["name"] = name
+        if group == "dataset" and "name" in {f.name for f in fields(schema_of(option))}:
+            target["name"] = name  # the torchvision sets: one loader, the set by name
         config[group] = {**target, **node}
 
 
