@@ -62,16 +62,18 @@ def read_events(run_dir: Path):
     return accumulator
 
 
-def hparams(run_dir: Path) -> tuple[dict, list[str]]:
-    """(hparam values of the run's session, metric tags of its experiment), from its hparams sub-run."""
-    content = read_events(run_dir / "hparams").PluginTagToContent("hparams")
+def hparams(run_dir: Path) -> tuple[dict, list[str], str]:
+    """(hparam values of the run's session, the final metric tags it logged, its trial name), from
+    the run's own event file."""
+    events = read_events(run_dir)
+    content = events.PluginTagToContent("hparams")
     start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
-    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"])
     values = {}
     for key, value in start.session_start_info.hparams.items():
         kind = value.WhichOneof("kind")
         values[key] = getattr(value, kind)
-    return values, [m.name.tag for m in experiment.experiment.metric_infos]
+    final = sorted(tag for tag in events.Tags()["scalars"] if tag.startswith("whole_run/"))
+    return values, final, start.session_start_info.group_name
 
 
 @contextlib.contextmanager

@@ -124,3 +124,80 @@ def test_processes_are_spread_over_the_gpus(monkeypatch):
     assert runtime.select_device("cuda", slot=1) == torch.device("cuda", 1)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert runtime.select_device("auto", slot=3) == torch.device("cpu") or torch.backends.mps.is_available()
+
+
+def cgroup(tmp_path, membership: str, files: dict[str, str]):
+    """A cgroup tree as /sys/fs/cgroup holds it, and /proc/self/cgroup's lines naming this process's."""
+    for name, text in files.items():
+        path = tmp_path / "fs" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    (tmp_path / "self").write_text(membership)
+    return tmp_path / "fs", tmp_path / "self"
+
+
+def test_the_cpu_quota_of_a_container_is_read_from_cgroup_v2_and_v1(tmp_path):
+    from dlrun.machine import cpu_quota
+
+    v2 = cgroup(tmp_path / "v2", "0::/job/7\n", {"job/7/cpu.max": "150000 100000\n"})
+    assert cpu_quota(*v2) == 1.5  # docker --cpus=1.5
+    unlimited = cgroup(tmp_path / "max", "0::/\n", {"cpu.max": "max 100000\n"})
+    assert cpu_quota(*unlimited) is None
+    v1 = cgroup(
+        tmp_path / "v1",
+        "4:memory:/x\n3:cpu,cpuacct:/docker/abc\n",
+        {
+            "cpu,cpuacct/docker/abc/cpu.cfs_quota_us": "200000\n",
+            "cpu,cpuacct/docker/abc/cpu.cfs_period_us": "100000\n",
+        },
+    )
+    assert cpu_quota(*v1) == 2.0
+    no_quota = cgroup(
+        tmp_path / "none",
+        "3:cpu,cpuacct:/\n",
+        {"cpu,cpuacct/cpu.cfs_quota_us": "-1\n", "cpu,cpuacct/cpu.cfs_period_us": "100000\n"},
+    )
+    assert cpu_quota(*no_quota) is None
+    assert cpu_quota(tmp_path / "nowhere", tmp_path / "missing") is None
+
+
+def test_a_run_pinned_to_one_core_takes_one_thread(tmp_path):
+    """The default (trainer.num_threads=0) is the CPUs this process may use, not the host's."""
+    import subprocess
+    import sys
+
+    code = "from dlrun.engine.runtime import configure_threads; print(configure_threads(0))"
+    pinned = subprocess.run(
+        ["taskset", "-c", "0", sys.executable, "-c", code], capture_output=True, text=True
+    )
+    assert pinned.returncode == 0, pinned.stderr
+    assert pinned.stdout.strip() == "1"
+
+
+def test_steps_that_collapse_on_a_shared_cpu_are_said_once_with_the_setting_that_helps():
+    from dlrun.machine import SlowSteps
+
+    used = [(0.0, 0.0)]  # CPU seconds of the whole machine, of this process
+    watch = SlowSteps(threads=2, cpus=2, usage=lambda: used[0])
+
+    def interval(steps, seconds, ours, others):
+        machine, own = used[0]
+        used[0] = (machine + ours + others, own + ours)
+        return watch.interval(steps, seconds)
+
+    assert interval(50, 0.5, ours=1.0, others=0.0) is None  # 10 ms a step: the fastest so far
+    assert interval(50, 2.0, ours=4.0, others=0.1) is None  # 4x slower, the machine otherwise idle
+    assert interval(5, 5.0, ours=9.0, others=5.0) is None  # too few steps to say anything
+    warning = interval(50, 3.0, ours=4.0, others=3.0)  # 6x slower, another process on one CPU
+    assert "6x as long as this run's fastest" in warning and "use 1.0 of the 2 CPUs" in warning
+    assert "trainer.num_threads=1" in warning
+    assert interval(50, 3.0, ours=4.0, others=3.0) is None  # once
+    one_thread = SlowSteps(threads=1, cpus=2, usage=lambda: used[0])
+    assert one_thread.interval(50, 0.5) is None and one_thread.interval(50, 9.0) is None  # no advice
+
+
+def test_the_machines_cpu_time_is_read_where_linux_keeps_it():
+    from dlrun.machine import cpu_seconds
+
+    machine, own = cpu_seconds()
+    assert machine > own > 0

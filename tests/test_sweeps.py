@@ -67,11 +67,14 @@ def test_every_job_gets_its_own_tensorboard_row_with_the_swept_keys(dlrun, tmp_p
     folder = sweep_folder(tmp_path)
     rows = [hparams(job) for job in sorted(path for path in folder.iterdir() if path.is_dir())]
     assert len(rows) == 6
-    keys = {frozenset(values) for values, _ in rows}
-    assert len(keys) == 1  # the same columns in every row
-    assert {values["optimizer.lr"] for values, _ in rows} == {0.001, 0.003, 0.01}
-    assert {values["choice/model"] for values, _ in rows} == {"mlp", "linear"}
-    assert all("whole_run/val_acc_best" in metrics for _, metrics in rows)
+    assert {values["optimizer.lr"] for values, _, _ in rows} == {0.001, 0.003, 0.01}
+    assert {values["choice/model"] for values, _, _ in rows} == {"mlp", "linear"}
+    assert all(
+        final == ["whole_run/epochs", "whole_run/test_acc", "whole_run/test_loss", "whole_run/val_acc_best"]
+        for _, final, _ in rows
+    )  # the same metrics in every row: the charts draw
+    assert all(trial.startswith(f"{folder.name}/") for _, _, trial in rows)  # the sweep, then the job
+    assert len({trial for _, _, trial in rows}) == 6
 
 
 def test_parallel_jobs_with_joblib_share_the_cores(dlrun, tmp_path, monkeypatch):

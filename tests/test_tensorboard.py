@@ -49,8 +49,8 @@ def test_classification_scalars(classification_events):
         assert tag in tags, tag
     # TensorBoard's Time Series page opens the first two groups of cards: train/ and val/, which
     # hold curves only (a picture card per run would push the curves below the fold); the
-    # pictures' group sorts after them
-    assert sorted({tag.split("/")[0] for tag in tags}) == ["train", "val"]
+    # pictures' group and the final numbers' (one point each, the HPARAMS columns) sort after them
+    assert sorted({tag.split("/")[0] for tag in tags}) == ["train", "val", "whole_run"]
     pictures = {tag.split("/")[0] for tag in classification_events.Tags()["images"]}
     assert pictures == {"visuals"} and min(pictures) > "val"
     # the Images tab lists cards by tag: validation's picture before the input grid of every run
@@ -125,47 +125,21 @@ def test_the_confusion_figure_title_is_not_cut(classes):
     assert ink_columns.size and ink_columns[-1] < figure.shape[1] - MARGIN // 2  # white after the last word
 
 
-def test_hparams_row_with_real_final_metrics(classification_run, classification_events):
-    values, metrics = hparams(classification_run)
+def test_hparams_row_with_real_final_metrics_in_the_runs_own_events(
+    classification_run, classification_events
+):
+    values, final, trial = hparams(classification_run)
     assert values["model.hidden_sizes"] == "[32]" and values["choice/model"] == "mlp"
-    assert values["model.channels"] == "-"  # a cnn setting: the same columns in every run
-    # every task's columns, in every run: a folder of classifiers and autoencoders shows both
-    assert set(metrics) == {
-        f"whole_run/{name}"
-        for name in ("val_acc_best", "val_mse_best", "test_acc", "test_mse", "test_loss", "epochs")
-    }
-    final = read_events(classification_run / "hparams")
-    best = final.Scalars("whole_run/val_acc_best")[0].value
+    assert "model.channels" not in values  # only this run's settings: another model's stay empty
+    assert not [key for key in values if key.endswith("_target_")]  # choice/model says it
+    assert final == [f"whole_run/{name}" for name in ("epochs", "test_acc", "test_loss", "val_acc_best")]
+    best = classification_events.Scalars("whole_run/val_acc_best")[0].value
     assert best == pytest.approx(max(e.value for e in classification_events.Scalars("val/acc")))
-    assert final.Scalars("whole_run/epochs")[0].value == 2
-    assert not [tag for tag in classification_events.Tags()["scalars"] if tag.startswith("whole_run/")]
-
-
-def test_hparams_shows_the_settings_that_tell_runs_apart_and_names_the_trial(classification_run):
-    from tensorboard.plugins.hparams import plugin_data_pb2
-
-    content = read_events(classification_run / "hparams").PluginTagToContent("hparams")
-    experiment = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
-    shown = {info.name for info in experiment.hparam_infos if info.differs}
-    assert {"choice/model", "choice/dataset", "optimizer.lr", "trainer.batch_size", "trainer.epochs"} <= shown
-    assert "model.hidden_sizes" in shown  # typed for this run
-    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
-    assert start.session_start_info.group_name == classification_run.name  # not the shared date prefix
-
-
-def test_every_run_has_the_same_hparam_keys(dlrun, data_root):
-    keys = []
-    for model in ("mlp", "cnn"):
-        result = dlrun(
-            "dataset=mnist",
-            f"dataset.root={data_root}",
-            "dataset.download=false",
-            f"model={model}",
-            *FEW_STEPS,
-        )
-        assert result.code == 0, result.err
-        keys.append(set(hparams(result.run_dir)[0]))
-    assert keys[0] == keys[1]
+    assert classification_events.Scalars("whole_run/epochs")[0].value == 2
+    assert trial == classification_run.name  # a single run: its folder's name, time first
+    assert not (classification_run / "hparams").exists()  # no sub-run: one TensorBoard run per run
+    # no experiment record: TensorBoard infers the columns from all the sessions it finds
+    assert "_hparams_/experiment" not in classification_events.PluginTagToContent("hparams")
 
 
 def test_an_autoencoder_shows_reconstructions_and_mse(dlrun, data_root):
@@ -179,9 +153,9 @@ def test_an_autoencoder_shows_reconstructions_and_mse(dlrun, data_root):
     pictures = events.Images("visuals/reconstructions")[0]
     assert pictures.height >= 2 * 112  # inputs above reconstructions, each at least 112 pixels
     assert not [tag for tag in events.Tags()["tensors"] if tag.startswith("pr/")]
-    final = read_events(result.run_dir / "hparams").Tags()["scalars"]
+    final = hparams(result.run_dir)[1]
     assert "whole_run/val_mse_best" in final and "whole_run/test_mse" in final
-    assert "whole_run/test_acc" not in final  # declared as a column, empty for this run
+    assert "whole_run/test_acc" not in final  # a column of the classifiers, empty for this run
 
 
 def test_a_names_run_tags_pr_curves_with_the_languages(dlrun, data_root):
@@ -234,32 +208,66 @@ def test_a_real_tensorboard_serves_every_plugin_and_one_hparams_table_for_mixed_
     with tensorboard_server(tensorboard, tmp_path) as ask:
         active = {name for name, plugin in ask("/data/plugins_listing").items() if plugin["enabled"]}
         assert {"scalars", "images", "pr_curves", "graphs", "hparams", "text"} <= active
+        assert sorted(ask("/data/runs")) == sorted(
+            [classification_run.name, "autoencoder"]
+        )  # N runs, N entries
         scalars = ask("/data/plugin/scalars/tags")
-        assert {"train/loss", "val/acc"} <= set(scalars[classification_run.name])
-        assert set(scalars[f"{classification_run.name}/hparams"]) == {
-            "whole_run/val_acc_best",
-            "whole_run/test_acc",
-            "whole_run/test_loss",
-            "whole_run/epochs",
-        }
+        assert {"train/loss", "val/acc", "whole_run/val_acc_best", "whole_run/test_acc"} <= set(
+            scalars[classification_run.name]
+        )
         assert "visuals/confusion_matrix" in ask("/data/plugin/images/tags")[classification_run.name]
         assert "pr/0-zero" in ask("/data/plugin/pr_curves/tags")[classification_run.name]
         assert "config/text_summary" in ask("/data/plugin/text/tags")[classification_run.name]
         assert ask("/data/plugin/graphs/info")[classification_run.name]["run_graph"]
         experiment = ask("/data/plugin/hparams/experiment", {"experimentName": ""})
         metrics = {info["name"]["tag"] for info in experiment["metricInfos"]}
-        assert {"whole_run/val_acc_best", "whole_run/val_mse_best", "whole_run/test_mse"} <= metrics
-        first_five = [info["name"] for info in experiment["hparamInfos"][:5]]
-        assert {"choice/model", "choice/dataset", "optimizer.lr", "trainer.batch_size"} <= set(first_five)
-        groups = ask(
-            "/data/plugin/hparams/session_groups",
-            {
-                "experimentName": "",
-                "allowedStatuses": ["STATUS_SUCCESS", "STATUS_UNKNOWN"],
-                "colParams": [],
-                "startIndex": 0,
-                "sliceSize": 10,
-            },
-        )
-        names = {group["name"] for group in groups["sessionGroups"]}
+        assert {
+            "whole_run/val_acc_best",
+            "whole_run/val_mse_best",
+            "whole_run/test_mse",
+        } <= metrics  # both tasks
+        differing = [info["name"] for info in experiment["hparamInfos"] if info.get("differs")]
+        assert {"choice/model", "choice/loss"} <= set(differing)
+        assert [info["name"] for info in experiment["hparamInfos"][: len(differing)]] == differing  # first
+        names = {group["name"] for group in session_groups(ask)}
         assert names == {classification_run.name, autoencoder.run_dir.name}  # the runs' own folder names
+
+
+def session_groups(ask) -> list[dict]:
+    body = {
+        "experimentName": "",
+        "allowedStatuses": ["STATUS_SUCCESS", "STATUS_UNKNOWN"],
+        "colParams": [],
+        "startIndex": 0,
+        "sliceSize": 100,
+    }
+    return ask("/data/plugin/hparams/session_groups", body)["sessionGroups"]
+
+
+def test_a_sweep_served_by_tensorboard_has_a_value_for_every_column_in_every_row(
+    dlrun, tmp_path, monkeypatch
+):
+    """The condition of the parallel-coordinates and scatter views: TensorBoard draws nothing when
+    a metric column has no value in some row (as when every run declared every task's columns)."""
+    import sys
+
+    monkeypatch.chdir(tmp_path)
+    result = dlrun("-m", "optimizer.lr=0.001,0.01", "model=mlp,linear", *FEW_STEPS)
+    assert result.code == 0, result.err
+    [sweep] = list((tmp_path / "runs" / "multirun").glob("*/*"))
+    tensorboard = [str(Path(sys.executable).parent / "tensorboard"), "--logdir", str(sweep)]
+    with tensorboard_server(tensorboard, tmp_path) as ask:
+        assert len(ask("/data/runs")) == 4
+        experiment = ask("/data/plugin/hparams/experiment", {"experimentName": ""})
+        columns = {info["name"]["tag"] for info in experiment["metricInfos"]}
+        assert "whole_run/val_acc_best" in columns and "whole_run/val_mse_best" not in columns
+        groups = session_groups(ask)
+        assert len(groups) == 4
+        for group in groups:
+            assert {value["name"]["tag"] for value in group["metricValues"]} == columns
+        # trial names start with the sweep's time, then the job: jobs of two sweeps never share one
+        assert sorted(group["name"] for group in groups) == sorted(
+            f"{sweep.name}/{job.name}" for job in sweep.iterdir() if job.is_dir()
+        )
+        differing = [info["name"] for info in experiment["hparamInfos"] if info.get("differs")]
+        assert set(differing) == {"choice/model", "optimizer.lr"}  # what the sweep varies, shown first

@@ -195,20 +195,3 @@ def per_class_accuracy(confusion) -> list[float]:
     """Recall of each class; NaN for a class absent from the split."""
     totals = confusion.sum(dim=1).double()
     return (confusion.diagonal().double() / totals).tolist()
-
-
-# -- the final metrics every run reports (HPARAMS columns) -----------------------------------------
-
-
-def final_metric_names() -> list[str]:
-    """best val <metric> of every task, then test <metric>, test loss and epochs: the same columns
-    for every run, so that a folder of classifiers and autoencoders lines up."""
-    measured = [name for task in TASKS.values() for name in task.measures]
-    return (
-        [f"val_{name}_best" for name in measured]
-        + [f"test_{name}" for name in measured]
-        + [
-            "test_loss",
-            "epochs",
-        ]
-    )

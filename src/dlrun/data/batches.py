@@ -11,7 +11,6 @@ already done is enough to replay an epoch exactly after a crash.
 """
 
 import logging
-import os
 import warnings
 from collections.abc import Callable, Iterator
 from itertools import islice
@@ -22,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dlrun.errors import DataError
+from dlrun.machine import usable_cpus
 
 log = logging.getLogger("dlrun")
 
@@ -230,7 +230,7 @@ _noted: set[int] = set()
 
 
 def _note_more_workers_than_cores(workers: int) -> None:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = usable_cpus()
     if workers > cores and workers not in _noted:
         _noted.add(workers)
         log.warning(

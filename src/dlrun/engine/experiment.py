@@ -32,6 +32,7 @@ from dlrun.engine.build import build_data, build_sinks, check_targets
 from dlrun.engine.state import CheckpointFiles, Monitor, Outputs, Parts, TrainingState, restore
 from dlrun.engine.train import build_parts, evaluate, fit
 from dlrun.errors import DISK_REFUSED, ConfigError, DlrunError, one_line
+from dlrun.machine import SlowSteps, usable_cpus
 from dlrun.quoting import shell_path
 from dlrun.reporting.sinks import Finished, Started
 from dlrun.reporting.terminal import Report
@@ -96,7 +97,7 @@ def _run(cfg: DictConfig, folder: RunFolder, hydra, ranks: distributed.Ranks) ->
     # everything that can refuse the run has been decided: only now is anything written
     if ranks.is_main:
         remove_stale_temporaries(folder.checkpoints)
-    results = _train(run, resumed=checkpoint is not None, typed=_typed_keys(hydra), started=started)
+    results = _train(run, hydra, resumed=checkpoint is not None, started=started)
     return _optimized(cfg, results)
 
 
@@ -143,6 +144,7 @@ def _start(cfg: DictConfig, folder: RunFolder, hydra, ranks: distributed.Ranks, 
         )
     parts = build_parts(cfg, data, task, device, ranks)
     terminal.table = parts.metrics
+    terminal.pace = SlowSteps(threads, usable_cpus()) if device.type == "cpu" else None
     files = CheckpointFiles(
         folder, OmegaConf.to_container(cfg, resolve=True), data.facts, writes=ranks.is_main
     )
@@ -179,7 +181,7 @@ def _resume(run: Run, checkpoint: dict[str, Any], path: Path) -> None:
     run.out.terminal.line(f"resumed from {path} at epoch {position.epoch + 1}, step {position.global_step}")
 
 
-def _train(run: Run, resumed: bool, typed: list[str], started: float) -> dict[str, Any]:
+def _train(run: Run, hydra, resumed: bool, started: float) -> dict[str, Any]:
     """Open the loggers, train, score best.pt, and tell the loggers and the terminal the results."""
     out, parts, config = run.out, run.parts, run.out.checkpoints.config
     facts = parts.data.facts
@@ -195,7 +197,8 @@ def _train(run: Run, resumed: bool, typed: list[str], started: float) -> dict[st
             fit(parts, run.state, out, run.trainer)
         results = _finish(parts, run.state, out, time.perf_counter() - started)
         split = final_split(results)
-        out.sinks.finished(Finished(results, split, config, run.choices, typed, facts.class_names))
+        trial = _trial(hydra, out.folder)
+        out.sinks.finished(Finished(results, split, config, run.choices, facts.class_names, trial))
     except BaseException:
         _close_after_failure(out)
         raise
@@ -400,15 +403,17 @@ def _cut_short(problem: str, fix: str, folder: RunFolder, hydra) -> DlrunError:
     return DlrunError(f"{problem}; {shell_path(folder.last)} is intact: {fix}, then resume with: {command}")
 
 
+def _trial(hydra, folder: RunFolder) -> str:
+    """A run's name where runs are compared: its folder's; a sweep job's with its sweep's, so
+    that jobs of two sweeps never share one."""
+    if hydra is not None and hydra.mode == RunMode.MULTIRUN:
+        return f"{Path(hydra.sweep.dir).name}/{folder.name}"
+    return folder.name
+
+
 def _typed(hydra) -> list[str]:
     """The settings the user typed for this run (a sweep job's own, for a job)."""
     return list(hydra.overrides.task) if hydra is not None else []
-
-
-def _typed_keys(hydra) -> list[str]:
-    """The HPARAMS names of the settings typed for this run: `model=cnn` is choice/model."""
-    keys = [override.split("=", 1)[0].lstrip("+~") for override in _typed(hydra)]
-    return [f"choice/{key}" if "." not in key and "/" not in key else key for key in keys]
 
 
 def parallel_jobs(hydra) -> int:

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from dlrun.errors import ConfigError
+from dlrun.machine import usable_cpus
 
 
 def select_device(name: str, slot: int | None = None) -> torch.device:
@@ -46,13 +47,13 @@ def select_device(name: str, slot: int | None = None) -> torch.device:
 
 
 def configure_threads(requested: int, parallel_jobs: int = 1) -> int:
-    """Use `requested` CPU threads, or this job's share of the cores when 0.
+    """Use `requested` CPU threads, or this job's share of the CPUs it may use when 0 (its
+    affinity and cgroup quota: machine.py).
 
     Two processes that each use every core run several times slower than one, so parallel
     sweep jobs split the cores between them.
     """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    threads = requested if requested > 0 else max(1, cores // max(1, parallel_jobs))
+    threads = requested if requested > 0 else max(1, usable_cpus() // max(1, parallel_jobs))
     torch.set_num_threads(threads)
     return threads
 

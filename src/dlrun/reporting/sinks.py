@@ -58,8 +58,10 @@ class Finished:
     split: str  # the final split: test, or val without one
     config: dict[str, Any]  # the resolved config
     choices: dict[str, str]  # the option chosen in each group
-    typed: list[str]  # the settings typed for this run (a sweep job's own)
     class_names: list[str]
+    # the run's name where runs are compared: its folder's, and a sweep job's with its sweep's
+    # (`16-23-04/2_model-mlp_lr-0.01`), so that the first characters tell runs apart
+    trial: str = ""
 
 
 class Sink:

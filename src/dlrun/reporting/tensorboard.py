@@ -7,13 +7,11 @@
 import io
 import re
 import warnings
-from dataclasses import fields
 from typing import Any, Optional
 
 import torch
 from torch import Tensor, nn
 
-from dlrun import metrics
 from dlrun.config import schema
 from dlrun.data.facts import Facts
 from dlrun.reporting.confusion_figure import confusion_figure
@@ -31,24 +29,14 @@ HPARAM_SKIP = schema.BOOKKEEPING + (
     "model.weights_path",
 )
 GROUPS = ("dataset", "model", "loss", "optimizer", "scheduler")
-HPARAMS_RUN = "hparams"  # the sub-run holding a run's HPARAMS row
 FINAL = "whole_run"  # the final metrics' group: sorts after train/ and val/ on the Time Series page
 # The pictures' group, also after val/: the Time Series page puts a picture card per run in its
 # group, which would push train/loss and val/loss below one card per run compared
 PICTURES = "visuals"
+CONFUSION_PICTURE = f"{PICTURES}/confusion_matrix"
+RECONSTRUCTIONS_PICTURE = f"{PICTURES}/reconstructions"
+INPUTS_PICTURE = f"{PICTURES}/train_inputs"
 RECONSTRUCTION_PIXELS = 112
-SHOWN = ["choice/model", "choice/dataset", "optimizer.lr", "trainer.batch_size", "trainer.epochs"]
-
-
-def _display_name(name: str) -> str:
-    """val_acc_best -> best val acc, test_mse -> test mse."""
-    if name.endswith("_best"):
-        return "best " + name.removesuffix("_best").replace("_", " ")
-    return name.replace("_", " ")
-
-
-# the HPARAMS metric columns of every task, with the names TensorBoard shows
-FINAL_METRICS = {f"{FINAL}/{name}": _display_name(name) for name in metrics.final_metric_names()}
 
 
 class TensorBoardSink(Sink):
@@ -86,7 +74,7 @@ class TensorBoardSink(Sink):
         if example is not None and self.show_graph:
             self._graph(started.model, example)
         if example is not None and self.show_inputs and started.facts.kind == "image":
-            self.writer.add_image(f"{PICTURES}/train_inputs", _grid(_unnormalize(example, started.facts)), 0)
+            self.writer.add_image(INPUTS_PICTURE, _grid(_unnormalize(example, started.facts)), 0)
 
     def logged(self, step: int, values: dict[str, float]) -> None:
         self._scalars(step, values)
@@ -104,7 +92,7 @@ class TensorBoardSink(Sink):
             self.writer.add_text(
                 "val/confusion_matrix", confusion_markdown(validation.confusion, names), step
             )
-            self._picture(f"{PICTURES}/confusion_matrix", confusion_figure(validation.confusion, names), step)
+            self._picture(CONFUSION_PICTURE, confusion_figure(validation.confusion, names), step)
         if validation.examples is not None and self.show_reconstructions:
             self._reconstructions(step, *validation.examples)
         if self.show_histograms:
@@ -143,7 +131,7 @@ class TensorBoardSink(Sink):
         # MNIST's 28 pixels would be a strip 62 pixels high: each picture at least 112 pixels
         scale = max(1, RECONSTRUCTION_PIXELS // pairs.shape[-1])
         pairs = pairs.repeat_interleave(scale, dim=-2).repeat_interleave(scale, dim=-1)
-        self.writer.add_image(f"{PICTURES}/reconstructions", _grid(pairs, columns=count), step)
+        self.writer.add_image(RECONSTRUCTIONS_PICTURE, _grid(pairs, columns=count), step)
 
     def _histograms(self, step: int, model: nn.Module) -> None:
         for name, parameter in model.named_parameters():
@@ -152,20 +140,20 @@ class TensorBoardSink(Sink):
                 self.writer.add_histogram(f"weights_grad/{name}", parameter.grad.float(), step)  # after val/
 
     def _hparams(self, step: int, run: Finished) -> None:
-        """The HPARAMS row: the run's settings (hparam_values) with its real final metrics.
+        """The HPARAMS row, in the run's own event file (one TensorBoard run per dlrun run): its
+        session (its settings, named `run.trial`) and its final metrics, in whole_run/, a group
+        that sorts after train/, val/ and visuals/ on the Time Series page.
 
-        They go to a sub-run, `<run>/hparams`: TensorBoard's hparams plugin reads a session's metrics
-        from its own folder, and its final numbers (one point each) then sort below the train/val
-        curves on the Time Series page, which opens the first two groups of cards."""
-        from torch.utils.tensorboard import SummaryWriter
-
-        values = hparam_values(run.config, run.choices)
-        shown = shown_hparams(run.typed)
-        with SummaryWriter(log_dir=str(self.folder.path / HPARAMS_RUN)) as writer:
-            for summary in hparams_summaries(values, self.folder.name, shown):
-                writer.file_writer.add_summary(summary)
-            for key, value in final_metrics(run.results, run.split).items():
-                writer.add_scalar(key, value, step)
+        No experiment summary is written. TensorBoard takes the first one it finds for the whole
+        folder: declaring every task's metrics left a folder of classifiers with empty MSE
+        columns, and its parallel-coordinates and scatter views drew nothing; declaring a run's
+        own would hide the other task's columns in a mixed folder. Without one, TensorBoard
+        infers the columns from the sessions: every setting any run has (those whose values
+        differ shown first) and every metric any run logged."""
+        for summary in session_summaries(hparam_values(run.config, run.choices), run.trial):
+            self.writer.file_writer.add_summary(summary)
+        for key, value in final_metrics(run.results, run.split).items():
+            self.writer.add_scalar(key, value, step)
 
     def _picture(self, tag: str, image, step: int) -> None:
         """A Pillow picture, encoded once as PNG (add_image would take it back through a float
@@ -202,90 +190,41 @@ def final_metrics(results: dict[str, Any], split: str) -> dict[str, float]:
     return {key: float("nan") if value is None else float(value) for key, value in metrics.items()}
 
 
-def hparams_summaries(values: dict[str, Any], trial: str, shown: list[str]) -> list:
-    """The hparams plugin's records for one run: the experiment (every column, in order), the
-    session (this run's values, named `trial`) and its end.
-
-    Every run declares the same metric columns, those of every task (a folder of classifiers and
-    autoencoders shows accuracy and MSE columns, empty where a run has none), and marks the
-    `shown` settings as differing: TensorBoard shows the first five of those by default."""
+def session_summaries(values: dict[str, Any], trial: str) -> list:
+    """The hparams plugin's records of one finished run: its session (the settings, named
+    `trial`, which also groups sessions: it must be the run's own) and its end."""
     from tensorboard.compat.proto.summary_pb2 import Summary
     from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
     from tensorboard.plugins.hparams import summary_v2 as hp
 
-    experiment = api_pb2.Experiment(
-        hparam_infos=[api_pb2.HParamInfo(name=key, differs=key in shown) for key in values],
-        metric_infos=[
-            api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tag), display_name=name)
-            for tag, name in FINAL_METRICS.items()
-        ],
+    end = plugin_data_pb2.HParamsPluginData(
+        version=0, session_end_info=plugin_data_pb2.SessionEndInfo(status=api_pb2.STATUS_SUCCESS)
     )
-    end = plugin_data_pb2.SessionEndInfo(status=api_pb2.STATUS_SUCCESS)
-
-    def record(tag: str, **data) -> Summary:
-        content = plugin_data_pb2.HParamsPluginData(version=0, **data)
-        return Summary(value=[Summary.Value(tag=tag, metadata=metadata.create_summary_metadata(content))])
-
-    return [
-        record(metadata.EXPERIMENT_TAG, experiment=experiment),
-        hp.hparams_pb(values, trial_id=trial),
-        record(metadata.SESSION_END_INFO_TAG, session_end_info=end),
-    ]
-
-
-def shown_hparams(typed_keys: list[str]) -> list[str]:
-    """The HPARAMS columns shown by default: what tells runs apart at a glance, then the settings
-    typed for this run (a sweep's)."""
-    return [*SHOWN, *(key for key in typed_keys if key not in SHOWN)]
+    ended = Summary.Value(tag=metadata.SESSION_END_INFO_TAG, metadata=metadata.create_summary_metadata(end))
+    return [hp.hparams_pb(values, trial_id=trial), Summary(value=[ended])]
 
 
 def hparam_values(plain: dict[str, Any], choices: dict[str, str]) -> dict[str, Any]:
-    """The run's settings (its resolved config), flattened, over the same keys for every run.
-
-    Keys come from the schemas of every option of each group, so a sweep over `model=mlp,cnn`
-    gives both jobs the same columns (settings an option lacks show as "-").
-    """
-    values: dict[str, Any] = {f"choice/{group}": choices.get(group, "-") for group in GROUPS}
-    for key in all_keys() + _user_keys(plain):
-        if key.startswith(HPARAM_SKIP) or key.endswith("._partial_"):
-            continue
-        values[key] = _hparam(_get(plain, key))
+    """The run's settings as HPARAMS columns: the option chosen in each group (`choice/model`),
+    then its resolved config, flattened, without bookkeeping. Only the settings this run has: a
+    column another run's option adds stays empty here, and a setting that differs between runs
+    is what TensorBoard shows first."""
+    values: dict[str, Any] = {f"choice/{group}": choices[group] for group in GROUPS if group in choices}
+    for key, value in _flat(plain).items():
+        # `_target_` says again what choice/<group> says, in a column 160 pixels wide
+        if not key.startswith(HPARAM_SKIP) and not key.endswith(("._partial_", "._target_")):
+            values[key] = _hparam(value)
     return values
 
 
-def _user_keys(plain: dict) -> list[str]:
-    """The settings of the user's own targets (a sweep over them keeps the same keys)."""
-    keys = []
-    for group in GROUPS:
-        node = plain.get(group) or {}
-        if "_target_" in node:
-            keys += [f"{group}.{name}" for name in node if not isinstance(node[name], dict)]
-    return keys
-
-
-def all_keys() -> list[str]:
-    keys: list[str] = ["seed"]
-    for group in GROUPS:
-        seen: dict[str, None] = {}
-        for node in schema.OPTIONS[group].values():
-            for field in fields(schema.schema_of(node)):
-                if field.name == "augment":
-                    seen.update({f"augment.{f.name}": None for f in fields(schema.Augment)})
-                else:
-                    seen[field.name] = None
-        keys += [f"{group}.{name}" for name in seen]
-    keys += [f"trainer.{f.name}" for f in fields(schema.Trainer) if f.name != "early_stopping"]
-    keys += [f"trainer.early_stopping.{f.name}" for f in fields(schema.EarlyStopping)]
-    return keys
-
-
-def _get(tree: dict, dotted: str) -> Any:
-    node: Any = tree
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def _hparam(value: Any) -> Any:

@@ -25,6 +25,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from dlrun import metrics
+from dlrun.machine import SlowSteps
 from dlrun.metrics import Metric
 from dlrun.quoting import shell_path
 
@@ -45,6 +46,7 @@ class Report:
             progress = "bar" if self.console.is_terminal else "lines"
         self.progress_mode = progress
         self.table = table or metrics.BUILT_IN  # how each figure is shown (the run's metrics)
+        self.pace: Optional[SlowSteps] = None  # watches the step time on a shared CPU
 
     # -- lines and renderables ------------------------------------------------------------------
 
@@ -179,6 +181,7 @@ class EpochProgress:
         self.report, self.steps, self.done = report, steps, start
         self.label = f"epoch {epoch}/{epochs}"
         self.started = time.perf_counter()
+        self.interval_start, self.interval_started = start, self.started  # the logging interval's
         self.samples = 0
         self.next_line = start + max(1, steps // 10)
         self.last_line = self.started
@@ -217,7 +220,13 @@ class EpochProgress:
 
     def metrics(self, values: dict[str, Optional[float]]) -> None:
         """Called once per logging interval, when the figures have been read anyway."""
-        rate = self.samples / max(time.perf_counter() - self.started, 1e-9)
+        now = time.perf_counter()
+        if self.report.pace is not None:
+            warning = self.report.pace.interval(self.done - self.interval_start, now - self.interval_started)
+            if warning:
+                self.report.warn(warning)
+        self.interval_start, self.interval_started = self.done, now
+        rate = self.samples / max(now - self.started, 1e-9)
         status = f"{self.report.figures(values)} {rate:,.0f} samples/s"
         if self.bar is not None:
             self.bar.update(self.task, status=status)
