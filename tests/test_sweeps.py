@@ -58,6 +58,8 @@ def test_a_failing_job_does_not_stop_the_others(dlrun, tmp_path, monkeypatch):
     assert " val/acc " in header and " metric " not in header  # one metric names the value column
     first = next(line for line in result.out.splitlines() if line.startswith("│   0 │"))
     assert "optimizer.lr=0.001" in first and "dataset=wine" not in first
+    best = 0 if float(rows[0]["value"]) >= float(rows[2]["value"]) else 2
+    assert f"best: job {best} (val/acc {float(rows[best]['value']):.2%}): optimizer.lr=" in result.out
 
 
 def test_every_job_gets_its_own_tensorboard_row_with_the_swept_keys(dlrun, tmp_path, monkeypatch):
@@ -102,6 +104,13 @@ def test_an_optuna_search_on_wine(dlrun, tmp_path, monkeypatch):
     best = yaml.safe_load((folder / "optimization_results.yaml").read_text())
     assert best["best_value"] == pytest.approx(max(row["value"] for row in rows))  # the task returned val/acc
     assert set(best["best_params"]) == {"optimizer.lr", "model.dropout", "trainer.batch_size"}
+    # the terminal: no plugin noise, floats to 4 significant digits, the best job named once
+    assert "setup plugin" not in result.out and "A new study created" not in result.out + result.err
+    assert "Best parameters" not in result.out
+    lr = best["best_params"]["optimizer.lr"]
+    assert f"optimizer.lr={lr:.4g} " in result.out and f"settings: optimizer.lr={lr} " not in result.out
+    winner = max(rows, key=lambda row: row["value"])
+    assert f"best: job {winner['job']} (val/acc {winner['value']:.2%}): optimizer.lr={lr:.4g} " in result.out
 
 
 def test_the_launcher_presets_compose():
@@ -172,6 +181,10 @@ def test_a_sweep_over_tasks_keeps_a_metric_column_and_a_single_job_shows_all_its
     out = capsys.readouterr().out
     assert "every job: trainer.epochs=1" in out and " metric " in out and "val/mse" in out
     assert "90.00%" in out and "0.0300" in out  # each value as the metrics table shows it
+    assert "best:" not in out  # two metrics: nothing to rank them by
     show(Summary(tmp_path, [row(0, "mlp", "val/acc", 0.9)]))
     out = capsys.readouterr().out
-    assert "every job" not in out and "model=mlp trainer.epochs=1" in out
+    assert "every job" not in out and "model=mlp trainer.epochs=1" in out and "best:" not in out
+    show(Summary(tmp_path, [row(0, "autoencoder", "val/mse", 0.05), row(1, "autoencoder", "val/mse", 0.03)]))
+    out = capsys.readouterr().out
+    assert "best: job 1 (val/mse 0.0300)\n" in out  # lower is better; the jobs share every setting

@@ -103,6 +103,13 @@ def _part(item: str) -> str:
     return f"{folder_name(key.rsplit('.', 1)[-1].rsplit('/', 1)[-1])}-{folder_name(_short_number(value))}"
 
 
+def rounded(override: str) -> str:
+    """`optimizer.lr=0.000846800857524` -> `optimizer.lr=0.0008468`: an override as shown on the
+    terminal (an Optuna trial's floats carry 16 digits; the run's config.yaml keeps them all)."""
+    key, sep, value = override.partition("=")
+    return f"{key}{sep}{_short_number(value)}" if sep else override
+
+
 def _short_number(value: str) -> str:
     # an Optuna trial's lr=0.000846800857524 becomes lr=0.0008468
     try:

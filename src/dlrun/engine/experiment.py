@@ -24,6 +24,7 @@ from dlrun.checkpoints.files import check_finite, remove_stale_temporaries
 from dlrun.checkpoints.format import read_checkpoint
 from dlrun.checkpoints.resume import apply_optimizer_settings, check_resumable
 from dlrun.config.checks import check_task_settings
+from dlrun.config.resolvers import rounded
 from dlrun.config.schema import Trainer
 from dlrun.data import Data, LoadOptions
 from dlrun.data.training_length import epochs_for
@@ -270,7 +271,7 @@ def _show_config(terminal: Report, cfg: DictConfig, choices: dict, hydra, folder
     if view == "full":
         terminal.config(cfg, choices)
     elif view == "overrides":
-        typed = " ".join(_typed(hydra)) or "the defaults"
+        typed = " ".join(rounded(item) for item in _typed(hydra)) or "the defaults"
         terminal.line(f"settings: {typed}   (the whole config: {shell_path(folder.config)})")
 
 

@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from dlrun import metrics
+from dlrun.config.resolvers import rounded
 from dlrun.runs.folder import RECORD, RunFolder
 from dlrun.runs.results import read_results
 
@@ -45,9 +46,23 @@ class SweepSummary(Callback):
         from dlrun.runs.commands import sweep_resume_command
 
         latest = Summary(Path(config.hydra.sweep.dir), resume_command=sweep_resume_command(config.hydra))
+        _quiet_optuna(config.hydra)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         conclude(latest)
+
+
+def _quiet_optuna(hydra: DictConfig) -> None:
+    """Optuna says "A new study created in memory" in colour, and the alembic it imports logs a
+    line per plugin it sets up: neither helps a user of the sweep, whose trials dlrun reports."""
+    import logging
+
+    if "optuna" not in str(hydra.sweeper.get("_target_", "")):
+        return
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def conclude(started: Summary) -> None:
@@ -112,8 +127,16 @@ def show(summary: Summary) -> None:
     shared = _shared_overrides(summary.rows)
     console = make_console()
     if shared:
-        console.print(Text("every job: " + " ".join(shared)), soft_wrap=True)
+        console.print(Text("every job: " + " ".join(rounded(item) for item in shared)), soft_wrap=True)
     console.print(_table(summary, shared))
+    best = _best(summary.rows)
+    if best is not None:
+        chosen = " ".join(rounded(item) for item in best["overrides"] if item not in shared)
+        figure = metrics.shown(best["metric"], best["value"])
+        console.print(
+            Text(f"best: job {best['job']} ({best['metric']} {figure})" + (chosen and f": {chosen}")),
+            soft_wrap=True,
+        )
     for row in summary.failed:  # why, one line each, cut to the terminal (whole in the CSV)
         reason = row["error"] or "no result, no error.txt"
         console.print(Text(f"job {row['job']} {row['status']}: {reason}"), no_wrap=True, overflow="ellipsis")
@@ -136,7 +159,7 @@ def _table(summary: Summary, shared: list[str]) -> Table:
     for row in summary.rows:
         status = row["status"] if row["status"] == "ok" else f"[red]{row['status']}[/red]"
         # Text: an override such as `transforms=[Resize]` is not rich markup
-        differs = Text(" ".join(item for item in row["overrides"] if item not in shared))
+        differs = Text(" ".join(rounded(item) for item in row["overrides"] if item not in shared))
         table.add_row(
             str(row["job"]),
             differs,
@@ -147,6 +170,16 @@ def _table(summary: Summary, shared: list[str]) -> Table:
             Text(row["folder"]),
         )
     return table
+
+
+def _best(rows: list[dict[str, Any]]) -> Optional[dict[str, Any]]:
+    """The finished job with the best value, when there are two or more to choose between and they
+    all report the same metric."""
+    scored = [row for row in rows if row["status"] == "ok" and row["value"] is not None]
+    if len(scored) < 2 or len({row["metric"] for row in scored}) != 1:
+        return None
+    sign = 1 if metrics.better_of(scored[0]["metric"]) == "max" else -1
+    return max(scored, key=lambda row: sign * row["value"])
 
 
 def _shared_overrides(rows: list[dict[str, Any]]) -> list[str]:
