@@ -54,6 +54,9 @@ def trained(example) -> Path:
 def test_the_example_trains_and_resumes_bitwise(example, trained):
     metrics = json.loads((trained / "metrics.json").read_text())
     assert metrics["test"]["acc"] >= 0.8 and metrics["epochs"] == 2
+    # the start of the run names the user's code and all its settings (they are the user's)
+    started = (trained / "dlrun.log").read_text()
+    assert "model (shapenet: nets.ShapeNet): width=16 dropout=0.1" in started
     run(example, "dlrun", *SHAPES, "trainer.epochs=1", "hydra.run.dir=runs/one")
     run(
         example,

@@ -103,8 +103,14 @@ def test_a_sweep_job_starts_with_its_settings_not_the_whole_tree(dlrun, tmp_path
     assert "├── optimizer (adam)" in full.out
     quiet = dlrun("trainer.epochs=1", "terminal.config=off")
     assert "├──" not in quiet.out and "settings:" not in quiet.out
-    single = dlrun("trainer.epochs=1")
-    assert "├── optimizer (adam)" in single.out  # a single run shows its tree
+    single = dlrun("trainer.epochs=1", "optimizer.lr=0.01", "seed=3")
+    tree = single.out[: single.out.index("device ")].splitlines()
+    # a single run: each group's option and only what differs from its defaults
+    assert tree[0].startswith("config (every setting: terminal.config=full, or ")
+    assert "├── optimizer (adam): lr=0.01" in tree and "├── model (mlp)" in tree
+    assert "├── trainer (default): epochs=1 batch_size=8" in tree  # how long `auto` trains: always
+    assert any(line.startswith("├── dataset (wine): path=") for line in tree)  # where the data is: always
+    assert "└── seed=3" in tree and len(tree) == 9
 
 
 def test_the_defaults_train_a_linear_model_on_the_wine_table(dlrun):

@@ -157,7 +157,8 @@ class Progress(str, Enum):
 
 
 class ConfigView(str, Enum):
-    AUTO = "auto"  # full for a run, overrides for a sweep job
+    AUTO = "auto"  # brief for a run, overrides for a sweep job
+    BRIEF = "brief"  # each group's option and the settings that differ from its defaults
     FULL = "full"
     OVERRIDES = "overrides"
     OFF = "off"
@@ -654,7 +655,7 @@ class Terminal:
     """What the terminal shows (dlrun.log keeps every line either way)."""
 
     progress: str = one_of(Progress, Progress.AUTO)
-    config: str = one_of(ConfigView, ConfigView.AUTO)  # the tree, the settings typed, or nothing
+    config: str = one_of(ConfigView, ConfigView.AUTO)  # brief, the whole tree, the settings typed, or nothing
 
 
 @dataclass

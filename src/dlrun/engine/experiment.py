@@ -23,6 +23,7 @@ from dlrun import metrics
 from dlrun.checkpoints.files import check_finite, remove_stale_temporaries
 from dlrun.checkpoints.format import read_checkpoint
 from dlrun.checkpoints.resume import apply_optimizer_settings, check_resumable
+from dlrun.config.brief import brief
 from dlrun.config.checks import check_task_settings
 from dlrun.config.resolvers import rounded
 from dlrun.config.schema import Trainer
@@ -263,13 +264,15 @@ def _fresh_state(trainer: Trainer, task: str, table: dict[str, metrics.Metric]) 
 
 
 def _show_config(terminal: Report, cfg: DictConfig, choices: dict, hydra, folder: RunFolder) -> None:
-    """The config tree for a run; for a sweep job, where a tree per job would bury the results,
-    only the settings typed for it (terminal.config chooses)."""
+    """For a run, each group's option and what differs from its defaults; for a sweep job, where
+    even that would bury the results, the settings typed for it (terminal.config chooses)."""
     view = cfg.terminal.config
     if view == "auto":
-        view = "overrides" if hydra is not None and hydra.mode == RunMode.MULTIRUN else "full"
+        view = "overrides" if hydra is not None and hydra.mode == RunMode.MULTIRUN else "brief"
     if view == "full":
         terminal.config(cfg, choices)
+    elif view == "brief":
+        terminal.brief_config(brief(cfg, choices), f"terminal.config=full, or {shell_path(folder.config)}")
     elif view == "overrides":
         typed = " ".join(rounded(item) for item in _typed(hydra)) or "the defaults"
         terminal.line(f"settings: {typed}   (the whole config: {shell_path(folder.config)})")

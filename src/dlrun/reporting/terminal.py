@@ -73,6 +73,16 @@ class Report:
             _add_branch(tree, label, value)
         self.show(tree)
 
+    def brief_config(self, rows: list[tuple[str, str]], whole: str) -> None:
+        """One line per group: its option and what differs from the option's defaults."""
+        tree = Tree(Text("config", style="bold") + Text(f" (every setting: {whole})", style="dim"))
+        for label, settings in rows:
+            line = Text(label, style="bold cyan") if label else Text()
+            if settings:
+                line += Text(": " if label else "") + Text(settings, style="green")
+            tree.add(line)
+        self.show(tree)
+
     def epoch_progress(self, epoch: int, epochs: int, steps: int, start: int = 0) -> "EpochProgress":
         return EpochProgress(self, epoch, epochs, steps, start)
 
