@@ -43,6 +43,7 @@ def test_help_lists_the_groups_without_importing_torch(tmp_path):
     for group in ("dataset:", "model:", "optimizer:", "scheduler:", "loss:", "trainer:"):
         assert group in result.stdout
     assert "tensorboard --logdir runs" in result.stdout
+    assert "dlrun init DIR" in result.stdout  # the way to a project of one's own
     assert not (tmp_path / "runs").exists()  # help writes nothing
 
 

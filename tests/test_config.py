@@ -323,3 +323,19 @@ def test_one_list_of_bookkeeping_settings_serves_resume_hparams_and_sweep_folder
 
     overrides = "dataset.root=/d,optimizer.lr=0.01,trainer.device=cpu,hydra.launcher.n_jobs=2"
     assert short_overrides(overrides) == "lr-0.01"
+
+
+@pytest.mark.parametrize(
+    "settings,doubted",
+    [
+        (["model.pretrained=false", "model.freeze_backbone=true"], True),
+        (["model.pretrained=true", "model.freeze_backbone=true"], False),
+        (["model.pretrained=false", "model.freeze_backbone=true", "model.weights_path=w.pt"], False),
+        (["model.pretrained=false"], False),
+    ],
+)
+def test_a_frozen_random_backbone_is_doubted(settings, doubted):
+    from dlrun.config.checks import doubtful_settings
+
+    cfg = compose_config("dataset=imagefolder", "dataset.root=photos", "model=resnet18", *settings)
+    assert bool(doubtful_settings(cfg)) == doubted

@@ -31,10 +31,13 @@ def test_missing_mnist_files_name_the_folder_and_the_fix(dlrun, tmp_path):
     assert "dataset.download=true" in line and "train-images-idx3-ubyte" in line
 
 
-def test_the_error_is_kept_in_the_run_log(dlrun, tmp_path):
+def test_a_run_refused_at_start_leaves_no_folder_behind(dlrun, tmp_path):
     result = dlrun("dataset=mnist", f"dataset.root={tmp_path / 'none'}", "dataset.download=false")
-    assert result.code == 1
-    assert "not readable" in (result.run_dir / "dlrun.log").read_text()
+    assert result.code == 1 and "not readable" in result.err
+    assert not result.run_dir.exists()  # it held only Hydra's record, the lock and the log
+    refused = dlrun("optimizer.lr=0")
+    assert refused.code == 2 and not refused.run_dir.exists()
+    # a run that fails once it trains keeps its folder and the reason: test_safeguards.py
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")

@@ -190,7 +190,10 @@ def _run_job(cfg: DictConfig) -> float:
     except FolderInUse:
         raise  # the folder is another process's: nothing is written there
     except (DlrunError, OmegaConfBaseException) as error:
-        _record_failure(error, one_line(error), folder)
+        if _failed_start(cfg, hydra_cfg, folder):
+            _forget_folder(error, folder)
+        else:
+            _record_failure(error, one_line(error), folder)
     except Exception as error:
         if hydra_cfg.mode != RunMode.MULTIRUN:
             raise
@@ -201,21 +204,45 @@ def _run_job(cfg: DictConfig) -> float:
     return float("nan")
 
 
+def _failed_start(cfg: DictConfig, hydra_cfg: DictConfig, folder: Path) -> bool:
+    """A single run (not a sweep job, not a resume, not under torchrun) refused before it wrote
+    anything but its start-up files: its folder would only crowd runs/ (and TensorBoard's list)."""
+    from hydra.types import RunMode
+
+    from dlrun.runs.folder import RunFolder
+
+    alone = hydra_cfg.mode == RunMode.RUN and int(os.environ.get("WORLD_SIZE", "1")) == 1
+    return alone and cfg.trainer.get("resume") is None and RunFolder(folder).only_started()
+
+
+def _forget_folder(error: BaseException, folder: Path) -> None:
+    """Remove a failed start's folder: the error line on stderr is all it had to say."""
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
+    _remember(error)
+
+
 def _record_failure(error: BaseException, text: str, run_dir: Path) -> None:
     """The reason goes into the run's log and error.txt, beside whatever the run wrote."""
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
-
     from dlrun.runs.folder import RunFolder
 
     details = getattr(error, "details", "")
     text = f"{text}\n{details}" if details else text
     logging.getLogger("dlrun").error(text)
     RunFolder(run_dir).record_error(text)
+    _remember(error)
+
+
+def _remember(error: BaseException) -> None:
+    """For the command's exit: the error's line."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
     # a copy without the traceback: its frames would keep the failed job's model and data alive
     # in a sweep worker that goes on to run other jobs
     if isinstance(error, UserCodeError):
-        _failures.append(UserCodeError(one_line(error), details))
+        _failures.append(UserCodeError(one_line(error), error.details))
     else:
         user_input = isinstance(error, (ConfigError, HydraException, OmegaConfBaseException))
         _failures.append((ConfigError if user_input else DlrunError)(one_line(error)))

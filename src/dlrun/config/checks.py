@@ -48,6 +48,22 @@ def check_config(cfg: DictConfig, choices: dict[str, str]) -> None:
         check_task_settings(cfg, task, choices)
 
 
+def doubtful_settings(cfg: DictConfig) -> list[str]:
+    """Settings that are valid but almost surely not meant: each a warning that names the fix."""
+    model = cfg.model
+    if (
+        model.get("freeze_backbone")
+        and not model.get("pretrained", True)
+        and model.get("weights_path") is None
+    ):
+        return [
+            "model.freeze_backbone=true with model.pretrained=false trains only the new head on a "
+            "backbone of random weights; use model.pretrained=true (ImageNet weights) or "
+            "model.weights_path=FILE, or model.freeze_backbone=false to train the whole network"
+        ]
+    return []
+
+
 def declared_task(model_cfg: DictConfig) -> Optional[str]:
     """What a model of dlrun's does, from its schema; None for a model of the user's, whose class
     says so once it is imported."""

@@ -20,12 +20,14 @@ HEADER = """dlrun - deep-learning experiments from one command (PyTorch, Hydra, 
 Usage: dlrun [group=option ...] [key=value ...]      one run
        dlrun -m key=a,b group=x,y ...                 a sweep (Hydra multirun)
        dlrun --cfg job [overrides]                    print the composed config and exit
+       dlrun init DIR                                 a project of your own (model, dataset,
+                                                      configs) that trains at once
 """
 
 FOOTER = """Examples:
   dlrun                                          MLP on the embedded wine data (offline, seconds)
   dlrun dataset=mnist model=mlp optimizer.lr=3e-4
-  dlrun experiment=mnist_lenet dataset.root=../shared/data
+  dlrun experiment=mnist_lenet dataset.root=DIR   a classic experiment (DIR: where MNIST is)
   dlrun -m optimizer.lr=1e-3,1e-2 model=mlp,cnn dataset=fashion_mnist
   dlrun "logger=[tensorboard,csv]"               several loggers (logger=none: no logger)
   dlrun trainer.resume=runs/<date>/<run>/checkpoints/last.pt     continue a stopped run

@@ -24,7 +24,7 @@ from dlrun.checkpoints.files import check_finite, remove_stale_temporaries
 from dlrun.checkpoints.format import read_checkpoint
 from dlrun.checkpoints.resume import apply_optimizer_settings, check_resumable
 from dlrun.config.brief import brief
-from dlrun.config.checks import check_task_settings
+from dlrun.config.checks import check_task_settings, doubtful_settings
 from dlrun.config.resolvers import rounded
 from dlrun.config.schema import Trainer
 from dlrun.data import Data, LoadOptions
@@ -160,6 +160,8 @@ def _start(cfg: DictConfig, folder: RunFolder, hydra, ranks: distributed.Ranks, 
         _example_batch(data),
     )
     _show_config(terminal, cfg, choices, hydra, folder)
+    for doubt in doubtful_settings(cfg):
+        terminal.warn(doubt)
     terminal.line(
         f"device {device}{_ranks_text(ranks)}, {threads} CPU thread(s), "
         f"{_count(parts.model):,} trainable parameters"

@@ -91,6 +91,11 @@ class RunFolder:
         found = sorted(self.checkpoints.glob("*.pt")) if self.checkpoints.is_dir() else []
         return f"{self.checkpoints.name}/{found[0].name}" if found else None
 
+    def only_started(self) -> bool:
+        """Whether the folder holds only what a run writes before anything can refuse it: Hydra's
+        record, the lock and the log (config.yaml, checkpoints and events come later)."""
+        return self.path.is_dir() and {entry.name for entry in self.path.iterdir()} <= {RECORD, LOCK, LOG}
+
     def record_error(self, text: str) -> None:
         """Why the run failed, beside whatever it wrote; a disk that refuses even this leaves none."""
         try:
