@@ -1,10 +1,12 @@
 """The README's shell commands, run as written.
 
-Every command of a ```bash block in README.md runs in one workspace, block after block in README
-order, as a user would type it. The only changes are these, made here where they can be seen:
+Every command of a ```bash block in README.md runs as a user would type it, in a workspace that a
+block shares with the blocks its test worker ran before it: so a block must make what it reads
+itself (the runs it compares, the checkpoint it evaluates). The only changes are these, made
+here where they can be seen:
 
-- `../shared/data` (where the real data lives) becomes a folder of tiny datasets in the real
-  on-disk formats;
+- the data folder, `./data` of the workspace (dlrun's default `dataset.root`), is a folder of tiny
+  datasets in the real on-disk formats, and so is `../shared/data` where a command names it;
 - a `dlrun` command that trains gets SHORT_RUN appended (the last value of a setting wins), and
   an Optuna search a smaller number of trials;
 - `tensorboard` gets a free port on 127.0.0.1: the test waits until its HTTP API lists the runs,
@@ -15,7 +17,10 @@ order, as a user would type it. The only changes are these, made here where they
   command, and otherwise not run.
 
 The workspace holds what the commands read: `~/photos` (HOME points at the workspace), `iris.csv`,
-`ant.jpg` and `bee.jpg`, and ResNet-18 weights where torchvision's cache keeps ImageNet's.
+`ant.jpg` and `bee.jpg`, and ResNet-18 weights where torchvision's cache keeps ImageNet's. A
+newcomer has none of these right after the first Quick-start command, nor the extras that command
+does not install: NEEDS lists what each needs, and a command that uses one must say so in its
+comment.
 """
 
 import os
@@ -40,12 +45,28 @@ FEWER_TRIALS = "hydra.sweeper.n_trials=2"
 REAL_DATA = "../shared/data"
 SETUP = re.compile(r"python3 -m venv \S+|\. \S+/bin/activate|pip install .+")
 NOT_RUN = re.compile(r"\(not run here: [^)]+\)")
+# what a command may need that the first Quick-start command does not give: (what the command
+# holds, what its comment must say); MNIST-like data is downloaded at first use when online
+NEEDS = [
+    (r"~/photos", r"needs.*~/photos"),
+    (r"\biris\.csv", r"needs.*iris\.csv"),
+    (r"\b(ant|bee)\.jpg", r"needs.*ant\.jpg"),
+    (r"ckpt=runs/(names|photos)\b", r"needs.*runs/(names|photos)"),
+    (r"dataset.root=~/data", r"needs.*~/data"),
+    (r"names_char_rnn|dataset=names\b", r"needs.*names data"),
+    (r"hymenoptera", r"needs.*hymenoptera"),
+    (r"(dataset|experiment)=(mnist|fashion_mnist|cifar10)", r"downloads|needs"),
+    (r"hparams_search=|hydra/launcher=(joblib|slurm)", r"needs the sweep extra"),
+    (r"mlflow", r"needs the mlflow extra"),
+    (r"\.\./shared/data", r"needs"),
+]
 
 
 @dataclass
 class Command:
     text: str  # as written, continuation lines joined, without its comment
     not_run: Optional[str]  # the README's reason, when it is marked
+    comment: str = ""  # its own comment, and the comment lines just above it
 
 
 def bash_blocks(text: str) -> list[tuple[str, list[Command]]]:
@@ -56,16 +77,19 @@ def bash_blocks(text: str) -> list[tuple[str, list[Command]]]:
             headings = re.findall(r"^#+ (.+)$", part, re.M)
             heading = headings[-1] if headings else heading
             continue
-        commands, mark = [], None
+        commands, mark, above = [], None, ""
         for line in part[len("```bash\n") : -3].replace("\\\n", " ").splitlines():
             comment = re.search(r"(^|\s)#(\s|$)", line)
             command = line[: comment.start()] if comment else line
+            said = line[comment.end() :] if comment else ""
             marked = NOT_RUN.search(line)
             if not command.strip():
                 mark = marked.group(0) if marked else mark
+                above = f"{above} {said}" if said else ""
                 continue
-            commands.append(Command(" ".join(command.split()), (marked.group(0) if marked else None) or mark))
-            mark = None
+            not_run = (marked.group(0) if marked else None) or mark
+            commands.append(Command(" ".join(command.split()), not_run, f"{above} {said}".strip()))
+            mark, above = None, ""
         blocks.append((heading, commands))
     return blocks
 
@@ -92,7 +116,7 @@ def prepared(command: Command, data_root: Path) -> Optional[str]:
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory) -> Path:
+def workspace(tmp_path_factory, data_root) -> Path:
     """A user's folder: the data the README's commands name, and a home with ~/photos."""
     import torch
     from PIL import Image
@@ -104,6 +128,7 @@ def workspace(tmp_path_factory) -> Path:
         picture = next((folder / "photos" / "val" / f"{name[:3]}s").glob("*.png"))
         Image.open(picture).convert("RGB").save(folder / name, "JPEG")
     datasets.write_iris_like(folder / "iris.csv")
+    (folder / "data").symlink_to(data_root, target_is_directory=True)  # ./data and ~/data
     cache = folder / "torch" / "hub" / "checkpoints" / Path(ResNet18_Weights.IMAGENET1K_V1.url).name
     cache.parent.mkdir(parents=True)
     torch.save(resnet18().state_dict(), cache)  # stands in for ImageNet's weights (offline here)
@@ -147,6 +172,34 @@ def test_the_readme_has_the_commands_this_test_runs():
     commands = [command.text for _, block in BLOCKS for command in block]
     assert len(BLOCKS) >= 8 and "dlrun" in commands and "tensorboard --logdir runs" in commands
     assert not [text for text in commands if "<" in text or "..." in text], "placeholders cannot run"
+
+
+def unsaid_needs(command: Command) -> list[str]:
+    """What the command needs (NEEDS) and its comment does not say."""
+    if command.not_run:
+        return []  # it says why it is not run
+    return [
+        says for uses, says in NEEDS if re.search(uses, command.text) and not re.search(says, command.comment)
+    ]
+
+
+@pytest.mark.parametrize(
+    "command", [command for _, block in BLOCKS for command in block], ids=lambda c: c.text
+)
+def test_a_command_says_what_it_needs_beyond_the_first_install(command):
+    """Right after the first Quick-start command a newcomer has the wine data and dlrun without
+    extras: a command that needs more says what in its comment."""
+    assert not unsaid_needs(command), f"{command.text!r}: its comment must say {unsaid_needs(command)}"
+
+
+def test_the_needs_check_catches_a_command_that_does_not_say():
+    silent, said, above = bash_blocks(
+        "## X\n```bash\ndlrun dataset=csv dataset.path=iris.csv   # a table\n"
+        "dlrun dataset=csv dataset.path=iris.csv   # needs iris.csv\n"
+        "# needs the sweep extra\ndlrun hparams_search=wine_optuna\n```\n"
+    )[0][1]
+    assert silent.comment == "a table" and unsaid_needs(silent) == [r"needs.*iris\.csv"]
+    assert unsaid_needs(said) == [] and unsaid_needs(above) == []
 
 
 def test_ci_runs_the_readmes_set_up_and_test_command():
