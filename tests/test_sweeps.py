@@ -188,3 +188,5 @@ def test_a_sweep_over_tasks_keeps_a_metric_column_and_a_single_job_shows_all_its
     show(Summary(tmp_path, [row(0, "autoencoder", "val/mse", 0.05), row(1, "autoencoder", "val/mse", 0.03)]))
     out = capsys.readouterr().out
     assert "best: job 1 (val/mse 0.0300)\n" in out  # lower is better; the jobs share every setting
+    show(Summary(tmp_path, [row(0, "mlp", "val/brier", 0.2), row(1, "linear", "val/brier", 0.1)]))
+    assert "best:" not in capsys.readouterr().out  # a user's metric: which way is better is theirs

@@ -18,7 +18,7 @@ NOT_SHOWN = ("facts", "terminal", "optimized_metric")  # the data line says the 
 def brief(cfg: DictConfig, choices: dict[str, Any]) -> list[tuple[str, str]]:
     """(label, changed settings) for each group, then the top-level settings that changed:
     [("model (mlp)", "hidden_sizes=[64, 32] dropout=0.2"), ("trainer (default)", "epochs=143 ...")]."""
-    rows = [_group_row(cfg, group, str(choices.get(group))) for group in GROUPS if group in cfg]
+    rows = [_group_row(cfg, group, choices.get(group)) for group in GROUPS if group in cfg]
     for name, settings in (cfg.get("logger") or {}).items():
         rows.append(_option_row(f"logger ({name})", f"logger.{name}", settings, OPTIONS["logger"].get(name)))
     if not cfg.get("logger"):
@@ -29,8 +29,9 @@ def brief(cfg: DictConfig, choices: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
-def _group_row(cfg: DictConfig, group: str, choice: str) -> tuple[str, str]:
-    return _option_row(f"{group} ({choice})", group, cfg[group], OPTIONS[group].get(choice))
+def _group_row(cfg: DictConfig, group: str, choice: Any) -> tuple[str, str]:
+    label = f"{group} ({choice})" if choice else group  # no choices: a run started without Hydra
+    return _option_row(label, group, cfg[group], OPTIONS[group].get(choice))
 
 
 def _option_row(label: str, prefix: str, settings: DictConfig, schema: Any) -> tuple[str, str]:

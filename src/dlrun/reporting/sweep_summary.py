@@ -59,7 +59,10 @@ def _quiet_optuna(hydra: DictConfig) -> None:
 
     if "optuna" not in str(hydra.sweeper.get("_target_", "")):
         return
-    import optuna
+    try:
+        import optuna
+    except ImportError:
+        return  # the sweeper itself says what to install
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -174,9 +177,11 @@ def _table(summary: Summary, shared: list[str]) -> Table:
 
 def _best(rows: list[dict[str, Any]]) -> Optional[dict[str, Any]]:
     """The finished job with the best value, when there are two or more to choose between and they
-    all report the same metric."""
+    all report the same metric of dlrun's (which way a user's metric is better is in each job's
+    config, not here)."""
     scored = [row for row in rows if row["status"] == "ok" and row["value"] is not None]
-    if len(scored) < 2 or len({row["metric"] for row in scored}) != 1:
+    names = {row["metric"].rsplit("/", 1)[-1] for row in scored}
+    if len(scored) < 2 or len(names) != 1 or not names <= set(metrics.BUILT_IN):
         return None
     sign = 1 if metrics.better_of(scored[0]["metric"]) == "max" else -1
     return max(scored, key=lambda row: sign * row["value"])

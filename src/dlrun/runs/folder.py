@@ -9,7 +9,7 @@
       metrics.json          the results of a finished run (runs/results.py)
       checkpoints/last.pt   every epoch (and every trainer.checkpoint_every_n_steps)
       checkpoints/best.pt   when the monitored metric improves
-      events.out.tfevents.*, hparams/   logger=tensorboard
+      events.out.tfevents.*             logger=tensorboard
       steps.csv, epochs.csv             logger=csv
       .mlflow_run                       logger=mlflow: the id of the MLflow run it logs to
 """
