@@ -5,6 +5,8 @@ import json
 import os
 import socket
 import subprocess
+import sys
+import textwrap
 import time
 import urllib.request
 from pathlib import Path
@@ -125,3 +127,18 @@ class Hostile:
 
     def __reduce__(self):
         return (os.system, (f"touch {self.marker}",))
+
+
+def project(root: Path, monkeypatch, files: dict[str, str]) -> Path:
+    """A project folder ([tool.dlrun]) holding `files`, made the current folder. Module names
+    are given per test: a module imported by one test stays cached for the others."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "pyproject.toml").write_text("[tool.dlrun]\n")
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+    monkeypatch.chdir(root)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the project's folder goes first; undone after
+    monkeypatch.setenv("PYTHONPATH", "")
+    return root

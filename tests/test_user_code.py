@@ -3,7 +3,6 @@ the rule that a checkpoint never makes dlrun import code the user did not allow.
 
 import json
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ from dlrun import cli
 from dlrun.checkpoints.format import read_checkpoint, write_checkpoint
 from dlrun.checkpoints.trust import Trust
 from tests import datasets
-from tests.helpers import FEW_STEPS
+from tests.helpers import FEW_STEPS, project
 
 NETS = """
     import math
@@ -77,21 +76,6 @@ BLOBS = """
         def __call__(self, point):
             return point * self.factor
 """
-
-
-def project(root: Path, monkeypatch, files: dict[str, str]) -> Path:
-    """A project folder ([tool.dlrun]) holding `files`, made the current folder. Module names
-    are given per test: a module imported by one test stays cached for the others."""
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "pyproject.toml").write_text("[tool.dlrun]\n")
-    for name, text in files.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text))
-    monkeypatch.chdir(root)
-    monkeypatch.setattr(sys, "path", list(sys.path))  # the project's folder goes first; undone after
-    monkeypatch.setenv("PYTHONPATH", "")
-    return root
 
 
 def models_and_data(root, monkeypatch, tag: str, extra: dict[str, str] = ()) -> Path:

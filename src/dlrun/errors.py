@@ -2,6 +2,10 @@
 
 import errno
 import re
+import sysconfig
+import traceback
+from pathlib import Path
+from typing import Optional
 
 from dlrun.quoting import quoted_form
 
@@ -155,3 +159,47 @@ def _is_option(line: str) -> bool:
 def _in_option_list(text: str) -> bool:
     tail = text.rsplit(";", 1)[-1]
     return "options" in tail and ":" in tail
+
+
+# where code that is not the user's lives: the standard library and installed packages
+LIBRARIES = tuple(
+    str(Path(p).resolve()) for p in {sysconfig.get_paths()[k] for k in ("stdlib", "purelib", "platlib")}
+)
+# a DataLoader worker's error reaches the main process with the worker's traceback as text
+WORKER_FRAME = re.compile(r'File "([^"]+)", line (\d+), in (\S+)')
+
+
+def failed_in_user_code(error: BaseException, stage: str) -> Optional[UserCodeError]:
+    """`error` as one line when the user's own code raised it (`stage`: "on the first batch",
+    "at step 12 of epoch 1"), naming where, with the user's frames only as details; None when no
+    frame of the user's took part (a fault of dlrun's keeps its whole traceback)."""
+    frames = _own_frames(traceback.extract_tb(error.__traceback__))
+    text = str(error)
+    if "Original Traceback" in text:  # raised in a DataLoader worker
+        frames = [
+            traceback.FrameSummary(name, int(line), function)
+            for name, line, function in WORKER_FRAME.findall(text)
+            if _is_users(name)
+        ]
+        text = text.rstrip().splitlines()[-1].partition(": ")[2] or text.rstrip().splitlines()[-1]
+        stage += ", in a DataLoader worker"
+    if not frames:
+        return None
+    last = frames[-1]
+    where = f"{Path(last.filename).name}:{last.lineno}, in {last.name}"
+    first_line = text.strip().splitlines()[0] if text.strip() else ""
+    details = "".join(traceback.format_list(frames)) + f"{type(error).__name__}: {first_line}"
+    return UserCodeError(
+        f"{stage}, your code raised {type(error).__name__}: {first_line} ({where})",
+        details="Traceback of your code (most recent call last):\n" + details,
+    )
+
+
+def _own_frames(frames: list[traceback.FrameSummary]) -> list[traceback.FrameSummary]:
+    return [frame for frame in frames if _is_users(frame.filename)]
+
+
+def _is_users(filename: str) -> bool:
+    here = str(Path(__file__).resolve().parent)
+    path = str(Path(filename).resolve()) if not filename.startswith("<") else filename
+    return not path.startswith((here, *LIBRARIES)) and not path.startswith("<")

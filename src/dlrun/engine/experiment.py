@@ -5,10 +5,12 @@ is read here, at the entry, and turned into the parts, the training state and ty
 (schema.Trainer); nothing below reads it again.
 """
 
+import contextlib
 import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -33,7 +35,7 @@ from dlrun.engine import distributed, runtime
 from dlrun.engine.build import build_data, build_sinks, check_targets
 from dlrun.engine.state import CheckpointFiles, Monitor, Outputs, Parts, TrainingState, restore
 from dlrun.engine.train import build_parts, evaluate, fit
-from dlrun.errors import DISK_REFUSED, ConfigError, DlrunError, one_line
+from dlrun.errors import DISK_REFUSED, ConfigError, DlrunError, failed_in_user_code, one_line
 from dlrun.machine import SlowSteps, usable_cpus
 from dlrun.quoting import shell_path
 from dlrun.reporting.sinks import Finished, Started
@@ -92,15 +94,43 @@ def _run(cfg: DictConfig, folder: RunFolder, hydra, ranks: distributed.Ranks) ->
     checkpoint = read_checkpoint(resume_from, map_location=device) if resume_from else None
     if checkpoint is not None:
         check_finite(checkpoint["model"], resume_from)
-    run = _start(cfg, folder, hydra, ranks, device, threads)
+    with _users_code(lambda: "while the run was built"):
+        run = _start(cfg, folder, hydra, ranks, device, threads)
     if checkpoint is not None:
         _resume(run, checkpoint, resume_from)
-    _check_outputs(run.parts, run.example, run.cfg, run.choices)
+    with _users_code(lambda: f"on a first batch of inputs {_shape(run.example)}"):
+        _check_outputs(run.parts, run.example, run.cfg, run.choices)
     # everything that can refuse the run has been decided: only now is anything written
     if ranks.is_main:
         remove_stale_temporaries(folder.checkpoints)
-    results = _train(run, hydra, resumed=checkpoint is not None, started=started)
+    with _users_code(lambda: _where(run.state)):
+        results = _train(run, hydra, resumed=checkpoint is not None, started=started)
     return _optimized(cfg, results)
+
+
+@contextlib.contextmanager
+def _users_code(stage: Callable[[], str]):
+    """An exception the user's code raised (a forward, a loss, a dataset's __getitem__, in this
+    process or a DataLoader worker) becomes one line naming the stage and the user's file; the
+    details keep the user's own frames. A fault with no user frame keeps its traceback."""
+    try:
+        yield
+    except (DlrunError, Interrupted):
+        raise
+    except Exception as error:
+        failed = failed_in_user_code(error, stage())
+        if failed is None:
+            raise
+        raise failed from None
+
+
+def _where(state: TrainingState) -> str:
+    position = state.position
+    return f"at step {position.global_step + 1} (epoch {position.epoch + 1})"
+
+
+def _shape(example: Optional[torch.Tensor]) -> list[int]:
+    return list(example[:2].shape) if example is not None else []
 
 
 @dataclass

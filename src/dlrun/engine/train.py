@@ -46,6 +46,7 @@ def build_parts(cfg: DictConfig, data: Data, task: str, device: torch.device, ra
     adds it to `extras`: checkpoints save and restore it by name."""
     trainer = cfg.trainer
     model = build_model(cfg.model, data.facts).to(device)
+    _initialize_lazy_layers(model, data)
     if trainer.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(cfg.optimizer, model)
@@ -75,6 +76,20 @@ def build_parts(cfg: DictConfig, data: Data, task: str, device: torch.device, ra
         device=device,
         ranks=ranks,
     )
+
+
+def _initialize_lazy_layers(model: nn.Module, data: Data) -> None:
+    """Lazy layers (nn.LazyLinear, nn.LazyConv2d...) take their sizes from the first batch they
+    see: two validation inputs go through before the optimizer is built, the parameters counted,
+    the graph traced or the model compiled."""
+    if not any(nn.parameter.is_lazy(parameter) for parameter in model.parameters()):
+        return
+    inputs = next(iter(data.val))[0][:2]
+    training = model.training
+    model.eval()  # BatchNorm's running statistics stay untouched
+    with torch.no_grad():
+        model(inputs)
+    model.train(training)
 
 
 def _compiled(model: nn.Module, compile_model: bool, ranks: Ranks, device: torch.device):
