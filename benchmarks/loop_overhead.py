@@ -11,7 +11,10 @@ Timing: the two sides alternate in chunks of about two seconds (many back-to-bac
 the ratio is the median of the pairs' ratios, which a noisy machine's slow drift cannot bias.
 Epoch times are the chunks' medians scaled to a full epoch.
 
-    python benchmarks/loop_overhead.py [--pairs 15] [--threads 2]
+On a GPU (`--device cuda`) the tensors and models live on the device, as a run keeps them, and each
+chunk ends with a synchronize so that the time counts the work, not its queueing.
+
+    python benchmarks/loop_overhead.py [--pairs 15] [--threads 2] [--device cpu|cuda]
 """
 
 import argparse
@@ -36,7 +39,7 @@ from dlrun.reporting.tensorboard import TensorBoardSink
 from dlrun.reporting.terminal import Report
 from dlrun.runs.folder import RunFolder
 
-CPU = torch.device("cpu")
+DEVICE = torch.device("cpu")  # --device sets it
 
 
 def mnist_images() -> tuple[torch.Tensor, torch.Tensor, str]:
@@ -72,12 +75,25 @@ def bare_epoch(model, optimizer, inputs, targets, batch_size, generator, prepare
         optimizer.step()
 
 
+def synchronized(step):
+    """The step, then a wait for the device's queue to empty (nothing to wait for on the CPU)."""
+
+    def timed():
+        step()
+        if DEVICE.type == "cuda":
+            torch.cuda.synchronize(DEVICE)
+
+    return timed
+
+
 def compare(name, model, make_optimizer, images, labels, mean, std, batch_size, pairs, chunk):
-    floats = (images.float() / 255 - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(
-        1, -1, 1, 1
-    )
-    normalize = Normalize(mean, std, CPU)
-    bare_model, float_model, dlrun_model = (copy.deepcopy(model) for _ in range(3))
+    images, labels = images.to(DEVICE), labels.to(DEVICE)
+    shape = (1, -1, 1, 1)
+    floats = (images.float() / 255 - torch.tensor(mean, device=DEVICE).view(shape)) / torch.tensor(
+        std, device=DEVICE
+    ).view(shape)
+    normalize = Normalize(mean, std, DEVICE)
+    bare_model, float_model, dlrun_model = (copy.deepcopy(model).to(DEVICE) for _ in range(3))
     bare_opt, float_opt, dlrun_opt = (
         make_optimizer(bare_model),
         make_optimizer(float_model),
@@ -96,7 +112,7 @@ def compare(name, model, make_optimizer, images, labels, mean, std, batch_size, 
     logger.start(None)
     report = Report("lines", console=Console(file=io.StringIO()))
     out = Outputs.quiet(terminal=report, sinks=Sinks([logger]))
-    parts = Parts.of(dlrun_model, dlrun_opt, torch.nn.CrossEntropyLoss(), batches)
+    parts = Parts.of(dlrun_model, dlrun_opt, torch.nn.CrossEntropyLoss(), batches, device=DEVICE)
     trainer = Trainer(epochs=1, limit_train_batches=chunk)  # log_every_n_steps: 50, as a run
 
     def dlrun_epoch():
@@ -104,12 +120,16 @@ def compare(name, model, make_optimizer, images, labels, mean, std, batch_size, 
 
     times = interleaved(
         {
-            "dlrun": dlrun_epoch,
-            "bare": lambda: bare_epoch(
-                bare_model, bare_opt, images, labels, batch_size, bare_generator, normalize, chunk
+            "dlrun": synchronized(dlrun_epoch),
+            "bare": synchronized(
+                lambda: bare_epoch(
+                    bare_model, bare_opt, images, labels, batch_size, bare_generator, normalize, chunk
+                )
             ),
-            "float": lambda: bare_epoch(
-                float_model, float_opt, floats, labels, batch_size, float_generator, None, chunk
+            "float": synchronized(
+                lambda: bare_epoch(
+                    float_model, float_opt, floats, labels, batch_size, float_generator, None, chunk
+                )
             ),
         },
         pairs,
@@ -133,13 +153,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=15)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     args = parser.parse_args()
+    global DEVICE
+    DEVICE = torch.device(args.device)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     mnist, mnist_labels, source = mnist_images()
     cifar, cifar_labels, cifar_source = cifar_shaped()
     print(
-        f"epoch time from {args.pairs} alternating chunks per side, {args.threads} CPU threads; "
+        f"epoch time from {args.pairs} alternating chunks per side, {args.threads} CPU threads, "
+        f"{DEVICE.type}; "
         f"data: {source}, {cifar_source}"
     )
     print(

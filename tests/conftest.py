@@ -88,9 +88,15 @@ class RunResult:
 @pytest.fixture
 def dlrun(tmp_path, capsys, monkeypatch):
     """Run the `dlrun` command in-process: dlrun("model=cnn", ...) -> RunResult."""
-    from dlrun import cli
+    from dlrun import cli, quoting
+    from dlrun.config import project
 
     counter = iter(range(1000))
+    # dlrun makes the current folder (and a project's) importable: undone after each test
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
+    monkeypatch.setattr(project, "CODE_FOLDERS", [])
+    monkeypatch.setattr(quoting, "typed_in", "")
 
     def run(*overrides: str, run_dir: Path | None = None, program=cli.main) -> RunResult:
         run_dir = run_dir or tmp_path / f"run{next(counter)}"

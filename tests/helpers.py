@@ -1,6 +1,7 @@
 """Helpers the test modules share (test modules never import each other)."""
 
 import contextlib
+import importlib
 import json
 import os
 import socket
@@ -138,6 +139,7 @@ def project(root: Path, monkeypatch, files: dict[str, str]) -> Path:
         path = root / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(textwrap.dedent(text))
+    importlib.invalidate_caches()  # files written this instant: a finder's listing may predate them
     monkeypatch.chdir(root)
     monkeypatch.setattr(sys, "path", list(sys.path))  # the project's folder goes first; undone after
     monkeypatch.setenv("PYTHONPATH", "")

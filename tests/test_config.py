@@ -76,7 +76,7 @@ def test_a_schema_and_its_code_agree_on_settings_and_defaults(group):
     it names with the same default, and back; only what the run provides (the data's facts, the
     load options, the run folder) is not a setting. Required settings have no default on either side."""
     for node in {schema_of(node) for node in OPTIONS[group].values()}:
-        settings = {f.name: default_of(f) for f in fields(node) if f.name != "_target_"}
+        settings = {f.name: default_of(f) for f in fields(node) if f.name not in ("_target_", "_recursive_")}
         settings.pop("augment", None)  # dlrun's own key: images held in memory are augmented by dlrun
         code = locate(node._target_, "_target_")
         parameters = {
@@ -339,3 +339,13 @@ def test_a_frozen_random_backbone_is_doubted(settings, doubted):
 
     cfg = compose_config("dataset=imagefolder", "dataset.root=photos", "model=resnet18", *settings)
     assert bool(doubtful_settings(cfg)) == doubted
+
+
+def test_every_fact_a_config_can_read_is_filled_in_from_the_data():
+    from dlrun.config.schema import FACT_NAMES
+    from dlrun.data.facts import Facts
+
+    image = Facts("image", "classification", [1, 28, 28], 10, [str(i) for i in range(10)]).for_config()
+    assert set(FACT_NAMES) <= set(image) and image["channels"] == 1 and image["in_shape"] == [1, 28, 28]
+    table = Facts("table", "classification", [13], 3, ["a", "b", "c"]).for_config()
+    assert table["channels"] is None and table["vocab_size"] is None and table["num_classes"] == 3

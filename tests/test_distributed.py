@@ -11,6 +11,8 @@ import torch
 
 from dlrun.checkpoints.format import read_checkpoint
 from dlrun.data.batches import EpochBatchSampler, TensorBatches, batch_count
+from dlrun.engine import distributed
+from dlrun.errors import ConfigError
 
 TORCHRUN = Path(sys.executable).parent / "torchrun"
 # deterministic: plain SGD, no dropout; the global batch of 32 is 16 per process
@@ -25,6 +27,7 @@ SETTINGS = [
     "trainer.batch_size=32",
     "trainer.deterministic=true",
     "dataset.augment.crop_padding=2",
+    "trainer.device=cpu",  # gloo on any machine, a GPU machine too
     "dataset.augment.hflip=true",
 ]
 
@@ -122,3 +125,15 @@ def test_file_batches_are_sharded_the_same_way():
     ]
     whole = list(EpochBatchSampler(20, 6, torch.Generator().manual_seed(1)))
     assert [a + b for a, b in zip(*sampler)] == whole
+
+
+def test_more_processes_than_gpus_is_one_line_before_nccl_fails(monkeypatch):
+    # seen on a one-GPU machine: NCCL's "invalid usage" deep in the process group's start
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    ranks = distributed.Ranks(rank=1, world_size=2, local_rank=1, local_world_size=2)
+    with pytest.raises(ConfigError) as refused:
+        distributed.start(torch.device("cuda", 0), ranks)
+    assert str(refused.value) == (
+        "torchrun started 2 processes on this machine, which has 1 GPU(s): one process per GPU "
+        "(--nproc_per_node=1), or train on the CPU with trainer.device=cpu"
+    )

@@ -1,6 +1,7 @@
 """dlrun-eval and dlrun-predict: everything they need comes from the checkpoint."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -252,3 +253,26 @@ def test_each_kind_of_data_prepares_a_raw_input_as_its_training_did(csv_file, da
     raw_names = ["".join(vocab[token - 1] for token in row if token) for row in tokens.tolist()]
     assert torch.equal(prepare_inputs(raw_names, names.facts, cpu), tokens)
     assert set(PREPARE) == {"image", "table", "text", "tensor"}  # every kind a loader gives
+
+
+def test_predict_takes_a_folder_and_a_pattern_of_images(dlrun, tmp_path):
+    datasets.write_image_folder(tmp_path / "bugs", per_class=6)
+    run = dlrun(
+        "dataset=imagefolder",
+        f"dataset.root={tmp_path / 'bugs'}",
+        "model=mlp",
+        *SMALL_IMAGES,
+        *FEW_STEPS,
+    )
+    assert run.code == 0, run.err
+    folder = tmp_path / "bugs" / "val" / "bees"
+    checkpoint = f"ckpt={run.run_dir / 'checkpoints' / 'best.pt'}"
+    files = sorted(str(path) for path in folder.glob("*.png"))
+    in_folder = predictions(dlrun(checkpoint, f"inputs={folder}", "format=json", program=cli.predict_main))
+    assert [item["input"] for item in in_folder] == files
+    matched = predictions(
+        dlrun(checkpoint, f"inputs=['{folder}/00*.png']", "format=json", program=cli.predict_main)
+    )
+    assert [item["input"] for item in matched] == [f for f in files if Path(f).name.startswith("00")]
+    nothing = dlrun(checkpoint, f"inputs=['{folder}/*.jpg']", program=cli.predict_main)
+    assert nothing.code == 2 and f"inputs: no file matches {folder}/*.jpg" in nothing.err

@@ -87,7 +87,8 @@ def mlflow_client():
     return MlflowClient
 
 
-def test_mlflow_records_a_run_that_its_own_client_reads_back(dlrun, mlflow_client, tmp_path):
+def test_mlflow_records_a_run_that_its_own_client_reads_back(dlrun, mlflow_client, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # MLflow puts artifacts in ./mlruns beside a sqlite store
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     result = dlrun("logger=[tensorboard,mlflow]", f"logger.mlflow.tracking_uri={uri}", *TWO_EPOCHS)
     assert result.code == 0, result.err

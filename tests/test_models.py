@@ -178,3 +178,23 @@ def test_a_weights_file_with_pickled_code_is_refused(tmp_path):
     torch.save({"conv1.weight": torch.nn.Linear(2, 2)}, tmp_path / "bad.pt")  # a module, not a tensor
     with pytest.raises(ConfigError, match="cannot read weights"):
         resnet18_classifier([3, 32, 32], 2, pretrained=False, weights_path=str(tmp_path / "bad.pt"))
+
+
+def test_a_plain_list_of_layers_registered_elsewhere_is_not_refused():
+    from torch import nn
+
+    from dlrun.engine.build import layers_out_of_sight
+
+    class Referenced(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.blocks = nn.ModuleList([nn.Linear(2, 2), nn.Linear(2, 2)])
+            self.taps = [self.blocks[0]]  # a plain list pointing at registered layers
+
+    class Hidden(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.blocks = {"first": nn.Linear(2, 2)}
+
+    assert layers_out_of_sight(Referenced()) == []
+    assert layers_out_of_sight(Hidden()) == [("blocks", "dict")]

@@ -58,6 +58,7 @@ NEEDS = [
     (r"(dataset|experiment)=(mnist|fashion_mnist|cifar10)", r"downloads|needs"),
     (r"hparams_search=|hydra/launcher=(joblib|slurm)", r"needs the sweep extra"),
     (r"mlflow", r"needs the mlflow extra"),
+    (r"model=timm", r"needs timm"),
     (r"\.\./shared/data", r"needs"),
 ]
 

@@ -102,3 +102,20 @@ def test_an_80_column_terminal_breaks_the_epoch_line_between_parts_and_never_a_p
     folder = "runs/2026-11-24/10-48-44-525922_wine_mlp/" + "x" * 40
     report.line(f"tensorboard: tensorboard --logdir runs   (this run only: tensorboard --logdir {folder})")
     assert f"--logdir {folder})" in buffer.getvalue()  # the terminal folds it: copied whole
+
+
+def test_the_final_score_shows_its_progress_in_a_log_and_on_a_terminal(monkeypatch):
+    monkeypatch.setattr(EpochProgress, "LINE_SECONDS", 0.0)
+    screen, buffer = console(terminal=False)
+    with Report("lines", console=screen).pass_progress("scoring best.pt on test", steps=40) as progress:
+        for _ in range(40):
+            progress.advance(250)  # no figures come during a scoring pass
+    lines = [line for line in buffer.getvalue().splitlines() if line.strip()]
+    assert 3 <= len(lines) <= 11, lines
+    assert lines[-1].startswith("  scoring best.pt on test step") and "samples" in lines[-1]
+    screen, buffer = console(terminal=True)
+    with Report("auto", console=screen).pass_progress("scoring best.pt on test", steps=4) as bar:
+        for _ in range(4):
+            bar.advance(250)
+        bar.bar.refresh()
+    assert "scoring best.pt on test" in buffer.getvalue()

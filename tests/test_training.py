@@ -213,3 +213,24 @@ def test_a_validation_cut_short_does_not_stand_for_the_final_score(dlrun, monkey
     )
     assert result.code == 0, result.err
     assert len(scored) == 1  # the whole val split, once, with best.pt's weights
+
+
+def test_limit_test_batches_scores_best_pt_on_that_many_batches(dlrun):
+    import json
+
+    whole = dlrun(
+        "trainer=debug",
+        "trainer.batch_size=4",
+        "trainer.eval_batch_size=4",
+        "trainer.limit_test_batches=null",
+    )
+    cut = dlrun(
+        "trainer=debug", "trainer.batch_size=4", "trainer.eval_batch_size=4", "trainer.limit_test_batches=1"
+    )
+    assert whole.code == 0 and cut.code == 0, cut.err
+    per_class = [
+        json.loads((run.run_dir / "metrics.json").read_text())["per_class_acc"]["test"]
+        for run in (whole, cut)
+    ]
+    assert not any(value != value for value in per_class[0].values())  # every class of the whole split
+    assert sum(value != value for value in per_class[1].values()) >= 1  # 4 rows: a class left out (NaN)

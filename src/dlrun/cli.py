@@ -102,6 +102,8 @@ def _dlrun() -> None:
     app = hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
     sys.argv[1:] = quote_path_overrides(sys.argv[1:], path_settings())
     check_free(sys.argv[1:])
+    _check_modes(sys.argv[1:])
+    sys.argv[1:] = _own_keys_settable(sys.argv[1:])
     sys.argv += _rank_overrides()  # last, so they win over the user's hydra.run.dir
     sweep_summary.latest = None
     try:
@@ -122,6 +124,25 @@ def _dlrun() -> None:
         raise _failures[0]
 
 
+def _own_keys_settable(args: list[str]) -> list[str]:
+    """`scheduler.interval=step` on an option of the user's YAML, which may not write the key:
+    Hydra's `++` sets it whether or not it is there (dlrun's checks still refuse an unknown key)."""
+    from dlrun.config.schema import own_key
+
+    return [f"++{arg}" if own_key(arg) and not arg.startswith(("+", "~")) else arg for arg in args]
+
+
+def _check_modes(args: list[str]) -> None:
+    """Hydra's "Only one of --run, --multirun, --cfg ..." for `-m --cfg job`, said as what to do."""
+    sweep = any(arg in ("-m", "--multirun") for arg in args)
+    shown = next((arg for arg in args if arg in ("-c", "--cfg") or arg.startswith("--cfg=")), None)
+    if sweep and shown:
+        raise ConfigError(
+            f"{shown} prints one composed config and -m runs a sweep of them: to see a job's "
+            "config, drop -m and give each swept setting one of its values (e.g. optimizer.lr=0.1)"
+        )
+
+
 def _joblib_gave_up(started) -> NoReturn:
     from dlrun.reporting import sweep_summary
 
@@ -137,14 +158,26 @@ def _enter_project() -> Optional[Project]:
     """In a project folder ([tool.dlrun] in its pyproject.toml): its modules become importable and
     its configs join the search path (unless --config-dir names other ones)."""
     from dlrun.config.project import find_project
+    from dlrun.config.schema import yield_to_project
 
     project = find_project()
+    _config_dirs_importable()
     if project is None:
         return None
     project.enter()
+    yield_to_project(project.options())
     if project.configs.is_dir() and not any(arg.startswith(("--config-dir", "-cd")) for arg in sys.argv):
         sys.argv.insert(1, f"--config-dir={project.configs}")
     return project
+
+
+def _config_dirs_importable() -> None:
+    """Like `python my_app.py` for a Hydra app: the current folder and the one holding each
+    `--config-dir` folder are importable, so `_target_: nets.Tiny` finds nets.py beside configs/."""
+    from dlrun.config.project import config_dirs, importable
+
+    for folder in [*(Path(found).parent for found in config_dirs(sys.argv[1:])[0]), Path.cwd()]:
+        importable(folder)
 
 
 def _init(args: list[str]) -> None:
@@ -181,6 +214,8 @@ def _run_job(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     folder = Path(hydra_cfg.runtime.output_dir)
     locked = False
+    if hydra_cfg.job.chdir:  # the job runs in its run folder: paths typed are the user's folder's
+        _paths_from(Path(hydra_cfg.runtime.cwd), cfg)
     try:
         locked = lock_folder(folder)  # a sweep job's folder (a single run's is locked already)
         check_config(cfg, dict(hydra_cfg.runtime.choices))
@@ -202,6 +237,22 @@ def _run_job(cfg: DictConfig) -> float:
         if locked:
             release_lock(folder)
     return float("nan")
+
+
+def _paths_from(typed_in: Path, cfg: DictConfig) -> None:
+    """Under hydra.job.chdir=true: relative paths in dlrun's settings read from the folder the
+    command was typed in, and the paths dlrun prints are for that folder."""
+    from omegaconf import OmegaConf, open_dict
+
+    from dlrun import quoting
+    from dlrun.config.schema import path_settings
+
+    quoting.typed_in = str(typed_in)
+    with open_dict(cfg):
+        for key in path_settings():
+            value = OmegaConf.select(cfg, key, default=None)
+            if isinstance(value, str) and value not in ("auto", "last") and not Path(value).is_absolute():
+                OmegaConf.update(cfg, key, str(typed_in / Path(value).expanduser()), merge=False)
 
 
 def _failed_start(cfg: DictConfig, hydra_cfg: DictConfig, folder: Path) -> bool:

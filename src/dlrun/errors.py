@@ -120,6 +120,15 @@ def _better_advice(error: BaseException) -> str:
     if moved:
         return f"{cause.full_key} is now {moved}: write {moved}=..."
     node, key = getattr(cause, "parent_node", None), getattr(cause, "key", None)
+    pointed = re.match(r"Interpolation key '([\w.]+)\.(\w+)' not found", str(cause))
+    if pointed and hasattr(node, "_get_root"):  # `${facts.chanels}`: list what facts has
+        holder = node._get_root()
+        for part in pointed.group(1).split("."):
+            holder = holder.get(part) if hasattr(holder, "get") else None
+        if hasattr(holder, "keys"):
+            typed = f"{getattr(cause, 'full_key', '')}=${{{pointed.group(1)}.{pointed.group(2)}}}"
+            what = f"{pointed.group(1)} has no {pointed.group(2)!r}"
+            return unknown_name(typed, what, pointed.group(2), [str(k) for k in holder.keys()], "it has")
     if type(cause).__name__ in ("ConfigKeyError", "ConfigAttributeError") and hasattr(node, "keys") and key:
         where = getattr(cause, "full_key", key).rpartition(".")[0]
         names = [str(name) for name in node.keys() if not str(name).startswith("_") and str(name) != "hydra"]
@@ -161,25 +170,33 @@ def _in_option_list(text: str) -> bool:
     return "options" in tail and ":" in tail
 
 
-# where code that is not the user's lives: the standard library and installed packages
-LIBRARIES = tuple(
-    str(Path(p).resolve()) for p in {sysconfig.get_paths()[k] for k in ("stdlib", "purelib", "platlib")}
-)
+# where code that is not the user's lives: the standard library and the installed packages, but
+# for those the config names (a fault with no frame of the user's keeps its traceback)
+DLRUN = str(Path(__file__).resolve().parent)
+STDLIB = str(Path(sysconfig.get_paths()["stdlib"]).resolve())
+LIBRARIES = tuple(str(Path(p).resolve()) for p in {sysconfig.get_paths()[k] for k in ("purelib", "platlib")})
+MACHINERY = {"torch", "torchvision", "hydra", "omegaconf", "dlrun"}  # named by configs, run by dlrun
 # a DataLoader worker's error reaches the main process with the worker's traceback as text
 WORKER_FRAME = re.compile(r'File "([^"]+)", line (\d+), in (\S+)')
 
 
-def failed_in_user_code(error: BaseException, stage: str) -> Optional[UserCodeError]:
+def failed_in_user_code(
+    error: BaseException, stage: str, theirs: bool = False, named: frozenset[str] = frozenset()
+) -> Optional[UserCodeError]:
     """`error` as one line when the user's own code raised it (`stage`: "on the first batch",
     "at step 12 of epoch 1"), naming where, with the user's frames only as details; None when no
-    frame of the user's took part (a fault of dlrun's keeps its whole traceback)."""
-    frames = _own_frames(traceback.extract_tb(error.__traceback__))
+    frame of the user's took part (a fault of dlrun's keeps its whole traceback). `named`: the
+    installed packages the config names (timm), whose frames count as the user's. `theirs`:
+    only the user's model ran (torch layers a factory put together have no frame of the user's)."""
+    every = traceback.extract_tb(error.__traceback__)
+    outside = [frame for frame in every if not frame.filename.startswith(DLRUN)]
+    frames = [frame for frame in every if is_users(frame.filename, named)] or (outside[-1:] if theirs else [])
     text = str(error)
     if "Original Traceback" in text:  # raised in a DataLoader worker
         frames = [
             traceback.FrameSummary(name, int(line), function)
             for name, line, function in WORKER_FRAME.findall(text)
-            if _is_users(name)
+            if is_users(name, named)
         ]
         text = text.rstrip().splitlines()[-1].partition(": ")[2] or text.rstrip().splitlines()[-1]
         stage += ", in a DataLoader worker"
@@ -190,16 +207,43 @@ def failed_in_user_code(error: BaseException, stage: str) -> Optional[UserCodeEr
     first_line = text.strip().splitlines()[0] if text.strip() else ""
     details = "".join(traceback.format_list(frames)) + f"{type(error).__name__}: {first_line}"
     return UserCodeError(
-        f"{stage}, your code raised {type(error).__name__}: {first_line} ({where})",
+        f"{stage}, your code raised {type(error).__name__}: {first_line} ({where}){what_to_set(text)}",
         details="Traceback of your code (most recent call last):\n" + details,
     )
 
 
-def _own_frames(frames: list[traceback.FrameSummary]) -> list[traceback.FrameSummary]:
-    return [frame for frame in frames if _is_users(frame.filename)]
+CHANNELS = re.compile(r"expected input\[[\d, ]+\] to have (\d+) channels, but got (\d+) channels")
+FEATURES = re.compile(r"mat1 and mat2 shapes cannot be multiplied \((\d+)x(\d+) and (\d+)x\d+\)")
 
 
-def _is_users(filename: str) -> bool:
-    here = str(Path(__file__).resolve().parent)
-    path = str(Path(filename).resolve()) if not filename.startswith("<") else filename
-    return not path.startswith((here, *LIBRARIES)) and not path.startswith("<")
+def what_to_set(text: str) -> str:
+    """What to set, for the size mismatches torch reports between a model and the data."""
+    if found := CHANNELS.search(text):
+        wanted, got = found.groups()
+        return (
+            f"; the model expects {wanted} input channels and the data has {got}: give the model "
+            "the data's, e.g. in_chans: ${facts.channels} (timm's name; yours may differ)"
+        )
+    if "Found no NVIDIA driver" in text or "not compiled with CUDA" in text:
+        return (
+            "; this machine has no GPU for it: leave the device to dlrun (trainer.device moves the "
+            "model and the batches) instead of calling .cuda()"
+        )
+    if (found := FEATURES.search(text)) and found.group(2) != found.group(3):
+        return (
+            f"; a Linear layer takes {found.group(3)} features and gets {found.group(2)}: size it from "
+            "the data, e.g. in_shape: ${facts.in_shape}, or use nn.LazyLinear"
+        )
+    return ""
+
+
+def is_users(filename: str, named: frozenset[str] = frozenset()) -> bool:
+    """The user's files, and those of the installed packages their config names (`named`, such
+    as timm): not dlrun's, the standard library's or another installed package's."""
+    if filename.startswith("<"):
+        return False
+    path = Path(filename).resolve()
+    for library in LIBRARIES:  # first: the system's site-packages lie inside the standard library
+        if str(path).startswith(library + "/"):
+            return path.relative_to(library).parts[0] in named - MACHINERY
+    return not str(path).startswith((DLRUN, STDLIB))

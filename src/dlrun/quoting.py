@@ -6,11 +6,27 @@ dlrun prints with a path in it (a resume command, an error's fix) is quoted for 
 the shell, and paths printed alone are quoted for the shell.
 """
 
+import os
 import re
 import shlex
+from pathlib import Path
 
 # what Hydra reads as a plain string value (tested against its parser in tests/test_faults.py)
 HYDRA_PLAIN = re.compile(r"[A-Za-z0-9_./+:@%-]+")
+
+
+# where the user typed the command: paths are printed to be pasted there (hydra.job.chdir=true
+# moves a job into its run folder; cli.py records Hydra's runtime.cwd here for each job)
+typed_in = ""
+
+
+def from_users_folder(path) -> Path:
+    """`path` as it reads from the folder the user typed the command in: relative when inside it."""
+    here, absolute = Path(typed_in or os.getcwd()).resolve(), Path(path).resolve()
+    try:
+        return absolute.relative_to(here)
+    except ValueError:
+        return absolute
 
 
 def hydra_value(text: str) -> str:

@@ -18,7 +18,7 @@ def check_resumable(saved: dict[str, Any], current: DictConfig, path: Path) -> N
     differing = sorted(
         key
         for key in now.keys() | before.keys()
-        if now.get(key) != before.get(key) and not key.startswith(BOOKKEEPING)
+        if now.get(key) != before.get(key) and not key.startswith(BOOKKEEPING) and not _derived(key, before)
     )
     if differing and not current.trainer.resume_force:
         shown = ", ".join(f"{key} ({before.get(key)!r} -> {now.get(key)!r})" for key in differing[:8])
@@ -35,6 +35,11 @@ def check_resumable(saved: dict[str, Any], current: DictConfig, path: Path) -> N
             "the run's length, which the checkpoint fixed; keep "
             f"{lengthened[0]}={before.get(lengthened[0])}, or start a new run"
         )
+
+
+def _derived(key: str, before: dict[str, Any]) -> bool:
+    """A fact this dlrun derives from the data that an older checkpoint did not record."""
+    return key.startswith("facts.") and key not in before
 
 
 def _planned_over_the_run(flat: dict[str, Any]) -> Optional[str]:

@@ -17,6 +17,7 @@ user composed for that call, and a checkpoint whose config differs is refused.
 
 from collections.abc import Iterator
 from importlib.metadata import entry_points
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any, Optional
 
@@ -35,15 +36,31 @@ class Trust:
     def allows(self, target: str) -> bool:
         return any(target == prefix or target.startswith(prefix + ".") for prefix in self.prefixes)
 
-    def check(self, nodes: dict[str, Any], source: Path) -> None:
-        """Refuse `source` (a checkpoint) if any `_target_` in `nodes` ({key: config}) is not allowed."""
+    def check(self, nodes: dict[str, Any], source: Path, code_folders: list[str] = ()) -> None:
+        """Refuse `source` (a checkpoint) if any `_target_` in `nodes` ({key: config}) is not
+        allowed, saying what would allow it from here. `code_folders`: where its run found code."""
         for key, target in targets(nodes):
             if not self.allows(target):
                 top = target.split(".")[0]
                 raise CheckpointError(
-                    f"{source} names {key}={target}, code you have not allowed, so nothing was imported; "
-                    f"if you trust it, run from its project folder, or add allow=[{top}]"
+                    f"{source} names {key}={target}, code you have not allowed, so nothing was "
+                    f"imported; if you trust it, {_how_to_allow(top, code_folders)}"
                 )
+
+
+def _how_to_allow(top: str, code_folders: list[str]) -> str:
+    """What allows module `top` from the folder the user stands in."""
+    folder = next((f for f in code_folders if _holds(Path(f), top)), None)
+    if folder is not None:
+        return f"add allow=[{top}] (its code was found in {folder}, which dlrun will look in)"
+    spec = find_spec(top)
+    if spec is not None and spec.origin and "site-packages" in spec.origin:
+        return f"add allow=[{top}] (the installed package), or list it in [tool.dlrun] allow of your project"
+    return f"run from its project folder, or add allow=[{top}]"
+
+
+def _holds(folder: Path, module: str) -> bool:
+    return (folder / f"{module}.py").is_file() or (folder / module / "__init__.py").is_file()
 
 
 def plugin_modules() -> tuple[str, ...]:

@@ -5,7 +5,9 @@ image files (prepared like the run's validation images), or rows of numbers (sta
 the run's training statistics, which the checkpoint keeps).
 """
 
+import glob
 import json
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -14,6 +16,7 @@ from rich.table import Table
 
 from dlrun.checkpoints.trust import Trust
 from dlrun.commands.restore import restore
+from dlrun.data.folder_scan import IMAGE_SUFFIXES
 from dlrun.data.kinds import prepare_inputs
 from dlrun.engine.runtime import select_device
 from dlrun.errors import ConfigError
@@ -29,6 +32,8 @@ def predict_from_checkpoint(cfg: DictConfig, trust: Trust) -> list[dict[str, Any
             f"{restored.path} is an autoencoder: it reconstructs, it does not classify; use dlrun-eval"
         )
     inputs = _plain(cfg.inputs)
+    if facts.kind == "image":
+        inputs = image_files(inputs)
     if not inputs:
         raise ConfigError("inputs=[...] is empty; give at least one input")
     batch = prepare_inputs(inputs, facts, device)  # as the run prepared its own data
@@ -47,6 +52,26 @@ def predict_from_checkpoint(cfg: DictConfig, trust: Trust) -> list[dict[str, Any
     ]
     _print(results, cfg.format)
     return results
+
+
+def image_files(inputs: list[Any]) -> list[str]:
+    """Image inputs as files: a folder gives the images in it, a pattern (photos/*.jpg) the files
+    it matches, each in name order; a file stays as it is."""
+    files = []
+    for item in map(str, inputs):
+        path = Path(item).expanduser()
+        if path.is_dir():
+            found = sorted(str(p) for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise ConfigError(f"inputs: {path} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+        elif any(char in item for char in "*?["):
+            found = sorted(glob.glob(str(path), recursive=True))
+            if not found:
+                raise ConfigError(f"inputs: no file matches {item}")
+        else:
+            found = [item]
+        files += found
+    return files
 
 
 def _plain(inputs: Any) -> list[Any]:

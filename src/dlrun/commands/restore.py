@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from dlrun.checkpoints.files import check_finite
 from dlrun.checkpoints.format import read_checkpoint
 from dlrun.checkpoints.trust import Trust
+from dlrun.config.project import importable
 from dlrun.data.facts import Facts
 from dlrun.engine.build import build_loss, build_model
 from dlrun.errors import CheckpointError, one_line
@@ -38,7 +39,10 @@ def restore(path: str, device: torch.device, trust: Trust, data_too: bool = Fals
     saved = payload.get("config")
     if isinstance(saved, dict):
         parts = ("model", "dataset", "loss", "metrics") if data_too else ("model",)
-        trust.check({part: saved.get(part) for part in parts}, path)
+        trust.check({part: saved.get(part) for part in parts}, path, payload.get("code_folders", []))
+        for folder in payload.get("code_folders", []):  # the run's code, found from any folder
+            if Path(folder).is_dir():
+                importable(Path(folder), first=False)
     try:
         cfg = OmegaConf.create(payload["config"])
         facts = Facts.from_dict(payload["facts"])

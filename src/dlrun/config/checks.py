@@ -14,14 +14,44 @@ from typing import Any, Optional
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from dlrun import metrics
-from dlrun.config.schema import AUTO, OPTIONS, Kind, schema_of
+from dlrun.config.schema import AUTO, FACT_NAMES, OPTIONS, Kind, schema_of
 from dlrun.errors import ConfigError, unknown_name
 
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
+def facts_pending(cfg: DictConfig) -> DictConfig:
+    """The config as it is checked before the data is loaded: each `${facts.NAME}` read as None.
+    The dataset's settings cannot read facts: they are what makes them."""
+    pending = cfg.copy()
+    for path, text in _reading_facts(OmegaConf.to_container(cfg, resolve=False)):
+        if path.startswith("dataset."):
+            raise ConfigError(
+                f"{path}: ${{facts...}} is known only once the data is loaded, so the dataset's "
+                "settings cannot read it; the model, loss, optimizer, scheduler and metrics can"
+            )
+        for name in re.findall(r"\$\{facts\.(\w+)", text):
+            if name not in FACT_NAMES:
+                typed, what = f"{path}=${{facts.{name}}}", f"facts has no {name!r}"
+                raise ConfigError(unknown_name(typed, what, name, FACT_NAMES, "it has"))
+        OmegaConf.update(pending, path, None, merge=False)
+    return pending
+
+
+def _reading_facts(node: Any, path: str = ""):
+    """(dotted path, text) of each value that reads `${facts.…}`."""
+    if isinstance(node, str):
+        if "${facts." in node:
+            yield path, node
+        return
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in items:
+        yield from _reading_facts(value, f"{path}.{key}" if path else str(key))
+
+
 def check_config(cfg: DictConfig, choices: dict[str, str]) -> None:
     """Everything that can be checked before torch is imported."""
+    cfg = facts_pending(cfg)
     check_pairing(cfg, choices)
     check_known_keys(cfg)
     unset = sorted(OmegaConf.missing_keys(cfg))

@@ -14,6 +14,7 @@ folder goes first on sys.path, so `_target_: nets.TinyNet` names the class in it
 import os
 import sys
 from dataclasses import dataclass
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Optional
 
@@ -41,13 +42,76 @@ class Project:
         return found
 
     def enter(self) -> None:
-        """Make its modules importable (first on sys.path, so they win over installed ones), in
-        this process and in the ones it starts (parallel sweep workers)."""
-        if str(self.source) not in sys.path:
-            sys.path.insert(0, str(self.source))
-        paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
-        if str(self.source) not in paths:
-            os.environ["PYTHONPATH"] = os.pathsep.join([str(self.source), *filter(None, paths)])
+        """Make its modules importable (first on sys.path, so they win over installed ones). A
+        module named like an installed package would hide that package from dlrun and the
+        user's own code alike: it is refused, named."""
+        for name in sorted(self.modules()):
+            installed = _hidden_package(self.source, name)
+            if installed:
+                own = self.source / f"{name}.py"
+                own = own if own.is_file() else self.source / name
+                raise ConfigError(
+                    f"{own} has the name of the installed package {name} ({installed}), which it "
+                    "would hide from dlrun and from your code: rename it"
+                )
+        importable(self.source)
+
+    def options(self) -> dict[str, set[str]]:
+        """The options its configs/ folder gives each group: {"model": {"tiny", ...}}."""
+        if not self.configs.is_dir():
+            return {}
+        found: dict[str, set[str]] = {}
+        for path in self.configs.glob("*/*.yaml"):
+            found.setdefault(path.parent.name, set()).add(path.stem)
+        return found
+
+
+def _hidden_package(source: Path, name: str) -> str:
+    """Where an installed package named like the project's module `name` lives; "" when there
+    is none, or it is the project itself, installed."""
+    spec = find_spec(name) if name.isidentifier() else None
+    origin = Path(spec.origin) if spec is not None and spec.origin else None
+    if origin is None or "-packages" not in str(origin):
+        return ""
+    mine = source / f"{name}.py" if (source / f"{name}.py").is_file() else source / name / "__init__.py"
+    if mine.name == origin.name and mine.is_file() and mine.read_bytes() == origin.read_bytes():
+        return ""
+    return str(origin.parent)
+
+
+# the folders dlrun made importable in this process: a checkpoint records them, so that
+# dlrun-eval and dlrun-predict find the code its run imported from another folder too
+CODE_FOLDERS: list[str] = []
+
+
+def code_folders() -> list[str]:
+    return list(CODE_FOLDERS)
+
+
+def importable(folder: Path, first: bool = True) -> None:
+    """Let this process and those it starts (parallel sweep workers) import `folder`'s modules:
+    before the installed packages (`first`, as `python app.py` does for its folder), or after."""
+    path = str(folder.resolve())
+    if path not in sys.path:
+        sys.path.insert(0, path) if first else sys.path.append(path)
+    paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if path not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([path, *paths] if first else [*paths, path])
+    if path not in CODE_FOLDERS:
+        CODE_FOLDERS.append(path)
+
+
+def config_dirs(args: list[str]) -> tuple[list[str], list[str]]:
+    """(the --config-dir / -cd folders, the other arguments)."""
+    folders, rest, iterator = [], [], iter(args)
+    for arg in iterator:
+        if arg.startswith(("--config-dir=", "-cd=")):
+            folders.append(arg.split("=", 1)[1])
+        elif arg in ("--config-dir", "-cd"):
+            folders.append(next(iterator, ""))
+        else:
+            rest.append(arg)
+    return [str(Path(folder).expanduser().resolve()) for folder in folders if folder], rest
 
 
 def find_project(start: Optional[Path] = None) -> Optional[Project]:

@@ -254,13 +254,13 @@ class ImageFolderDataset:
     # its dataset.root is the same data root as MNIST's
     folder: Optional[str] = None
     val_fraction: float = within("[0, 1)", 0.2)  # used only when there is no val/ folder
-    # torchvision.transforms.v2 classes by name, with their arguments; the output size must be fixed
-    train_transforms: list[Any] = field(
-        default_factory=lambda: [{"name": "RandomResizedCrop", "size": 224}, {"name": "RandomHorizontalFlip"}]
-    )
-    val_transforms: list[Any] = field(
-        default_factory=lambda: [{"name": "Resize", "size": 256}, {"name": "CenterCrop", "size": 224}]
-    )
+    # torchvision.transforms.v2 transforms by _target_ (a Compose, or a list of them), with their
+    # arguments; the output size must be fixed. None: RandomResizedCrop(224), RandomHorizontalFlip
+    # for training; Resize(256), CenterCrop(224) for val and test. They stay settings
+    # (_recursive_: false): the loader builds them, and a checkpoint keeps them for dlrun-predict
+    _recursive_: bool = False
+    train_transforms: Any = None
+    val_transforms: Any = None
     # ImageNet statistics, as the pretrained ResNet expects
     mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
     std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
@@ -623,8 +623,14 @@ class EarlyStopping:
 
 @option("trainer", "default")
 @option(
-    "trainer", "debug", epochs=1, limit_train_batches=5, limit_val_batches=2, log_every_n_steps=1
-)  # a quick end-to-end check of a config: one epoch of a few batches
+    "trainer",
+    "debug",
+    epochs=1,
+    limit_train_batches=5,
+    limit_val_batches=2,
+    limit_test_batches=2,
+    log_every_n_steps=1,
+)  # a quick end-to-end check of a config: one epoch of a few batches, scored on a few
 @dataclass
 class Trainer:
     # auto: scaled to the data (data/training_length.py): 10 epochs of 64, more and smaller for
@@ -640,6 +646,7 @@ class Trainer:
     channels_last: bool = False
     limit_train_batches: Optional[int] = within("[1, inf)", None)
     limit_val_batches: Optional[int] = within("[1, inf)", None)
+    limit_test_batches: Optional[int] = within("[1, inf)", None)  # the final score of best.pt
     log_every_n_steps: int = within("[1, inf)", 50)
     grad_clip: Optional[float] = within("(0, inf)", None)  # max gradient norm
     on_nonfinite: str = one_of(OnNonFinite, OnNonFinite.STOP)  # a NaN/inf loss or gradient
@@ -658,6 +665,32 @@ class Terminal:
     config: str = one_of(ConfigView, ConfigView.AUTO)  # brief, the whole tree, the settings typed, or nothing
 
 
+# dlrun's own keys in an option a user wrote for these groups (a YAML naming their `_target_`):
+# never passed to that code, and settable from the command line without Hydra's `+`
+OWN_KEYS = {
+    "dataset": (
+        "val_fraction",
+        "test_fraction",
+        "in_memory",
+        "num_workers",
+        "standardize",
+        "augment",
+        "eval_transform",
+    ),
+    "scheduler": ("interval", "monitor"),
+}
+
+
+def own_key(override: str) -> bool:
+    """Whether `dataset.in_memory=false` (with or without Hydra's `++`) sets one of OWN_KEYS."""
+    group, _, name = override.partition("=")[0].lstrip("+").partition(".")
+    return "=" in override and name in OWN_KEYS.get(group, ())
+
+
+# the facts a config may read as `${facts.NAME}` (data/facts.py fills them in)
+FACT_NAMES = ("in_shape", "channels", "num_classes", "vocab_size", "class_names")
+
+
 @dataclass
 class Config:
     dataset: Any = MISSING
@@ -673,7 +706,9 @@ class Config:
     metrics: list[Any] = field(default_factory=list)
     seed: int = within("[0, inf)", 42)
     optimized_metric: str = AUTO  # what a sweep optimizes; auto: trainer.monitor
-    facts: Optional[Any] = None  # filled from the data at start-up; never typed by hand
+    # what the data says, for `${facts.NAME}` in any node but the dataset's: None while the config
+    # is checked, filled once the data is loaded; never typed by hand
+    facts: Any = field(default_factory=lambda: dict.fromkeys(FACT_NAMES))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -697,11 +732,14 @@ class EvalConfig:
 @dataclass
 class PredictConfig:
     """Predict with a dlrun checkpoint: names for a names model (inputs=[Jones,Satoshi]), image
-    files for an image model (inputs=[ant.jpg]), rows of numbers for a table model
-    (inputs=[[13.2,1.78,...]])."""
+    files for an image model (inputs=[ant.jpg], a folder, or 'photos/*.jpg'), rows of numbers
+    for a table model (inputs=[[13.2,1.78,...]])."""
 
     ckpt: str = path(help="the checkpoint, e.g. runs/<date>/<run>/checkpoints/best.pt")
-    inputs: list[Any] = described(MISSING, "what to classify; one input needs no brackets")
+    inputs: list[Any] = described(
+        MISSING,
+        "what to classify (images: files, folders or patterns such as photos/*.jpg); one needs no brackets",
+    )
     topk: int = within("[1, inf)", 3, help="classes shown per input")
     format: str = one_of(Format, Format.TABLE, help="table, or json for programs")
     device: str = described("cpu", "auto, cpu, cuda, cuda:N or mps")
@@ -743,8 +781,24 @@ def required(f) -> bool:
     return f.default is MISSING or (f.default is NO_DEFAULT and f.default_factory is NO_DEFAULT)
 
 
+# options of dlrun's that a project's configs/ folder replaces with a file of the same name
+YIELDED: dict[str, set[str]] = {}
+
+
+def yield_to_project(options: dict[str, set[str]]) -> None:
+    """The project's `configs/<group>/<name>.yaml` wins over dlrun's option of that name: Hydra
+    would otherwise merge the file into dlrun's schema (its "automatic schema matching"), so that
+    dlrun's settings and code stayed under the user's. Called after store_schemas()."""
+    repo = ConfigStore.instance().repo
+    for group, names in options.items():
+        for name in names & set(OPTIONS.get(group, {})):
+            repo.get(group, {}).pop(f"{name}.yaml", None)
+            YIELDED.setdefault(group, set()).add(name)
+
+
 def store_schemas() -> None:
     """Register every option with Hydra (and the root schema config.yaml starts from)."""
+    YIELDED.clear()
     store = ConfigStore.instance()
     store.store(name="schema_config", node=Config)
     for group, options in OPTIONS.items():

@@ -15,6 +15,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
+from dlrun.config.project import config_dirs
+
 HEADER = """dlrun - deep-learning experiments from one command (PyTorch, Hydra, TensorBoard).
 
 Usage: dlrun [group=option ...] [key=value ...]      one run
@@ -53,16 +55,22 @@ GROUPS = (
 def help_text(config_dir: str, args: list[str]) -> str:
     """The help for the command line `args` (overrides, and --config-dir folders whose options
     join dlrun's: a project's configs/ comes in that way)."""
-    extra, overrides = _config_dirs(args)
+    extra, overrides = config_dirs(args)
     defaults = _defaults(Path(config_dir))
-    lines = [HEADER, "== Config groups (choose one option each: group=option; * = default) =="]
+    lines = [
+        HEADER,
+        "== Config groups (choose one option each: group=option; * = default; "
+        "(yours) = from your configs/, in place of dlrun's of that name) ==",
+    ]
     for group in GROUPS:
-        files = {
-            path.stem for folder in [config_dir, *extra] for path in (Path(folder) / group).glob("*.yaml")
-        }
+        yours = {path.stem for folder in extra for path in (Path(folder) / group).glob("*.yaml")}
+        files = yours | {path.stem for path in (Path(config_dir) / group).glob("*.yaml")}
         options = sorted(files | _stored(group))
         if options:
-            marked = [f"{name}*" if name == defaults.get(group) else name for name in options]
+            marked = [
+                f"{name}{'*' if name == defaults.get(group) else ''}{' (yours)' if name in yours else ''}"
+                for name in options
+            ]
             lines.append(f"{group}: {', '.join(marked)}")
     if extra:
         overrides = [f"hydra.searchpath=[{','.join('file://' + folder for folder in extra)}]", *overrides]
@@ -79,19 +87,6 @@ def _stored(group: str) -> set[str]:
         return {name.removesuffix(".yaml") for name in store.list(group)}
     except OSError:  # no option of the group is stored (experiment, hparams_search: files only)
         return set()
-
-
-def _config_dirs(args: list[str]) -> tuple[list[str], list[str]]:
-    """(the --config-dir / -cd folders, the other arguments)."""
-    folders, rest, iterator = [], [], iter(args)
-    for arg in iterator:
-        if arg.startswith(("--config-dir=", "-cd=")):
-            folders.append(arg.split("=", 1)[1])
-        elif arg in ("--config-dir", "-cd"):
-            folders.append(next(iterator, ""))
-        else:
-            rest.append(arg)
-    return [str(Path(folder).expanduser().resolve()) for folder in folders if folder], rest
 
 
 def _defaults(config_dir: Path) -> dict[str, str]:

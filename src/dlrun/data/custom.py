@@ -28,6 +28,7 @@ from dlrun.data import Data, LoadOptions, Splits, Workers, read_by_workers, to_d
 from dlrun.data.batches import Normalize
 from dlrun.data.facts import Facts
 from dlrun.data.split import carve, stratified_split
+from dlrun.data.tabular import scale, standardizer
 from dlrun.errors import DataError
 
 IN_MEMORY_BYTES = 1 << 30  # 1 GiB: small enough for any GPU dlrun trains on, and for host memory
@@ -41,6 +42,8 @@ class CustomSettings:
     test_fraction: float = 0.1  # carved from train when it gives no test split (0: none)
     in_memory: Union[bool, str] = "auto"  # auto | true | false
     num_workers: int = 2  # processes that read the items (when not in memory, and to load it)
+    # a table's features: minus the training split's mean, over its std, as dataset=csv does
+    standardize: bool = True
 
 
 def from_datasets(
@@ -50,14 +53,33 @@ def from_datasets(
     settings: CustomSettings,
     options: LoadOptions,
     source: str,
+    unaugmented: Optional[Dataset] = None,
 ) -> Data:
     """Batches on the device and the facts, from the user's Dataset objects (`source` names them
-    in messages)."""
+    in messages). `unaugmented`: the training data read with its eval_transform, where the val
+    and test splits carved from it come from."""
     sample = first_pair(train, source)
+    if unaugmented is not None and len(unaugmented) != len(train):
+        raise DataError(
+            f"{source} read with dataset.eval_transform has {len(unaugmented)} items, not "
+            f"{len(train)}: val and test are carved from the same rows, so it must give as many"
+        )
     memory = _in_memory(settings.in_memory, train, sample, [train, val, test])
     if memory:
-        return _held(train, val, test, settings, options, source)
-    return _loaded(train, val, test, settings, options, source)
+        return _held(train, val, test, settings, options, source, unaugmented)
+    return _loaded(train, val, test, settings, options, source, unaugmented)
+
+
+def draws_at_random(dataset: Dataset, reads: int = 3) -> bool:
+    """Whether the first item differs between reads (a random transform runs on each)."""
+    if len(dataset) == 0:
+        return False
+    first = as_tensor(dataset[0][0])
+    for _ in range(reads - 1):
+        again = as_tensor(dataset[0][0])
+        if again.shape != first.shape or not torch.equal(again, first):
+            return True
+    return False
 
 
 def first_pair(dataset: Dataset, source: str) -> tuple[Tensor, int]:
@@ -80,9 +102,11 @@ def as_tensor(value: Any, source: str = "the dataset") -> Tensor:
     """A sample's input as a tensor: tensors as they are, arrays and numbers converted, PIL
     images as uint8 [C, H, W]."""
     if isinstance(value, Tensor):
-        return value
+        return value.float() if value.dtype == torch.float64 else value
     if isinstance(value, (np.ndarray, list, int, float)):
-        return torch.as_tensor(value)
+        tensor = torch.as_tensor(value)
+        # NumPy's default float64 meets float32 weights: taken as float32, as torch would make it
+        return tensor.float() if tensor.dtype == torch.float64 else tensor
     if hasattr(value, "getbands"):  # a PIL image
         from torchvision.transforms.v2.functional import pil_to_tensor
 
@@ -93,15 +117,36 @@ def as_tensor(value: Any, source: str = "the dataset") -> Tensor:
 
 def _label(value: Any, source: str, index: int) -> int:
     try:
-        return int(value)
+        number = float(value)
     except (TypeError, ValueError):
         raise DataError(f"{source}[{index}] has the label {value!r}: labels must be class numbers") from None
+    if not number.is_integer():
+        raise DataError(_not_classes(source, f"{source}[{index}] has the label {number:g}"))
+    return int(number)
+
+
+def class_numbers(labels: Any, source: str = "the dataset") -> Tensor:
+    """Labels as int64 class numbers; labels that are not whole numbers are refused, not cut."""
+    labels = torch.as_tensor(labels)
+    if labels.is_floating_point():
+        fractional = labels != labels.round()
+        if fractional.any():
+            example = labels[fractional][0].item()
+            raise DataError(_not_classes(source, f"{source} has labels such as {example:g}"))
+    return labels.to(torch.int64)
+
+
+def _not_classes(source: str, what: str) -> str:
+    return (
+        f"{what}: classification needs whole class numbers (0, 1, 2, ...), and cutting {source}'s "
+        "labels down to them would invent classes; give each item its class number"
+    )
 
 
 def collate(items: list) -> tuple[Tensor, Tensor]:
     """A batch of (input, label) items as (stacked inputs, int64 labels)."""
     inputs = [as_tensor(item[0]) for item in items]
-    return torch.stack(inputs), torch.tensor([int(item[1]) for item in items], dtype=torch.int64)
+    return torch.stack(inputs), class_numbers([float(item[1]) for item in items])
 
 
 def _in_memory(setting: Union[bool, str], train: Dataset, sample: tuple[Tensor, int], splits: list) -> bool:
@@ -114,7 +159,7 @@ def _in_memory(setting: Union[bool, str], train: Dataset, sample: tuple[Tensor, 
     return repeatable and size <= IN_MEMORY_BYTES
 
 
-def _held(train, val, test, settings: CustomSettings, options: LoadOptions, source: str) -> Data:
+def _held(train, val, test, settings: CustomSettings, options: LoadOptions, source: str, unaugmented) -> Data:
     """Read every item once (in worker processes) into one tensor per split, then to the device."""
     train_pair = _read_all(train, settings.num_workers, source)
     if val is None:
@@ -122,10 +167,18 @@ def _held(train, val, test, settings: CustomSettings, options: LoadOptions, sour
         train_pair, val_pair, carved_test = carve(
             *train_pair, settings.val_fraction, test_fraction, options.seed
         )
+        if unaugmented is not None:  # the same rows, read without the training transform
+            read = _read_all(unaugmented, settings.num_workers, source)
+            _, val_pair, carved_test = carve(*read, settings.val_fraction, test_fraction, options.seed)
     else:
         val_pair, carved_test = _read_all(val, settings.num_workers, source), None
     test_pair = _read_all(test, settings.num_workers, source) if test is not None else carved_test
     facts = _facts(train, train_pair[0][0], train_pair[1], options)
+    if facts.kind == "table" and settings.standardize:
+        facts.mean, facts.std = standardizer(train_pair[0])
+        for pair in (train_pair, val_pair, test_pair):
+            if pair is not None:  # fresh tensors read from the dataset: scaled in place
+                scale(pair[0], facts.mean, facts.std)
     return to_device(Splits(train_pair, val_pair, test_pair, facts), options)
 
 
@@ -143,29 +196,46 @@ def _read_all(dataset: Dataset, workers: int, source: str) -> tuple[Tensor, Tens
     return torch.cat([inputs for inputs, _ in batches]), torch.cat([labels for _, labels in batches])
 
 
-def _loaded(train, val, test, settings: CustomSettings, options: LoadOptions, source: str) -> Data:
+def _loaded(
+    train, val, test, settings: CustomSettings, options: LoadOptions, source: str, unaugmented
+) -> Data:
     """Batches read by DataLoader workers every epoch."""
     labels = _labels(train, settings.num_workers)
     if val is None:
         fractions = [settings.val_fraction] + ([settings.test_fraction] if test is None else [])
         *parts, train_rows = stratified_split(labels, fractions, options.seed)
-        val = Subset(train, parts[0].tolist())
-        test = Subset(train, parts[1].tolist()) if test is None and len(parts) > 1 and len(parts[1]) else test
+        evaluated = unaugmented if unaugmented is not None else train
+        val = Subset(evaluated, parts[0].tolist())
+        carved = len(parts) > 1 and len(parts[1])
+        test = Subset(evaluated, parts[1].tolist()) if test is None and carved else test
         labels, train = labels[train_rows], Subset(train, train_rows.tolist())
     sample, _ = first_pair(train, source)
     facts = _facts(train, sample, labels, options)
     facts.task = options.task
     workers = Workers(settings.num_workers)
-    return read_by_workers(
-        (train, val, test), facts, options, workers, _normalize(facts, options), source, collate
-    )
+    prepare = _normalize(facts, options)
+    if facts.kind == "table" and settings.standardize:
+        facts.mean, facts.std = standardizer(_read_all(train, settings.num_workers, source)[0])
+        prepare = Standardize(facts.mean, facts.std, options.device)
+    return read_by_workers((train, val, test), facts, options, workers, prepare, source, collate)
+
+
+class Standardize:
+    """A batch of table rows minus the training split's mean, over its std, on the device."""
+
+    def __init__(self, mean: list[float], std: list[float], device: torch.device):
+        self.mean = torch.tensor(mean, device=device)
+        self.std = torch.tensor(std, device=device)
+
+    def __call__(self, rows: Tensor) -> Tensor:
+        return (rows.float() - self.mean) / self.std
 
 
 def _labels(dataset: Dataset, workers: int) -> Tensor:
     """Every item's label: from a `targets` attribute when there is one, else read once."""
     targets = getattr(dataset, "targets", None)
     if targets is not None and len(targets) == len(dataset):
-        return torch.as_tensor(targets, dtype=torch.int64)
+        return class_numbers(targets)
     loader = torch.utils.data.DataLoader(dataset, batch_size=256, num_workers=workers, collate_fn=collate)
     return torch.cat([labels for _, labels in loader])
 

@@ -29,6 +29,15 @@ class Facts:
     def from_dict(cls, values: dict[str, Any]) -> "Facts":
         return cls(**values)
 
+    def for_config(self) -> dict[str, Any]:
+        """The config's `facts` node: this record, plus the names factories use (schema.FACT_NAMES)."""
+        return {
+            **self.to_dict(),
+            "in_shape": list(self.input_shape),
+            "channels": self.input_shape[0] if len(self.input_shape) == 3 else None,  # [C, H, W]
+            "vocab_size": self.vocab_size if self.vocab else None,
+        }
+
     @property
     def vocab_size(self) -> int:
         return len(self.vocab or "") + 1  # + the padding token

@@ -23,8 +23,14 @@ from dlrun.errors import ConfigError, DataError
 
 log = logging.getLogger("dlrun")
 
-DEFAULT_TRAIN = ({"name": "RandomResizedCrop", "size": 224}, {"name": "RandomHorizontalFlip"})
-DEFAULT_VAL = ({"name": "Resize", "size": 256}, {"name": "CenterCrop", "size": 224})
+DEFAULT_TRAIN = (
+    {"_target_": "torchvision.transforms.v2.RandomResizedCrop", "size": 224},
+    {"_target_": "torchvision.transforms.v2.RandomHorizontalFlip"},
+)
+DEFAULT_VAL = (
+    {"_target_": "torchvision.transforms.v2.Resize", "size": 256},
+    {"_target_": "torchvision.transforms.v2.CenterCrop", "size": 224},
+)
 # ImageNet statistics, as the pretrained ResNet expects
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -34,8 +40,8 @@ def load_imagefolder(
     root: str,
     folder: Optional[str] = None,
     val_fraction: float = 0.2,
-    train_transforms: Any = DEFAULT_TRAIN,
-    val_transforms: Any = DEFAULT_VAL,
+    train_transforms: Any = None,  # None: DEFAULT_TRAIN
+    val_transforms: Any = None,  # None: DEFAULT_VAL
     mean: Any = IMAGENET_MEAN,
     std: Any = IMAGENET_STD,
     bad_images: str = "error",
@@ -52,6 +58,8 @@ def load_imagefolder(
         raise DataError(
             f"no train/ folder in {root}: lay images out as {root}/train/<class>/*.jpg (and val/<class>/)"
         )
+    train_transforms = DEFAULT_TRAIN if train_transforms is None else train_transforms
+    val_transforms = DEFAULT_VAL if val_transforms is None else val_transforms
     train_tf = pipeline(train_transforms, "dataset.train_transforms")
     val_tf = pipeline(val_transforms, "dataset.val_transforms")
     train_set = _folder(train_dir, train_tf)
@@ -69,14 +77,14 @@ def load_imagefolder(
         val_set = torch.utils.data.Subset(val_view, val_rows.tolist())
         train_set = torch.utils.data.Subset(train_set, train_rows.tolist())
 
-    mean, std = list(mean), list(std)
-    if options.task == "reconstruction":
-        mean, std = [0.0] * len(mean), [1.0] * len(std)
-    prepare = Normalize(mean, std, options.device, options.channels_last)
     try:
         sample, _ = val_set[0]  # the input shape after the transforms
     except OSError as error:  # PIL: changed in place since the image check passed it
         raise DataError(f"cannot decode an image in {root}: {str(error).splitlines()[0]}") from None
+    mean, std = _per_channel(list(mean), list(std), sample.shape[0])
+    if options.task == "reconstruction":
+        mean, std = [0.0] * len(mean), [1.0] * len(std)
+    prepare = Normalize(mean, std, options.device, options.channels_last)
     facts = Facts(
         kind="image",
         task=options.task,
@@ -93,25 +101,68 @@ def load_imagefolder(
 
 
 def pipeline(specs: Any, key: str):
-    """[{name: RandomResizedCrop, size: 224}, RandomHorizontalFlip, ...] -> uint8 tensor transform."""
+    """The transforms of `specs` (torchvision.transforms.v2 by `_target_`: a Compose, one
+    transform or a list of them; or by name, `{name: Resize, size: 256}`) -> a uint8 tensor
+    transform."""
     from torchvision.transforms import v2
 
-    steps = [v2.ToImage()]
-    for spec in _plain(specs):
-        spec = {"name": spec} if isinstance(spec, str) else dict(spec)
-        name = spec.pop("name", None)
-        transform = getattr(v2, str(name), None)
-        if not (isinstance(transform, type) and issubclass(transform, v2.Transform)):
-            raise ConfigError(
-                f"{key}: {name!r} is not a torchvision.transforms.v2 transform (e.g. Resize, RandomCrop)"
-            )
-        try:
-            steps.append(transform(**spec))
-        except (TypeError, ValueError) as error:
-            raise ConfigError(f"{key}: {name}({spec}) is not valid: {error}") from None
+    steps = [v2.ToImage(), *_steps(_plain(specs), key)]
     # uint8 out: batches travel to the device at a quarter of the float size
     steps += [v2.ToDtype(torch.uint8, scale=True), v2.ToPureTensor()]
     return v2.Compose(steps)
+
+
+V2 = "torchvision.transforms.v2."
+EXPECTED = (
+    f"give torchvision.transforms.v2 transforms as {{_target_: {V2}Compose, transforms: "
+    f"[{{_target_: {V2}Resize, size: 256}}, ...]}}, or a list of such entries"
+)
+
+
+def _steps(spec: Any, key: str) -> list:
+    from torchvision.transforms import v2
+
+    if spec is None:
+        return []
+    if isinstance(spec, (list, tuple)):
+        return [step for item in spec for step in _steps(item, key)]
+    if isinstance(spec, v2.Transform):
+        return [spec]
+    if isinstance(spec, str):
+        spec = {"name": spec}
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{key}: {spec!r} is not a transform; {EXPECTED}")
+    spec = dict(spec)
+    target = str(spec.pop("_target_", ""))
+    module, _, name = target.rpartition(".")
+    if target and module not in (V2.rstrip("."), "torchvision.transforms"):  # v1 names are v2's too
+        raise ConfigError(
+            f"{key}: {target} is not in torchvision.transforms.v2, which is what an image folder "
+            f"takes ({EXPECTED}); a transform of your own needs a dataset of your own"
+        )
+    name = name if target else spec.pop("name", None)
+    if name == "Compose":
+        return _steps(spec.get("transforms", []), key)
+    transform = getattr(v2, str(name), None)
+    if not (isinstance(transform, type) and issubclass(transform, v2.Transform)):
+        raise ConfigError(f"{key}: {name!r} is not a torchvision.transforms.v2 transform; {EXPECTED}")
+    try:
+        return [transform(**spec)]
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{key}: {name}({spec}) is not valid: {error}") from None
+
+
+def _per_channel(mean: list[float], std: list[float], channels: int) -> tuple[list[float], list[float]]:
+    """mean and std for as many channels as the transforms give: ImageNet's three (the default)
+    become one for a Grayscale pipeline; other counts that differ are refused."""
+    if len(mean) == len(std) == channels:
+        return mean, std
+    if channels == 1 and (tuple(mean), tuple(std)) == (IMAGENET_MEAN, IMAGENET_STD):
+        return [sum(mean) / 3], [sum(std) / 3]
+    raise ConfigError(
+        f"dataset.mean and dataset.std have {len(mean)} and {len(std)} values, but the transforms "
+        f"give images of {channels} channel(s): give one value per channel"
+    )
 
 
 def _folder(path: Path, transform, classes: Optional[list[str]] = None):
@@ -144,8 +195,12 @@ def _scanned_image_folder():
     return ScannedImageFolder
 
 
-def _plain(specs: Any) -> list:
+def _plain(specs: Any) -> Any:
     """Transform specs as plain lists and dicts (from a config node, a list or the defaults)."""
+    if OmegaConf.is_config(specs):
+        return OmegaConf.to_container(specs, resolve=True)
     if isinstance(specs, (list, tuple)):
-        return [dict(spec) if isinstance(spec, dict) else spec for spec in specs]
-    return OmegaConf.to_container(specs, resolve=True)
+        return [_plain(spec) for spec in specs]
+    if isinstance(specs, dict):
+        return {key: _plain(value) for key, value in specs.items()}
+    return specs

@@ -1,6 +1,8 @@
 """Any CSV table of numbers with one label column (the embedded wine data is a preset)."""
 
+import logging
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,9 @@ from dlrun.data.csv_checked import read_checked
 from dlrun.data.csv_columnar import read_columnar
 from dlrun.data.facts import Facts
 from dlrun.data.split import as_splits, split_order
-from dlrun.errors import ConfigError
+from dlrun.errors import ConfigError, DataError
+
+log = logging.getLogger("dlrun")
 
 
 def load_csv(
@@ -30,8 +34,11 @@ def load_csv(
     table = read_columnar(path, delimiter, label_column) or read_checked(path, delimiter, label_column)
     order, sizes = split_order(table.labels, val_fraction, test_fraction, options.seed)
     # the features are read once, in split order: each split is a slice of them, not a copy
-    train, val, test = as_splits(table.features_in(order), table.labels[order], sizes)
-    mean, std = _standardizer(train[0], standardize)  # the training split's statistics only
+    features, names = table.features_in(order), table.feature_names
+    if _pandas_index(table, features, order, path):
+        features, names = features[:, 1:].contiguous(), names[1:]
+    train, val, test = as_splits(features, table.labels[order], sizes)
+    mean, std = standardizer(train[0], standardize)  # the training split's statistics only
     for split in (train, val, test):
         if split is not None:
             scale(split[0], mean, std)
@@ -47,9 +54,31 @@ def load_csv(
             class_names=table.class_names,
             mean=mean,
             std=std,
-            feature_names=table.feature_names,
+            feature_names=names,
         ),
     )
+
+
+def _pandas_index(table, features: torch.Tensor, order: torch.Tensor, path: Path) -> bool:
+    """Whether the first column is the row index pandas' `to_csv()` writes (no name, 0..n-1):
+    left out, and said; refused where it would be the label."""
+    if not table.header or table.header[0] not in ("", "Unnamed: 0"):
+        return False
+    if table.label == 0:
+        raise DataError(
+            f"the first column of {path} has no name, like the row index pandas' to_csv() writes, and "
+            "dataset.label_column=0 makes it the label: write the file with to_csv(index=False), or "
+            "set dataset.label_column to the label's name"
+        )
+    if not torch.equal(features[:, 0], order.to(features.dtype)):
+        return False
+    note = (
+        f"left out the first column of {path}: unnamed and counting rows 0..{len(order) - 1}, it is "
+        "the index pandas' to_csv() writes (to_csv(index=False) leaves it out)"
+    )
+    log.warning(note)
+    print(f"warning: {note}", file=sys.stderr)
+    return True
 
 
 def scale(features: torch.Tensor, mean: list[float], std: list[float]) -> torch.Tensor:
@@ -57,7 +86,7 @@ def scale(features: torch.Tensor, mean: list[float], std: list[float]) -> torch.
     return features.sub_(torch.tensor(mean)).div_(torch.tensor(std))
 
 
-def _standardizer(train: torch.Tensor, standardize: bool) -> tuple[list[float], list[float]]:
+def standardizer(train: torch.Tensor, standardize: bool = True) -> tuple[list[float], list[float]]:
     if not standardize:
         return [0.0] * train.shape[1], [1.0] * train.shape[1]
     std, mean = torch.std_mean(train, dim=0)  # one pass over the rows, not two

@@ -21,9 +21,10 @@ from torch import nn
 
 from dlrun import metrics
 from dlrun.checkpoints.trust import targets
+from dlrun.config.schema import OWN_KEYS
 from dlrun.data import Data, LoadOptions, Splits, to_device
 from dlrun.data.batches import BatchAugment
-from dlrun.data.custom import CustomSettings, from_datasets
+from dlrun.data.custom import CustomSettings, draws_at_random, from_datasets
 from dlrun.data.facts import Facts
 from dlrun.engine.state import Schedule
 from dlrun.engine.targets import check_arguments, locate, raised, require, returned
@@ -35,8 +36,8 @@ from dlrun.runs.folder import RunFolder
 FACTS = ("in_shape", "num_classes", "vocab_size", "class_names")  # what a model's signature may ask for
 CUSTOM_SETTINGS = tuple(f.name for f in fields(CustomSettings))
 # dlrun's keys in a dataset's config: a dataset that does not take one leaves it to dlrun
-DATASET_SETTINGS = (*CUSTOM_SETTINGS, "augment")
-SCHEDULER_KEYS = ("interval", "monitor")  # dlrun's own: they never reach torch
+DATASET_SETTINGS = OWN_KEYS["dataset"]
+SCHEDULER_KEYS = OWN_KEYS["scheduler"]  # they never reach torch
 OWN = "dlrun."  # dlrun's own code: what it raises is dlrun's to report, not the user's
 
 
@@ -62,7 +63,8 @@ def check_targets(cfg: DictConfig) -> str:
     if "_target_" in cfg.loss:
         loss = _located(cfg.loss, "loss")
         require(loss, (nn.Module,), "loss._target_", cfg.loss._target_, "a torch.nn.Module loss")
-        check_arguments(loss, _plain(cfg.loss), "loss", provided=("num_classes",))
+        inputs = _loss_inputs(loss, _plain(cfg.loss))  # a loss function's (outputs, targets)
+        check_arguments(loss, _plain(cfg.loss), "loss", provided=("num_classes", *inputs))
     if "_target_" not in cfg.optimizer:
         raise ConfigError("optimizer._target_ is not set: name an optimizer class, e.g. torch.optim.SGD")
     optimizer = _located(cfg.optimizer, "optimizer")
@@ -137,7 +139,8 @@ def build_data(dataset_cfg: DictConfig, options: LoadOptions) -> Data:
     node = OmegaConf.create({"_target_": target, **_dataset_settings(dataset_cfg, factory)})
     given = {"options": options} if "options" in _parameters(factory) else {}
     if "train" in _parameters(factory):
-        train, val, test = _call(node, key, train=True), None, _call(node, key, train=False)
+        given = {"train": True}
+        train, val, test = _call(node, key, **given), None, _call(node, key, train=False)
     else:
         made = _call(node, key, **given)
         if isinstance(made, Splits):
@@ -146,14 +149,42 @@ def build_data(dataset_cfg: DictConfig, options: LoadOptions) -> Data:
             return made
         train, val, test = _splits(made, key, target)
     for split in (train, val, test):
+        if isinstance(split, torch.utils.data.IterableDataset):
+            raise ConfigError(
+                f"{key}={target} gave an IterableDataset: dlrun needs a map-style Dataset "
+                "(__getitem__ and __len__), whose items it can split and shuffle"
+            )
         if split is not None and not (hasattr(split, "__getitem__") and hasattr(split, "__len__")):
             raise ConfigError(f"{key}={target} gave a {type(split).__name__}, not a map-style Dataset")
     settings = CustomSettings(**{k: v for k, v in _plain(dataset_cfg).items() if k in CUSTOM_SETTINGS})
-    data = from_datasets(train, val, test, settings, options, source=target)
+    unaugmented = _for_evaluation(dataset_cfg, node, factory, train, given) if val is None else None
+    data = from_datasets(train, val, test, settings, options, source=target, unaugmented=unaugmented)
     augment = _augment(dataset_cfg)
     if augment and hasattr(data.train, "augment"):  # batched crops and flips of images held in memory
         data.train.augment = augment
     return data
+
+
+def _for_evaluation(
+    dataset_cfg: DictConfig, node: DictConfig, factory: Callable, train: Any, given: dict[str, Any]
+) -> Any:
+    """The same dataset read with `eval_transform`, for the val and test splits dlrun carves from
+    it; None when it reads the same each time. A dataset that draws at random on each read (a
+    random transform) with no eval_transform is refused: val and test would be augmented too."""
+    target = dataset_cfg._target_
+    if "eval_transform" not in dataset_cfg:
+        if draws_at_random(train):
+            raise ConfigError(
+                f"dataset._target_={target} gives a different item each time one is read (a "
+                "random transform?), and dlrun carves val and test from it, so they would be "
+                "augmented too: set dataset.eval_transform to what val and test read with (null: "
+                "no transform), or give val and test datasets of their own"
+            )
+        return None
+    if "transform" not in _parameters(factory) and not _takes_any_keyword(factory):
+        raise ConfigError(f"dataset.eval_transform: {target} takes no `transform` to give it")
+    plain = OmegaConf.merge(node, {"transform": dataset_cfg.eval_transform})
+    return _splits(_call(plain, "dataset._target_", **given), "dataset._target_", target)[0]
 
 
 def _splits(made: Any, key: str, target: str) -> tuple:
@@ -180,31 +211,90 @@ def _augment(dataset_cfg: DictConfig) -> Optional[BatchAugment]:
 
 def build_model(model_cfg: DictConfig, facts: Facts) -> nn.Module:
     """The model, given its settings plus the facts its signature asks for."""
-    given = {
+    target = model_cfg._target_
+    made = _call(model_cfg, "model._target_", **model_facts(model_cfg, facts))
+    model = returned(made, (nn.Module,), "model._target_", target, "a torch.nn.Module")
+    hidden = layers_out_of_sight(model)
+    if hidden:
+        where, kind = hidden[0]
+        holder = "nn.ModuleDict" if kind == "dict" else "nn.ModuleList"
+        raise ConfigError(
+            f"model {target}: {where} is a plain {kind} of layers, which torch neither trains nor "
+            f"saves (their weights would stay random, in best.pt too): hold them in {holder}"
+        )
+    return model
+
+
+def layers_out_of_sight(model: nn.Module) -> list[tuple[str, str]]:
+    """(attribute, list | tuple | dict) of each plain container among the model's attributes that
+    holds layers torch does not know of: it registers only modules held directly or in
+    nn.ModuleList / nn.ModuleDict (a plain list of layers registered elsewhere too is fine)."""
+    registered = {id(module) for module in model.modules()}
+    found = []
+    for prefix, module in model.named_modules():
+        for name, value in vars(module).items():
+            if name.startswith("_") or not isinstance(value, (list, tuple, dict)):
+                continue  # torch's own registries are _modules, _parameters, ...
+            items = value.values() if isinstance(value, dict) else value
+            if any(isinstance(item, nn.Module) and id(item) not in registered for item in items):
+                found.append((f"{prefix}.{name}" if prefix else name, type(value).__name__))
+    return found
+
+
+def model_facts(model_cfg: DictConfig, facts: Facts) -> dict[str, Any]:
+    """The facts dlrun passes a model: those its signature names and its config does not set. A
+    factory taking `**kwargs` (timm.create_model, torchvision's resnet18) is given num_classes
+    when it classifies, the one name such factories share; others it reads as `${facts.NAME}`."""
+    offered = {
         "in_shape": list(facts.input_shape),
         "num_classes": facts.num_classes,
         "vocab_size": facts.vocab_size,
         "class_names": list(facts.class_names),
     }
-    target = model_cfg._target_
-    accepted = _parameters(locate(target, "model._target_"))
-    made = _call(model_cfg, "model._target_", **{k: v for k, v in given.items() if k in accepted})
-    return returned(made, (nn.Module,), "model._target_", target, "a torch.nn.Module")
+    factory = locate(model_cfg._target_, "model._target_")
+    named = _parameters(factory)
+    if _takes_any_keyword(factory) and facts.task == metrics.CLASSIFICATION:
+        named.add("num_classes")
+    return {k: v for k, v in offered.items() if k in named and k not in model_cfg}
 
 
 def build_loss(loss_cfg: DictConfig, facts: Facts) -> nn.Module:
-    accepted = _parameters(locate(loss_cfg._target_, "loss._target_"))
-    given = {"num_classes": facts.num_classes} if "num_classes" in accepted else {}
+    """A loss module (a class, or a factory returning one), or a loss function taking
+    (outputs, targets), its other settings bound (`_partial_: true` or not)."""
+    factory = locate(loss_cfg._target_, "loss._target_")
+    given = {"num_classes": facts.num_classes} if "num_classes" in _parameters(factory) else {}
+    if _loss_inputs(factory, _plain(loss_cfg)):
+        return instantiate(loss_cfg, _partial_=True, _convert_="all", **given)
     return _call(loss_cfg, "loss._target_", **given)
+
+
+def _loss_inputs(factory: Callable, settings: dict[str, Any]) -> tuple[str, ...]:
+    """The names of a loss function's outputs and targets: its first two required arguments that
+    the settings leave open; () for a class, or a factory that makes the loss."""
+    if isinstance(factory, type):
+        return ()
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return ()
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    open_ = [
+        p.name
+        for p in parameters
+        if p.kind in positional and p.default is inspect.Parameter.empty and p.name not in settings
+    ]
+    return tuple(open_[:2]) if len(open_) >= 2 else ()
 
 
 def build_optimizer(optimizer_cfg: DictConfig, model: nn.Module) -> torch.optim.Optimizer:
     parameters = [p for p in model.parameters() if p.requires_grad]
-    make = instantiate(optimizer_cfg, _convert_="all")
+    make = instantiate(optimizer_cfg, _partial_=True, _convert_="all")  # `_partial_: true` or not
     try:
-        return make(parameters)
+        made = make(parameters)
     except ValueError as error:  # torch checks ranges: "Invalid learning rate: -1.0"
         raise ConfigError(f"optimizer: {error}") from None
+    what = "a torch.optim.Optimizer"
+    return returned(made, (torch.optim.Optimizer,), "optimizer._target_", optimizer_cfg._target_, what)
 
 
 def build_schedule(
@@ -232,7 +322,7 @@ def build_schedule(
     if settings.get("mode") == "auto":
         settings["mode"] = metrics.better_of(metric)
     try:
-        scheduler = instantiate(settings, _convert_="all")(optimizer)
+        scheduler = instantiate(settings, _partial_=True, _convert_="all")(optimizer)
     except ValueError as error:
         raise ConfigError(f"scheduler: {error}") from None
     return Schedule(scheduler, per_step, metric)
@@ -294,6 +384,14 @@ def _call(node: DictConfig, key: str, **given: Any) -> Any:
         if target.startswith(OWN):
             raise
         raise raised(error, key, target) from None
+
+
+def _takes_any_keyword(factory: Callable) -> bool:
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
 def _parameters(factory: Callable) -> set[str]:

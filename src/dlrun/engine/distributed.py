@@ -17,6 +17,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from dlrun.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Ranks:
@@ -64,8 +66,15 @@ def remove_scratch(folder: Path) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def start(device: torch.device) -> None:
+def start(device: torch.device, ranks: Ranks) -> None:
     if device.type == "cuda":
+        gpus = torch.cuda.device_count()
+        if ranks.local_world_size > gpus:  # NCCL refuses two processes on one GPU, deep inside
+            raise ConfigError(
+                f"torchrun started {ranks.local_world_size} processes on this machine, which has "
+                f"{gpus} GPU(s): one process per GPU (--nproc_per_node={gpus}), or train on the CPU "
+                "with trainer.device=cpu"
+            )
         torch.cuda.set_device(device)
     dist.init_process_group(
         backend="nccl" if device.type == "cuda" else "gloo", timeout=timedelta(minutes=30)

@@ -18,21 +18,23 @@ from typing import Any, Optional
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.console import Console
 
 from dlrun import metrics
 from dlrun.checkpoints.files import check_finite, remove_stale_temporaries
 from dlrun.checkpoints.format import read_checkpoint
 from dlrun.checkpoints.resume import apply_optimizer_settings, check_resumable
+from dlrun.checkpoints.trust import targets
 from dlrun.config.brief import brief
-from dlrun.config.checks import check_task_settings, doubtful_settings
+from dlrun.config.checks import check_task_settings, doubtful_settings, facts_pending
 from dlrun.config.resolvers import rounded
-from dlrun.config.schema import Trainer
+from dlrun.config.schema import YIELDED, Trainer
 from dlrun.data import Data, LoadOptions
 from dlrun.data.training_length import epochs_for
 from dlrun.engine import distributed, runtime
 from dlrun.engine.build import build_data, build_sinks, check_targets
+from dlrun.engine.first_batch import check_first_batch
 from dlrun.engine.state import CheckpointFiles, Monitor, Outputs, Parts, TrainingState, restore
 from dlrun.engine.train import build_parts, evaluate, fit
 from dlrun.errors import DISK_REFUSED, ConfigError, DlrunError, failed_in_user_code, one_line
@@ -94,31 +96,33 @@ def _run(cfg: DictConfig, folder: RunFolder, hydra, ranks: distributed.Ranks) ->
     checkpoint = read_checkpoint(resume_from, map_location=device) if resume_from else None
     if checkpoint is not None:
         check_finite(checkpoint["model"], resume_from)
-    with _users_code(lambda: "while the run was built"):
+    named = frozenset(target.split(".")[0] for _, target in targets(OmegaConf.to_container(cfg)))
+    with _users_code(lambda: "while the run was built", named=named):
         run = _start(cfg, folder, hydra, ranks, device, threads)
     if checkpoint is not None:
         _resume(run, checkpoint, resume_from)
-    with _users_code(lambda: f"on a first batch of inputs {_shape(run.example)}"):
-        _check_outputs(run.parts, run.example, run.cfg, run.choices)
+    with _users_code(lambda: f"on a first batch of inputs {_shape(run.example)}", True, named):
+        check_first_batch(run.parts, run.example, run.cfg, run.choices, run.trainer)
     # everything that can refuse the run has been decided: only now is anything written
     if ranks.is_main:
         remove_stale_temporaries(folder.checkpoints)
-    with _users_code(lambda: _where(run.state)):
+    with _users_code(lambda: _where(run.state), named=named):
         results = _train(run, hydra, resumed=checkpoint is not None, started=started)
     return _optimized(cfg, results)
 
 
 @contextlib.contextmanager
-def _users_code(stage: Callable[[], str]):
+def _users_code(stage: Callable[[], str], theirs: bool = False, named: frozenset[str] = frozenset()):
     """An exception the user's code raised (a forward, a loss, a dataset's __getitem__, in this
     process or a DataLoader worker) becomes one line naming the stage and the user's file; the
-    details keep the user's own frames. A fault with no user frame keeps its traceback."""
+    details keep the user's own frames (and those of the installed packages the config `named`).
+    A fault with no user frame keeps its traceback, unless only the user's code ran (`theirs`)."""
     try:
         yield
     except (DlrunError, Interrupted):
         raise
     except Exception as error:
-        failed = failed_in_user_code(error, stage())
+        failed = failed_in_user_code(error, stage(), theirs, named)
         if failed is None:
             raise
         raise failed from None
@@ -153,7 +157,7 @@ def _set_up_process(cfg: DictConfig, hydra, ranks: distributed.Ranks) -> tuple[t
     threads = runtime.configure_threads(cfg.trainer.num_threads, jobs * ranks.local_world_size)
     device = runtime.select_device(cfg.trainer.device, slot=_device_slot(hydra, jobs, ranks))
     if ranks.enabled:
-        distributed.start(device)
+        distributed.start(device, ranks)
     runtime.set_deterministic(cfg.trainer.deterministic)
     runtime.seed_everything(cfg.seed)  # the same on every rank: resuming restores rank 0's state
     return device, threads
@@ -163,10 +167,11 @@ def _start(cfg: DictConfig, folder: RunFolder, hydra, ranks: distributed.Ranks, 
     """Check the code the config names, load the data, build the parts, say what was built."""
     choices = dict(hydra.runtime.choices) if hydra is not None else {}
     terminal = Report(cfg.terminal.progress) if ranks.is_main else Report("off", console=Console(quiet=True))
-    task = check_targets(cfg)  # the user's code is imported and checked before data is read
-    check_task_settings(cfg, task, choices)
-    sinks = build_sinks(cfg.logger if ranks.is_main else {}, folder, terminal)  # rank 0 logs for all
-    data = build_data(cfg.dataset, _load_options(cfg, task, device, ranks))
+    pending = facts_pending(cfg)  # until the data is loaded, `${facts.NAME}` reads None
+    task = check_targets(pending)  # the user's code is imported and checked before data is read
+    check_task_settings(pending, task, choices)
+    sinks = build_sinks(pending.logger if ranks.is_main else {}, folder, terminal)  # rank 0 logs for all
+    data = build_data(pending.dataset, _load_options(pending, task, device, ranks))
     cfg = _with_facts(cfg, data)  # the config as the run uses it: this is what is saved and shown
     trainer = _trainer_settings(cfg)
     if trainer.batch_size < ranks.world_size:
@@ -190,6 +195,11 @@ def _start(cfg: DictConfig, folder: RunFolder, hydra, ranks: distributed.Ranks, 
         _example_batch(data),
     )
     _show_config(terminal, cfg, choices, hydra, folder)
+    for group, name in choices.items():
+        if name in YIELDED.get(group, ()):
+            terminal.line(
+                f"{group}={name} is your project's configs/{group}/{name}.yaml, not dlrun's own {name}"
+            )
     for doubt in doubtful_settings(cfg):
         terminal.warn(doubt)
     terminal.line(
@@ -229,7 +239,7 @@ def _train(run: Run, hydra, resumed: bool, started: float) -> dict[str, Any]:
             OmegaConf.save(run.cfg, out.folder.config)
         with STOP.deferred():  # a signal now finishes the step and saves before stopping
             fit(parts, run.state, out, run.trainer)
-        results = _finish(parts, run.state, out, time.perf_counter() - started)
+        results = _finish(parts, run.state, out, run.trainer, time.perf_counter() - started)
         split = final_split(results)
         trial = _trial(hydra, out.folder)
         out.sinks.finished(Finished(results, split, config, run.choices, facts.class_names, trial))
@@ -267,8 +277,10 @@ def _load_options(cfg: DictConfig, task: str, device: torch.device, ranks: distr
 def _with_facts(cfg: DictConfig, data: Data) -> DictConfig:
     """The config as the run really uses it: resolved, with the data's facts filled in and the
     `auto` training length made a number of epochs and a batch size."""
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        cfg.facts = data.facts.for_config()  # before resolving: `${facts.num_classes}` reads it
     resolved = OmegaConf.to_container(cfg, resolve=True)
-    resolved["facts"] = data.facts.to_dict()
     trainer = resolved["trainer"]
     trainer["batch_size"] = data.train.batch_size  # the data layer resolved `auto` when it batched
     trainer["epochs"] = epochs_for(trainer["epochs"], len(data.train))
@@ -346,30 +358,10 @@ def _example_batch(data: Data) -> Optional[torch.Tensor]:
     return None
 
 
-def _check_outputs(parts: Parts, example: Optional[torch.Tensor], cfg: DictConfig, choices: dict) -> None:
-    """A model whose outputs do not fit the task is refused before training, naming the shapes."""
-    if example is None:
-        return
-    inputs = example[:2]
-    parts.model.eval()
-    with torch.no_grad():
-        outputs = parts.model(inputs)
-    classes = parts.data.facts.num_classes
-    if parts.task.against_inputs:
-        expected, what = list(inputs.shape), "outputs shaped like its inputs"
-    else:
-        expected, what = [len(inputs), classes], f"one score per class ({classes} classes)"
-    shape = list(outputs.shape) if isinstance(outputs, torch.Tensor) else type(outputs).__name__
-    if shape != expected:
-        model = f"model={choices['model']}" if "model" in choices else cfg.model._target_
-        raise ConfigError(
-            f"{model} gives outputs {shape} for inputs {list(inputs.shape)}, but {parts.task.name} needs "
-            f"{what}: {expected}; make its last layer fit (the model is given num_classes and in_shape)"
-        )
-
-
-def _finish(parts: Parts, state: TrainingState, out: Outputs, seconds: float) -> dict[str, Any]:
-    """Score best.pt on the final split and write metrics.json."""
+def _finish(
+    parts: Parts, state: TrainingState, out: Outputs, trainer: Trainer, seconds: float
+) -> dict[str, Any]:
+    """Score best.pt on the final split (trainer.limit_test_batches of it) and write metrics.json."""
     data, folder = parts.data, out.folder
     split_name = "test" if data.test is not None else "val"
     if split_name == "val" and state.best_val is not None:
@@ -378,15 +370,20 @@ def _finish(parts: Parts, state: TrainingState, out: Outputs, seconds: float) ->
         if folder.best.is_file():
             parts.model.load_state_dict(read_checkpoint(folder.best, map_location=parts.device)["model"])
         split = data.test if data.test is not None else data.val
-        final = evaluate(
-            parts.evaluator,
-            split,
-            parts.criterion,
-            parts.task,
-            parts.measured,
-            data.facts.num_classes,
-            precision=parts.precision,
-        )
+        limit = trainer.limit_test_batches
+        steps = len(split) if limit is None else min(limit, len(split))
+        with out.terminal.pass_progress(f"scoring best.pt on {split_name}", steps) as progress:
+            final = evaluate(
+                parts.evaluator,
+                split,
+                parts.criterion,
+                parts.task,
+                parts.measured,
+                data.facts.num_classes,
+                precision=parts.precision,
+                limit=limit,
+                progress=progress,
+            )
     results = {
         "task": parts.task.name,
         "monitor": state.best.metric,

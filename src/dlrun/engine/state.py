@@ -20,6 +20,7 @@ from torch import nn
 from dlrun import __version__, metrics
 from dlrun.checkpoints.files import restore_rng_states, rng_states
 from dlrun.checkpoints.format import write_checkpoint
+from dlrun.config.project import code_folders
 from dlrun.data import Data
 from dlrun.data.facts import Facts
 from dlrun.engine.distributed import Ranks
@@ -240,7 +241,8 @@ class TrainingState:
         self.best.load_state_dict(state["monitor"])
         if self.early is not None and state["early_stopping"] is not None:
             self.early.load_state_dict(state["early_stopping"])
-        self.epoch_generator_state = state["data_generator"]
+        saved = state["data_generator"]  # on the device the checkpoint was read to
+        self.epoch_generator_state = saved.cpu() if saved is not None else None
         if generator is not None and self.epoch_generator_state is not None:
             generator.set_state(self.epoch_generator_state)
         self.last_val = dict(state["metrics"])
@@ -294,6 +296,7 @@ class CheckpointFiles:
             "config": self.config,
             "facts": self.facts.to_dict(),
             "dlrun_version": __version__,
+            "code_folders": code_folders(),  # where dlrun-eval finds the code the config names
         }
         for path in paths:
             write_checkpoint(path, payload)

@@ -8,10 +8,9 @@ import traceback
 from collections.abc import Callable, Iterable
 from difflib import get_close_matches
 from importlib import import_module
-from pathlib import Path
 from typing import Any
 
-from dlrun.errors import ConfigError, UserCodeError
+from dlrun.errors import ConfigError, UserCodeError, is_users, what_to_set
 
 HYDRA_KEYS = ("_target_", "_partial_", "_recursive_", "_convert_", "_args_")
 
@@ -44,6 +43,9 @@ def locate(target: str, key: str) -> Any:
         if not hasattr(found, name):
             owner = ".".join(parts[: cut + depth])
             names = [n for n in dir(found) if not n.startswith("_") and callable(getattr(found, n, None))]
+            # its own classes and functions first, then what it imported (torch, typing, ...)
+            home = getattr(found, "__name__", None)
+            names.sort(key=lambda n: getattr(getattr(found, n), "__module__", None) != home)
             close = get_close_matches(name, names, n=3)
             offer = f"; did you mean {' or '.join(close)}?" if close else f"; it has: {', '.join(names[:12])}"
             raise ConfigError(f"{key}={target}: {owner} has no attribute {name!r}{offer}")
@@ -96,20 +98,15 @@ def returned(made: Any, kinds: tuple[type, ...], key: str, target: str, what: st
 def raised(error: BaseException, key: str, target: str) -> UserCodeError:
     """The error for an exception raised inside the user's code while dlrun called it."""
     return UserCodeError(
-        f"{key}={target} raised {type(error).__name__}: {error}", details=user_traceback(error)
+        f"{key}={target} raised {type(error).__name__}: {error}{what_to_set(str(error))}",
+        details=user_traceback(error),
     )
 
 
 def user_traceback(error: BaseException) -> str:
-    """The traceback frames of `error` outside dlrun, Hydra and the import machinery: the user's."""
-    here = str(Path(__file__).resolve().parents[1])
-    frames = [
-        frame
-        for frame in traceback.extract_tb(error.__traceback__)
-        if not frame.filename.startswith(here)
-        and "importlib" not in frame.filename
-        and "/hydra/" not in frame.filename
-    ]
+    """The traceback frames of `error` in the user's files (not dlrun's, the standard library's
+    or an installed package's)."""
+    frames = [frame for frame in traceback.extract_tb(error.__traceback__) if is_users(frame.filename)]
     if not frames:
         return ""
     lines = traceback.format_list(frames) + traceback.format_exception_only(type(error), error)

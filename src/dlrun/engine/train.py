@@ -29,7 +29,7 @@ from dlrun.engine.build import build_loss, build_metrics, build_model, build_opt
 from dlrun.engine.distributed import Ranks
 from dlrun.engine.runtime import Precision
 from dlrun.engine.state import Outputs, Parts, Position, Scores, TrainingState
-from dlrun.errors import DlrunError
+from dlrun.errors import DlrunError, UserCodeError
 from dlrun.metrics import Metric, Task
 from dlrun.reporting.sinks import Epoch, Validation
 from dlrun.signals import Interrupted
@@ -230,6 +230,8 @@ def train_step(
     with precision.autocast():
         outputs = model(inputs)
         loss = parts.criterion(outputs, targets)
+    if loss.dim() != 0 or not loss.requires_grad:  # attributes: no sync
+        raise UserCodeError(_not_a_training_loss(parts.criterion, loss))
     optimizer.zero_grad(set_to_none=True)
     scaler = precision.scaler  # disabled (fp32, bf16): scale, unscale_ and update pass through
     scaler.scale(loss).backward()
@@ -248,6 +250,19 @@ def train_step(
     scaler.step(optimizer)  # fp16: skipped when the scaled gradients overflowed
     scaler.update()
     return loss, outputs, True
+
+
+def _not_a_training_loss(criterion: nn.Module, loss: Tensor) -> str:
+    name = getattr(getattr(criterion, "func", None), "__name__", type(criterion).__name__)  # a partial
+    if loss.dim() != 0:
+        return (
+            f"loss: {name} gives a tensor of shape {list(loss.shape)}, not one number: reduce it "
+            "over the batch (e.g. .mean(), or reduction='mean')"
+        )
+    return (
+        f"loss: {name} gives a number with no gradient to train on: compute it from the model's "
+        "outputs with torch operations (not under torch.no_grad(), .detach(), .item() or NumPy)"
+    )
 
 
 @dataclass
@@ -273,9 +288,11 @@ def evaluate(
     *,
     precision: Precision,
     limit: Optional[int] = None,
+    progress=None,
 ) -> Evaluation:
-    """One pass over a split in eval mode: the loss and each measured metric, summed over every
-    sample, and what the task keeps to be shown."""
+    """One pass over a split in eval mode (its first `limit` batches): the loss and each measured
+    metric, summed over every sample, and what the task keeps to be shown. `progress` is told of
+    each batch (the terminal's bar for the final score)."""
     model.eval()
     sums, kept = MetricSums(measured), Kept(task, num_classes)
     loss_sum, samples = None, 0
@@ -291,6 +308,8 @@ def evaluate(
         samples += len(labels)
         sums.add(outputs, targets)
         kept.add(inputs, labels, outputs)
+        if progress is not None:
+            progress.advance(len(labels))
     if samples == 0:
         raise DlrunError("the evaluation split is empty: check the dataset's val/test fractions")
     return kept.finish({"loss": loss_sum.item() / samples, **sums.values()})

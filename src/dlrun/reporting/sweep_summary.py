@@ -19,6 +19,7 @@ from rich.text import Text
 
 from dlrun import metrics
 from dlrun.config.resolvers import rounded
+from dlrun.config.schema import own_key
 from dlrun.runs.folder import RECORD, RunFolder
 from dlrun.runs.results import read_results
 
@@ -94,7 +95,10 @@ def _row(job: RunFolder, sweep_dir: Path) -> dict[str, Any]:
     hydra = yaml.safe_load(job.hydra_record.read_text())["hydra"]
     row = {
         "job": hydra["job"]["num"],
-        "overrides": hydra["overrides"]["task"],  # written as one line, as typed
+        # as typed: dlrun's own keys lose the `++` the command line gave them (cli.py)
+        "overrides": [
+            item.removeprefix("++") if own_key(item) else item for item in hydra["overrides"]["task"]
+        ],
         "status": "incomplete",
         "metric": "",
         "value": None,

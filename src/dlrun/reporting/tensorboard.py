@@ -212,7 +212,7 @@ def hparam_values(plain: dict[str, Any], choices: dict[str, str]) -> dict[str, A
     values: dict[str, Any] = {f"choice/{group}": choices[group] for group in GROUPS if group in choices}
     for key, value in _flat(plain).items():
         # `_target_` says again what choice/<group> says, in a column 160 pixels wide
-        if not key.startswith(HPARAM_SKIP) and not key.endswith(("._partial_", "._target_")):
+        if not key.startswith(HPARAM_SKIP) and not key.endswith(("._partial_", "._target_", "._recursive_")):
             values[key] = _hparam(value)
     return values
 

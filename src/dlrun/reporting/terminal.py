@@ -27,7 +27,7 @@ from rich.tree import Tree
 from dlrun import metrics
 from dlrun.machine import SlowSteps
 from dlrun.metrics import Metric
-from dlrun.quoting import shell_path
+from dlrun.quoting import from_users_folder, shell_path
 
 log = logging.getLogger("dlrun")
 
@@ -84,7 +84,11 @@ class Report:
         self.show(tree)
 
     def epoch_progress(self, epoch: int, epochs: int, steps: int, start: int = 0) -> "EpochProgress":
-        return EpochProgress(self, epoch, epochs, steps, start)
+        return EpochProgress(self, f"epoch {epoch}/{epochs}", steps, start)
+
+    def pass_progress(self, label: str, steps: int) -> "EpochProgress":
+        """Progress through a pass with no training figures (the final score of best.pt)."""
+        return EpochProgress(self, label, steps, 0, scoring=True)
 
     def epoch_summary(
         self,
@@ -131,7 +135,7 @@ class Report:
         per_class = results.get("per_class_acc", {}).get(split)
         if per_class:
             self.show(per_class_table(class_names, {split: list(per_class.values())}))
-        folder = _relative(run_dir)
+        folder = from_users_folder(run_dir)
         self.line(f"run folder: {shell_path(folder)}")
         everything = f"tensorboard --logdir {shell_path(_runs_root(folder))}"
         this_run = f"tensorboard --logdir {shell_path(folder)}"
@@ -187,9 +191,9 @@ class EpochProgress:
 
     LINE_SECONDS = 1.0
 
-    def __init__(self, report: Report, epoch: int, epochs: int, steps: int, start: int):
+    def __init__(self, report: Report, label: str, steps: int, start: int, scoring: bool = False):
         self.report, self.steps, self.done = report, steps, start
-        self.label = f"epoch {epoch}/{epochs}"
+        self.label, self.scoring = label, scoring
         self.started = time.perf_counter()
         self.interval_start, self.interval_started = start, self.started  # the logging interval's
         self.samples = 0
@@ -227,6 +231,8 @@ class EpochProgress:
         self.samples += samples
         if self.bar is not None and (self.done % self.bar_every == 0 or self.done == self.steps):
             self.bar.update(self.task, completed=self.done)
+        elif self.scoring and self.bar is None:  # no figures come to show lines with
+            self._line_when_due(f"{self.samples:,} samples")
 
     def metrics(self, values: dict[str, Optional[float]]) -> None:
         """Called once per logging interval, when the figures have been read anyway."""
@@ -240,7 +246,11 @@ class EpochProgress:
         status = f"{self.report.figures(values)} {rate:,.0f} samples/s"
         if self.bar is not None:
             self.bar.update(self.task, status=status)
-        elif self.report.progress_mode == "lines" and self.done >= self.next_line:
+        else:
+            self._line_when_due(status)
+
+    def _line_when_due(self, status: str) -> None:
+        if self.report.progress_mode == "lines" and self.done >= self.next_line:
             now = time.perf_counter()
             if now - self.last_line >= self.LINE_SECONDS:  # else the line waits for the next call
                 self.next_line = self.done + max(1, self.steps // 10)
@@ -278,13 +288,6 @@ def plain_text(renderable: Any, width: int = 110) -> str:
     buffer = io.StringIO()
     Console(file=buffer, width=width, no_color=True, highlight=False).print(renderable)
     return buffer.getvalue().rstrip()
-
-
-def _relative(path: Path) -> Path:
-    try:
-        return path.resolve().relative_to(Path.cwd().resolve())
-    except ValueError:
-        return path.resolve()
 
 
 def _runs_root(folder: Path) -> Path:
