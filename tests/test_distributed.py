@@ -137,3 +137,16 @@ def test_more_processes_than_gpus_is_one_line_before_nccl_fails(monkeypatch):
         "torchrun started 2 processes on this machine, which has 1 GPU(s): one process per GPU "
         "(--nproc_per_node=1), or train on the CPU with trainer.device=cpu"
     )
+
+
+def test_accumulated_micro_batches_under_torchrun_match_one_process(data_root, dlrun, tmp_path):
+    # a global batch of 32 as 2 micro-batches of 16, each split between the 2 processes; the
+    # gradients sync once per optimizer step (no_sync on the first micro-batch)
+    folder = tmp_path / "run"
+    result = torchrun(
+        data_root, folder, "trainer.epochs=1", "trainer.batch_size=16", "trainer.accumulate_grad_batches=2"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    single = dlrun(*SETTINGS, f"dataset.root={data_root}", "trainer.epochs=1")
+    one, two = single.checkpoint()["model"], read_checkpoint(folder / "checkpoints" / "last.pt")["model"]
+    assert max((one[key] - two[key]).abs().max().item() for key in one) < 1e-5

@@ -276,3 +276,28 @@ def test_predict_takes_a_folder_and_a_pattern_of_images(dlrun, tmp_path):
     assert [item["input"] for item in matched] == [f for f in files if Path(f).name.startswith("00")]
     nothing = dlrun(checkpoint, f"inputs=['{folder}/*.jpg']", program=cli.predict_main)
     assert nothing.code == 2 and f"inputs: no file matches {folder}/*.jpg" in nothing.err
+
+
+def test_the_model_summary_shows_layers_shapes_and_the_frozen_backbone(dlrun, tmp_path):
+    from tests.helpers import read_events
+
+    datasets.write_image_folder(tmp_path / "bugs", per_class=6)
+    run = dlrun(
+        "dataset=imagefolder",
+        f"dataset.root={tmp_path / 'bugs'}",
+        "model=resnet18",
+        "model.pretrained=false",
+        "model.freeze_backbone=true",
+        "terminal.summary=true",
+        *SMALL_IMAGES,
+        *FEW_STEPS,
+    )
+    assert run.code == 0, run.err
+    assert "1,026 trainable parameters of 11,177,538 (11,176,512 frozen)" in run.out  # the device line
+    table = run.out[run.out.index("layer") :]
+    assert "conv1" in table and "Conv2d" in table and "[2, 64, 16, 16]" in table  # 32 px in, stride 2
+    assert "fc" in table and "[2, 2]" in table
+    text = (
+        read_events(run.run_dir).Tensors("model/summary/text_summary")[0].tensor_proto.string_val[0].decode()
+    )
+    assert "| conv1 | Conv2d | [2, 64, 16, 16] | 9,408 | 0 |" in text and "(11,176,512 frozen)" in text

@@ -234,3 +234,90 @@ def test_limit_test_batches_scores_best_pt_on_that_many_batches(dlrun):
     ]
     assert not any(value != value for value in per_class[0].values())  # every class of the whole split
     assert sum(value != value for value in per_class[1].values()) >= 1  # 4 rows: a class left out (NaN)
+
+
+ACCUMULATED = ["model=mlp", "model.hidden_sizes=[16]", "trainer.deterministic=true", "trainer.epochs=3"]
+
+
+def test_accumulating_four_batches_of_8_trains_as_batches_of_32(dlrun):
+    accumulated = dlrun(*ACCUMULATED, "trainer.batch_size=8", "trainer.accumulate_grad_batches=4")
+    whole = dlrun(*ACCUMULATED, "trainer.batch_size=32")
+    assert accumulated.code == 0 and whole.code == 0, accumulated.err
+    a, b = accumulated.checkpoint("last.pt"), whole.checkpoint("last.pt")
+    assert a["position"]["global_step"] == b["position"]["global_step"] == 12  # optimizer steps: 4 a epoch
+    assert all(torch.allclose(a["model"][key], b["model"][key], atol=1e-5, rtol=0) for key in a["model"])
+    assert "accumulate_grad_batches: 4" in (accumulated.run_dir / "config.yaml").read_text()
+    assert "batch_size: 8" in (accumulated.run_dir / "config.yaml").read_text()
+
+
+def test_an_accumulating_run_resumes_bitwise(dlrun):
+    settings = [*ACCUMULATED[:-1], "trainer.batch_size=8", "trainer.accumulate_grad_batches=3"]
+    straight = dlrun(*settings, "trainer.epochs=3")
+    first = dlrun(*settings, "trainer.epochs=2")
+    resumed = dlrun(
+        *settings,
+        "trainer.epochs=3",
+        f"trainer.resume={first.run_dir / 'checkpoints' / 'last.pt'}",
+        "trainer.resume_force=true",
+        run_dir=first.run_dir,
+    )
+    assert resumed.code == 0, resumed.err
+    a, b = straight.checkpoint("last.pt"), resumed.checkpoint("last.pt")
+    assert all(torch.equal(a["model"][key], b["model"][key]) for key in a["model"])
+
+
+def lr_curve(run_dir) -> list[float]:
+    from tests.helpers import read_events
+
+    return [event.value for event in read_events(run_dir).Scalars("train/lr")]
+
+
+def test_a_warm_up_before_a_cosine_stepped_per_step_shows_in_tensorboard(dlrun):
+    result = dlrun(
+        "scheduler=cosine",
+        "scheduler.interval=step",
+        "scheduler.warmup_steps=8",
+        "optimizer.lr=0.01",
+        "trainer.batch_size=16",
+        "trainer.epochs=3",
+        "trainer.log_every_n_steps=1",
+    )
+    assert result.code == 0, result.err
+    lrs = lr_curve(result.run_dir)  # 7 steps an epoch, 21 in all
+    assert len(lrs) == 21 and lrs[0] == pytest.approx(0.001)  # 0.1 x the lr at the first step
+    assert all(a < b for a, b in zip(lrs[:8], lrs[1:8]))  # rising over the warm-up
+    assert lrs[8] == pytest.approx(0.01)  # the cosine starts after the warm-up, at the lr
+    assert all(a >= b for a, b in zip(lrs[8:], lrs[9:])) and lrs[-1] < 0.001  # to eta_min over the rest
+
+
+def test_a_warm_up_in_epochs_before_a_step_scheduler_resumes_exactly(dlrun):
+    settings = [
+        "scheduler=step",
+        "scheduler.step_size=2",
+        "scheduler.warmup_epochs=2",
+        "scheduler.warmup_start_factor=0.5",
+        "trainer.batch_size=16",
+        "trainer.deterministic=true",
+        "trainer.log_every_n_steps=1",
+    ]
+    straight = dlrun(*settings, "trainer.epochs=3")
+    first = dlrun(*settings, "trainer.epochs=1")
+    resumed = dlrun(
+        *settings,
+        "trainer.epochs=3",
+        f"trainer.resume={first.run_dir / 'checkpoints' / 'last.pt'}",
+        "trainer.resume_force=true",
+        run_dir=first.run_dir,
+    )
+    assert straight.code == 0 and resumed.code == 0, resumed.err
+    a, b = straight.checkpoint("last.pt"), resumed.checkpoint("last.pt")
+    assert all(torch.equal(a["model"][key], b["model"][key]) for key in a["model"])
+    lrs = lr_curve(straight.run_dir)
+    assert lrs[0] == pytest.approx(0.0005) and lrs[14] == pytest.approx(0.001)  # epoch 3: the lr
+    assert lrs[-1] == pytest.approx(0.001)  # step_size=2: the first drop after epoch 4
+
+
+def test_a_warm_up_in_steps_and_in_epochs_at_once_is_refused(dlrun):
+    result = dlrun("scheduler.warmup_steps=5", "scheduler.warmup_epochs=1", "trainer=debug")
+    assert result.code == 2
+    assert "scheduler.warmup_steps=5 and scheduler.warmup_epochs=1: give one of them" in result.err

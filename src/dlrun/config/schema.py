@@ -481,9 +481,19 @@ class RMSprop:
 # scheduler (`interval` says when it steps; `monitor` is for plateau only; neither reaches torch)
 
 
+@dataclass
+class Warmup:
+    """dlrun's linear warm-up before any scheduler: the lr rises from warmup_start_factor x the
+    scheduler's lr to it over warmup_steps optimizer steps (or warmup_epochs epochs)."""
+
+    warmup_steps: int = within("[0, inf)", 0)
+    warmup_epochs: int = within("[0, inf)", 0)
+    warmup_start_factor: float = within("(0, 1]", 0.1)
+
+
 @option("scheduler", "none")
 @dataclass
-class NoScheduler:
+class NoScheduler(Warmup):
     """A constant learning rate."""
 
     interval: str = one_of(Interval, Interval.EPOCH)
@@ -491,7 +501,7 @@ class NoScheduler:
 
 @option("scheduler", "step")
 @dataclass
-class StepLR:
+class StepLR(Warmup):
     """Multiply the lr by gamma every step_size epochs."""
 
     _target_: str = "torch.optim.lr_scheduler.StepLR"
@@ -503,7 +513,7 @@ class StepLR:
 
 @option("scheduler", "multistep")
 @dataclass
-class MultiStepLR:
+class MultiStepLR(Warmup):
     """Multiply the lr by gamma at each milestone epoch."""
 
     _target_: str = "torch.optim.lr_scheduler.MultiStepLR"
@@ -515,7 +525,7 @@ class MultiStepLR:
 
 @option("scheduler", "exponential")
 @dataclass
-class ExponentialLR:
+class ExponentialLR(Warmup):
     """Multiply the lr by gamma every epoch."""
 
     _target_: str = "torch.optim.lr_scheduler.ExponentialLR"
@@ -526,7 +536,7 @@ class ExponentialLR:
 
 @option("scheduler", "cosine")
 @dataclass
-class CosineLR:
+class CosineLR(Warmup):
     """Cosine annealing from the lr down to eta_min over T_max epochs."""
 
     _target_: str = "torch.optim.lr_scheduler.CosineAnnealingLR"
@@ -538,7 +548,7 @@ class CosineLR:
 
 @option("scheduler", "plateau")
 @dataclass
-class PlateauLR:
+class PlateauLR(Warmup):
     """Multiply the lr by factor when a validation metric stops improving."""
 
     _target_: str = "torch.optim.lr_scheduler.ReduceLROnPlateau"
@@ -554,7 +564,7 @@ class PlateauLR:
 
 @option("scheduler", "onecycle")
 @dataclass
-class OneCycleLR:
+class OneCycleLR(Warmup):
     """The one-cycle policy, stepped every optimizer step."""
 
     _target_: str = "torch.optim.lr_scheduler.OneCycleLR"
@@ -586,6 +596,7 @@ class TensorBoardLogger:
     hparams: bool = True
     config_text: bool = True
     histograms: bool = False  # weights and gradients, once per epoch
+    summary: bool = True  # the model's layers as text: type, output shape, parameters
 
 
 @option("logger", "csv")
@@ -647,6 +658,8 @@ class Trainer:
     limit_train_batches: Optional[int] = within("[1, inf)", None)
     limit_val_batches: Optional[int] = within("[1, inf)", None)
     limit_test_batches: Optional[int] = within("[1, inf)", None)  # the final score of best.pt
+    # micro-batches of batch_size whose summed gradient makes one optimizer step
+    accumulate_grad_batches: int = within("[1, inf)", 1)
     log_every_n_steps: int = within("[1, inf)", 50)
     grad_clip: Optional[float] = within("(0, inf)", None)  # max gradient norm
     on_nonfinite: str = one_of(OnNonFinite, OnNonFinite.STOP)  # a NaN/inf loss or gradient
@@ -663,6 +676,7 @@ class Terminal:
 
     progress: str = one_of(Progress, Progress.AUTO)
     config: str = one_of(ConfigView, ConfigView.AUTO)  # brief, the whole tree, the settings typed, or nothing
+    summary: bool = False  # the model's layers at start: type, output shape, parameters (frozen too)
 
 
 # dlrun's own keys in an option a user wrote for these groups (a YAML naming their `_target_`):
@@ -677,7 +691,7 @@ OWN_KEYS = {
         "augment",
         "eval_transform",
     ),
-    "scheduler": ("interval", "monitor"),
+    "scheduler": ("interval", "monitor", "warmup_steps", "warmup_epochs", "warmup_start_factor"),
 }
 
 

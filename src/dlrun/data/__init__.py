@@ -47,11 +47,13 @@ class LoadOptions:
     channels_last: bool = False
     deterministic: bool = False
     shard: tuple[int, int] = (0, 1)  # (rank, processes): each takes its part of a training batch
+    accumulate: int = 1  # micro-batches per optimizer step (trainer.accumulate_grad_batches)
 
     def batch_sizes(self, train_samples: int) -> tuple[int, int]:
-        """(training batch, evaluation batch) for a training split of this many samples."""
+        """(training batch, evaluation batch) for a training split of this many samples: the
+        training batch is what one optimizer step takes, `accumulate` micro-batches of it."""
         train = batch_size_for(self.batch_size, train_samples)
-        return train, self.eval_batch_size or 4 * train
+        return train * self.accumulate, self.eval_batch_size or 4 * train
 
 
 def to_device(splits: Splits, options: LoadOptions, augment: Optional[BatchAugment] = None) -> Data:

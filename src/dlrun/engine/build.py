@@ -309,23 +309,35 @@ def build_schedule(
     `monitor`: the run's monitored metric, which a plateau scheduler steps on unless told another."""
     settings = {k: v for k, v in _plain(scheduler_cfg).items() if k not in SCHEDULER_KEYS}
     per_step = scheduler_cfg.get("interval", "epoch") == "step"
+    warmup = _warmup_steps(scheduler_cfg, steps_per_epoch)
+    start = scheduler_cfg.get("warmup_start_factor", 0.1)
     if "_target_" not in settings:
-        return Schedule(None, per_step)
+        return Schedule(None, per_step, warmup_steps=warmup, warmup_start=start)
     watched = scheduler_cfg.get("monitor")
     metric = None if watched is None else monitor if watched == "auto" else watched
-    if settings.get("T_max", 0) is None:
-        settings["T_max"] = epochs
+    if settings.get("T_max", 0) is None:  # the run after the warm-up, in the steps it counts
+        total = epochs * steps_per_epoch - warmup
+        settings["T_max"] = max(1, total if per_step else total // steps_per_epoch)
     if "max_lr" in settings and settings["max_lr"] is None:
         settings["max_lr"] = optimizer.param_groups[0]["lr"]
     if settings["_target_"].endswith("OneCycleLR"):
-        settings["total_steps"] = max(1, epochs * steps_per_epoch)
+        settings["total_steps"] = max(1, epochs * steps_per_epoch - warmup)
     if settings.get("mode") == "auto":
         settings["mode"] = metrics.better_of(metric)
     try:
         scheduler = instantiate(settings, _partial_=True, _convert_="all")(optimizer)
     except ValueError as error:
         raise ConfigError(f"scheduler: {error}") from None
-    return Schedule(scheduler, per_step, metric)
+    return Schedule(scheduler, per_step, metric, warmup_steps=warmup, warmup_start=start)
+
+
+def _warmup_steps(scheduler_cfg: DictConfig, steps_per_epoch: int) -> int:
+    steps, epochs = scheduler_cfg.get("warmup_steps", 0), scheduler_cfg.get("warmup_epochs", 0)
+    if steps and epochs:
+        raise ConfigError(
+            f"scheduler.warmup_steps={steps} and scheduler.warmup_epochs={epochs}: give one of them"
+        )
+    return steps or epochs * steps_per_epoch
 
 
 def build_metrics(metric_entries: Any, task: str) -> tuple[dict[str, metrics.Metric], tuple, tuple]:

@@ -39,9 +39,10 @@ from dlrun.engine.state import CheckpointFiles, Monitor, Outputs, Parts, Trainin
 from dlrun.engine.train import build_parts, evaluate, fit
 from dlrun.errors import DISK_REFUSED, ConfigError, DlrunError, failed_in_user_code, one_line
 from dlrun.machine import SlowSteps, usable_cpus
+from dlrun.models.summary import ModelSummary, summarize
 from dlrun.quoting import shell_path
 from dlrun.reporting.sinks import Finished, Started
-from dlrun.reporting.terminal import Report
+from dlrun.reporting.terminal import Report, summary_table
 from dlrun.runs.commands import run_resume_command
 from dlrun.runs.folder import RunFolder, checkpoint_to_resume
 from dlrun.runs.results import final_split, read_results, write_results
@@ -103,6 +104,9 @@ def _run(cfg: DictConfig, folder: RunFolder, hydra, ranks: distributed.Ranks) ->
         _resume(run, checkpoint, resume_from)
     with _users_code(lambda: f"on a first batch of inputs {_shape(run.example)}", True, named):
         check_first_batch(run.parts, run.example, run.cfg, run.choices, run.trainer)
+        run.summary = summarize(run.parts.model, run.example[:2]) if run.example is not None else None
+    if run.summary is not None and cfg.terminal.summary:
+        run.out.terminal.show(summary_table(run.summary))
     # everything that can refuse the run has been decided: only now is anything written
     if ranks.is_main:
         remove_stale_temporaries(folder.checkpoints)
@@ -148,6 +152,7 @@ class Run:
     out: Outputs
     choices: dict[str, str]  # the option chosen in each group
     example: Optional[torch.Tensor]  # a batch of validation inputs
+    summary: Optional[ModelSummary] = None  # its layers on that batch, once it went through
 
 
 def _set_up_process(cfg: DictConfig, hydra, ranks: distributed.Ranks) -> tuple[torch.device, int]:
@@ -204,7 +209,7 @@ def _start(cfg: DictConfig, folder: RunFolder, hydra, ranks: distributed.Ranks, 
         terminal.warn(doubt)
     terminal.line(
         f"device {device}{_ranks_text(ranks)}, {threads} CPU thread(s), "
-        f"{_count(parts.model):,} trainable parameters"
+        f"{ModelSummary.of_parameters(parts.model).counts()}"
     )
     terminal.line(_data_line(data))
     if data.facts.skipped_files:
@@ -233,7 +238,7 @@ def _train(run: Run, hydra, resumed: bool, started: float) -> dict[str, Any]:
         out.sinks.start(run.state.position.global_step if resumed else None)
         if not resumed:
             out.sinks.run_started(
-                Started(config, OmegaConf.to_yaml(run.cfg), parts.model, run.example, facts)
+                Started(config, OmegaConf.to_yaml(run.cfg), parts.model, run.example, facts, run.summary)
             )
         if out.checkpoints.writes:
             OmegaConf.save(run.cfg, out.folder.config)
@@ -271,6 +276,7 @@ def _load_options(cfg: DictConfig, task: str, device: torch.device, ranks: distr
         channels_last=trainer.channels_last,
         deterministic=trainer.deterministic,
         shard=ranks.shard,
+        accumulate=trainer.accumulate_grad_batches,
     )
 
 
@@ -282,7 +288,8 @@ def _with_facts(cfg: DictConfig, data: Data) -> DictConfig:
         cfg.facts = data.facts.for_config()  # before resolving: `${facts.num_classes}` reads it
     resolved = OmegaConf.to_container(cfg, resolve=True)
     trainer = resolved["trainer"]
-    trainer["batch_size"] = data.train.batch_size  # the data layer resolved `auto` when it batched
+    # the data layer resolved `auto` when it batched; a batch holds the accumulated micro-batches
+    trainer["batch_size"] = data.train.batch_size // trainer["accumulate_grad_batches"]
     trainer["epochs"] = epochs_for(trainer["epochs"], len(data.train))
     out = OmegaConf.create(resolved)
     OmegaConf.set_struct(out, True)
@@ -345,10 +352,6 @@ def _data_line(data: Data) -> str:
 
 def _ranks_text(ranks: distributed.Ranks) -> str:
     return f" (rank 0 of {ranks.world_size} processes)" if ranks.enabled else ""
-
-
-def _count(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def _example_batch(data: Data) -> Optional[torch.Tensor]:

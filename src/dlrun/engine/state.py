@@ -45,9 +45,21 @@ class Schedule:
     scheduler: Optional[Any] = None  # torch's, or None for a constant lr
     per_step: bool = False  # after every optimizer step (onecycle), else after every epoch
     metric: Optional[str] = None  # plateau: the validation metric it steps on
+    # the first warmup_steps optimizer steps take the scheduler's first lr times a factor rising
+    # linearly from warmup_start to 1 (a function of the step: resumes exactly); the scheduler
+    # starts after them, as torchvision's reference and timm do
+    warmup_steps: int = 0
+    warmup_start: float = 0.1
 
-    def after_epoch(self, last_val: dict[str, float]) -> None:
-        if self.scheduler is None or self.per_step:
+    def warmup_factor(self, step: int) -> float:
+        """The factor on the lr of optimizer step `step` (counted from 0)."""
+        if step >= self.warmup_steps:
+            return 1.0
+        return self.warmup_start + (1.0 - self.warmup_start) * step / self.warmup_steps
+
+    def after_epoch(self, last_val: dict[str, float], steps: int) -> None:
+        """Step an epoch-wise scheduler, once `steps` optimizer steps have ended the warm-up."""
+        if self.scheduler is None or self.per_step or steps <= self.warmup_steps:
             return
         if self.metric is not None:  # ReduceLROnPlateau steps on a validation metric
             self.scheduler.step(last_val[self.metric])

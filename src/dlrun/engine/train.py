@@ -10,6 +10,7 @@ trainer.on_nonfinite=skip waits for each step's finiteness, as it decides there 
 optimizer may step (as PyTorch's GradScaler decides for fp16).
 """
 
+import contextlib
 import logging
 import math
 import signal
@@ -122,9 +123,9 @@ def fit(parts: Parts, state: TrainingState, out: Outputs, trainer: Trainer) -> N
             precision=parts.precision,
             limit=trainer.limit_val_batches,
         )
-        lr = current_lr(parts.optimizer)  # the rate this epoch trained with, before the scheduler moves it
+        lr = used_lr(parts, state.position.global_step)  # this epoch's, before the scheduler moves it
         state.last_val = {f"val/{name}": value for name, value in evaluation.metrics.items()}
-        parts.schedule.after_epoch(state.last_val)
+        parts.schedule.after_epoch(state.last_val, state.position.global_step)
         state.position.epoch += 1
         state.position.step_in_epoch = 0
         if generator is not None:
@@ -180,6 +181,7 @@ def train_one_epoch(parts: Parts, state: TrainingState, out: Outputs, trainer: T
     # read once: a step reads plain local values
     log_every, save_every = trainer.log_every_n_steps, trainer.checkpoint_every_n_steps
     stepped_scheduler = parts.schedule.scheduler if parts.schedule.per_step else None
+    warmup = parts.schedule.warmup_steps
     running, watch, totals = (
         RunningSums(parts.trained, parts.device),
         LossWatch(parts.device),
@@ -190,7 +192,11 @@ def train_one_epoch(parts: Parts, state: TrainingState, out: Outputs, trainer: T
             if position.step_in_epoch >= end:
                 break
             targets = inputs if task.against_inputs else labels
-            loss, outputs, applied = train_step(parts, inputs, targets, trainer)
+            if position.global_step < warmup:
+                with warmed_up(parts, position.global_step):
+                    loss, outputs, applied = train_step(parts, inputs, targets, trainer)
+            else:
+                loss, outputs, applied = train_step(parts, inputs, targets, trainer)
             stop_if_nonfinite(watch.look(), position, end)  # the previous step's loss
             if applied:
                 running.add(loss, outputs.detach(), targets)
@@ -206,7 +212,7 @@ def train_one_epoch(parts: Parts, state: TrainingState, out: Outputs, trainer: T
             if position.global_step % log_every == 0 or last:
                 stop_if_nonfinite(watch.look(), position, end)
                 log_interval(position.global_step, running, totals, parts, out, bar)
-            if stepped_scheduler is not None:
+            if stepped_scheduler is not None and position.global_step > warmup:
                 stepped_scheduler.step()  # after the interval's lr was logged: the one this step used
             bar.advance(batches.batch_size)
             if save_every and position.global_step % save_every == 0:
@@ -227,14 +233,9 @@ def train_step(
     on_nonfinite=skip a step whose loss or gradient norm is not finite leaves the weights alone
     (a sync per step)."""
     model, optimizer, precision = parts.forward, parts.optimizer, parts.precision
-    with precision.autocast():
-        outputs = model(inputs)
-        loss = parts.criterion(outputs, targets)
-    if loss.dim() != 0 or not loss.requires_grad:  # attributes: no sync
-        raise UserCodeError(_not_a_training_loss(parts.criterion, loss))
     optimizer.zero_grad(set_to_none=True)
     scaler = precision.scaler  # disabled (fp32, bf16): scale, unscale_ and update pass through
-    scaler.scale(loss).backward()
+    outputs, loss = accumulate_gradient(parts, inputs, targets, trainer.accumulate_grad_batches)
     skip_nonfinite = trainer.on_nonfinite == "skip"
     if trainer.grad_clip is not None or skip_nonfinite:
         scaler.unscale_(optimizer)  # the true gradients, to measure and clip
@@ -250,6 +251,38 @@ def train_step(
     scaler.step(optimizer)  # fp16: skipped when the scaled gradients overflowed
     scaler.update()
     return loss, outputs, True
+
+
+def accumulate_gradient(
+    parts: Parts, inputs: Tensor, targets: Tensor, micro_batches: int
+) -> tuple[Tensor, Tensor]:
+    """The batch's gradient, summed over `micro_batches` forward and backward passes (one when
+    not accumulating), each micro-batch's loss weighted by its share of the batch: the gradient
+    of the whole batch's mean loss. Under DDP the gradients sync on the last pass only.
+    Returns (outputs, loss) of the whole batch."""
+    model, precision = parts.forward, parts.precision
+    if micro_batches == 1:
+        pieces = [(inputs, targets)]
+    else:
+        size = -(-len(inputs) // micro_batches)
+        pieces = list(zip(inputs.split(size), targets.split(size)))
+    outputs, losses = [], []
+    for index, (piece, piece_targets) in enumerate(pieces):
+        synced = index == len(pieces) - 1 or not hasattr(model, "no_sync")
+        with contextlib.nullcontext() if synced else model.no_sync():
+            with precision.autocast():
+                piece_outputs = model(piece)
+                loss = parts.criterion(piece_outputs, piece_targets)
+            if loss.dim() != 0 or not loss.requires_grad:  # attributes: no sync
+                raise UserCodeError(_not_a_training_loss(parts.criterion, loss))
+            if len(pieces) > 1:
+                loss = loss * (len(piece) / len(inputs))
+            precision.scaler.scale(loss).backward()
+        outputs.append(piece_outputs)
+        losses.append(loss)
+    if len(pieces) == 1:
+        return outputs[0], losses[0]
+    return torch.cat([out.detach() for out in outputs]), torch.stack([loss.detach() for loss in losses]).sum()
 
 
 def _not_a_training_loss(criterion: nn.Module, loss: Tensor) -> str:
@@ -329,7 +362,7 @@ def log_interval(
         return
     totals.add(loss, sums, samples)
     figures = {"train/loss": loss, **{f"train/{name}": value for name, value in values.items()}}
-    out.sinks.logged(step, {**figures, "train/lr": current_lr(parts.optimizer)})
+    out.sinks.logged(step, {**figures, "train/lr": used_lr(parts, step)})
     bar.metrics({"loss": loss, **values})
 
 
@@ -427,6 +460,27 @@ def stop_requested(parts: Parts) -> bool:
 
 def current_lr(optimizer: torch.optim.Optimizer) -> float:
     return optimizer.param_groups[0]["lr"]
+
+
+def used_lr(parts: Parts, steps: int) -> float:
+    """The lr the last of `steps` optimizer steps took: the scheduler's, warmed up."""
+    return current_lr(parts.optimizer) * parts.schedule.warmup_factor(steps - 1)
+
+
+@contextlib.contextmanager
+def warmed_up(parts: Parts, step: int):
+    """The scheduler's lr times the warm-up factor, for optimizer step `step` only: the
+    scheduler never sees the product (many scale the lr they find)."""
+    groups = parts.optimizer.param_groups
+    kept = [group["lr"] for group in groups]
+    factor = parts.schedule.warmup_factor(step)
+    for group, lr in zip(groups, kept):
+        group["lr"] = lr * factor
+    try:
+        yield
+    finally:
+        for group, lr in zip(groups, kept):
+            group["lr"] = lr
 
 
 def steps_per_epoch(batches: int, limit: Optional[int]) -> int:

@@ -15,6 +15,7 @@ from typing import Any, Optional
 from torch import Tensor, nn
 
 from dlrun.data.facts import Facts
+from dlrun.models.summary import ModelSummary
 
 
 @dataclass
@@ -26,6 +27,7 @@ class Started:
     model: nn.Module
     example: Optional[Tensor]  # a batch of validation inputs (None: an empty split)
     facts: Facts
+    summary: Optional[ModelSummary] = None  # the layers on that batch
 
 
 @dataclass

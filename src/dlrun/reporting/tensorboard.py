@@ -52,8 +52,10 @@ class TensorBoardSink(Sink):
         hparams: bool = True,
         config_text: bool = True,
         histograms: bool = False,
+        summary: bool = True,
     ):
         self.folder, self.terminal = run_folder, terminal
+        self.show_summary = summary
         self.show_graph, self.show_inputs, self.show_pr_curves = graph, images, pr_curves
         self.show_confusion, self.show_reconstructions = confusion_matrix, reconstructions
         self.write_hparams, self.show_config, self.show_histograms = hparams, config_text, histograms
@@ -71,6 +73,8 @@ class TensorBoardSink(Sink):
         example = started.example
         if self.show_config:
             self.writer.add_text("config", _markdown_code(started.config_yaml), 0)
+        if self.show_summary and started.summary is not None:
+            self.writer.add_text("model/summary", started.summary.markdown(), 0)
         if example is not None and self.show_graph:
             self._graph(started.model, example)
         if example is not None and self.show_inputs and started.facts.kind == "image":

@@ -27,6 +27,7 @@ from rich.tree import Tree
 from dlrun import metrics
 from dlrun.machine import SlowSteps
 from dlrun.metrics import Metric
+from dlrun.models.summary import ModelSummary
 from dlrun.quoting import from_users_folder, shell_path
 
 log = logging.getLogger("dlrun")
@@ -256,6 +257,18 @@ class EpochProgress:
                 self.next_line = self.done + max(1, self.steps // 10)
                 self.last_line = now
                 self.report.line(f"  {self.label} step {self.done}/{self.steps} {status}")
+
+
+def summary_table(summary: ModelSummary) -> Table:
+    """The model's layers: type, output shape on a real batch, parameters (trainable)."""
+    table = Table(title="model", title_style="bold", caption=summary.counts())
+    for column in ("layer", "type", "output"):
+        table.add_column(column)
+    table.add_column("parameters", justify="right")
+    table.add_column("trainable", justify="right")
+    for layer in summary.layers:
+        table.add_row(layer.name, layer.kind, layer.output, f"{layer.parameters:,}", f"{layer.trainable:,}")
+    return table
 
 
 def per_class_table(class_names: list[str], accuracies: dict[str, list[float]]) -> Table:
