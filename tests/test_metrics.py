@@ -74,7 +74,7 @@ def test_a_users_metric_better_when_lower_decides_best_pt_that_way(dlrun, projec
 @pytest.mark.parametrize(
     "typed,named",
     [
-        ("metrics=[top7]", "metrics: 'top7' is not a metric dlrun knows; valid: acc, mse"),
+        ("metrics=[top7]", "metrics: 'top7' is not a metric dlrun knows; valid: acc, top5, f1, mse"),
         ("metrics=[{name: acc, _target_: scores_m.brier}]", "metrics: acc is dlrun's own metric's name"),
         (
             "metrics=[{name: brier, _target_: scores_m.brier, better: up}]",
@@ -110,3 +110,32 @@ def test_eval_scores_the_runs_metrics_and_a_checkpoint_never_names_one_into_impo
     assert (
         refused.code == 1 and "names metrics[0]._target_=os.system, code you have not allowed" in refused.err
     )
+
+
+def test_top5_and_macro_f1_add_up_over_any_batching():
+    import torch
+
+    from dlrun.metrics import BUILT_IN
+
+    generator = torch.Generator().manual_seed(0)
+    outputs, labels = (
+        torch.randn(90, 12, generator=generator),
+        torch.randint(0, 12, (90,), generator=generator),
+    )
+    for name in ("top5", "f1"):
+        metric = BUILT_IN[name]
+        whole = metric.value(metric.sums(outputs, labels))
+        parts = [metric.sums(o, t) for o, t in zip(outputs.split(7), labels.split(7))]
+        summed = tuple(sum(values[1:], values[0]) for values in zip(*parts))
+        assert metric.value(summed) == pytest.approx(whole)
+    predicted = outputs.argmax(1)
+    f1 = []
+    for c in range(12):  # macro F1 by its definition, class by class
+        tp = ((predicted == c) & (labels == c)).sum().item()
+        denominator = (predicted == c).sum().item() + (labels == c).sum().item()
+        if denominator:
+            f1.append(2 * tp / denominator)
+    assert BUILT_IN["f1"].value(BUILT_IN["f1"].sums(outputs, labels)) == pytest.approx(sum(f1) / len(f1))
+    top = outputs.topk(5, dim=1).indices
+    expected = sum(int(labels[i] in top[i]) for i in range(90)) / 90
+    assert BUILT_IN["top5"].value(BUILT_IN["top5"].sums(outputs, labels)) == pytest.approx(expected)

@@ -321,3 +321,68 @@ def test_a_warm_up_in_steps_and_in_epochs_at_once_is_refused(dlrun):
     result = dlrun("scheduler.warmup_steps=5", "scheduler.warmup_epochs=1", "trainer=debug")
     assert result.code == 2
     assert "scheduler.warmup_steps=5 and scheduler.warmup_epochs=1: give one of them" in result.err
+
+
+def test_a_moving_average_of_the_weights_is_validated_kept_in_best_pt_and_resumed_exactly(dlrun):
+    from dlrun import cli
+
+    settings = ["trainer.ema.decay=0.9", "trainer.batch_size=16", "trainer.deterministic=true"]
+    straight = dlrun(*settings, "trainer.epochs=3")
+    assert straight.code == 0, straight.err
+    assert "use the moving average of the weights (trainer.ema.decay=0.9)" in straight.out
+    assert straight.out.count("  raw weights (not averaged): val loss") == 3
+    last, best = straight.checkpoint("last.pt"), straight.checkpoint("best.pt")
+    assert not torch.equal(last["model"]["layers.1.weight"], last["ema"]["model"]["layers.1.weight"])
+    assert torch.equal(best["model"]["layers.1.weight"], best["ema"]["model"]["layers.1.weight"])
+    assert "decay: 0.9" in (straight.run_dir / "config.yaml").read_text()
+    report = straight.run_dir / "report.json"
+    scored = dlrun(
+        f"ckpt={straight.run_dir / 'checkpoints' / 'best.pt'}", f"output={report}", program=cli.eval_main
+    )
+    assert (
+        scored.code == 0
+        and json_of(report)["acc"] == json_of(straight.run_dir / "metrics.json")["test"]["acc"]
+    )
+    first = dlrun(*settings, "trainer.epochs=2")
+    resumed = dlrun(
+        *settings,
+        "trainer.epochs=3",
+        f"trainer.resume={first.run_dir / 'checkpoints' / 'last.pt'}",
+        "trainer.resume_force=true",
+        run_dir=first.run_dir,
+    )
+    assert resumed.code == 0, resumed.err
+    again = resumed.checkpoint("last.pt")
+    for part in ("model", "ema"):
+        weights = last[part] if part == "model" else last[part]["model"]
+        resumed_weights = again[part] if part == "model" else again[part]["model"]
+        assert all(torch.equal(weights[key], resumed_weights[key]) for key in weights)
+
+
+def json_of(path):
+    import json
+
+    return json.loads(path.read_text())
+
+
+def test_f1_and_top5_are_measured_monitored_and_stop_early(dlrun):
+    import json
+
+    result = dlrun(
+        "metrics=[top5,f1]",
+        "trainer.monitor=val/f1",
+        "trainer.early_stopping.enabled=true",
+        "trainer.early_stopping.monitor=val/f1",
+        "trainer.epochs=2",
+    )
+    assert result.code == 0, result.err
+    assert " top5 100.00% f1 0." in result.out  # the epoch row: 3 classes are always in the top 5
+    saved = json.loads((result.run_dir / "metrics.json").read_text())
+    assert saved["monitor"] == "val/f1" and 0 < saved["test"]["f1"] <= 1 and saved["test"]["top5"] == 1.0
+    precision, recall = saved["per_class_precision"]["test"], saved["per_class_acc"]["test"]
+    assert set(precision) == set(recall) == {"1", "2", "3"} and all(0 <= v <= 1 for v in precision.values())
+    wrong = dlrun("experiment=mnist_autoencoder", "metrics=[f1]", "trainer=debug")
+    assert (
+        wrong.code == 2
+        and "metrics: f1 measures classification, and this model does reconstruction" in wrong.err
+    )

@@ -28,6 +28,7 @@ class Metric:
     percent: bool = False  # 0.883 is shown as 88.30%
     sums: Optional[Callable[[Any, Any], tuple]] = None  # (outputs, targets) -> the batch's sums
     value: Optional[Callable[[tuple], float]] = None  # the summed tuple -> the metric
+    task: Optional[str] = None  # the task whose outputs it reads (None: any, as a user's)
 
     def shown(self, value: Optional[float]) -> str:
         if value is None:
@@ -48,13 +49,39 @@ def _squared_error(outputs, inputs) -> tuple:
     return (outputs.float() - inputs.float()).pow(2).sum(), inputs.numel()
 
 
+def _in_top5(outputs, labels) -> tuple:
+    best = outputs.topk(min(5, outputs.shape[1]), dim=1).indices
+    return best.eq(labels.unsqueeze(1)).any(dim=1).sum(), len(labels)
+
+
+def _class_counts(outputs, labels) -> tuple:
+    """Per class: correct predictions, predictions, true samples (they add up over batches)."""
+    classes = outputs.shape[1]
+    predicted = outputs.argmax(dim=1)
+    right = labels[predicted.eq(labels)]
+    return (
+        right.bincount(minlength=classes),
+        predicted.bincount(minlength=classes),
+        labels.bincount(minlength=classes),
+    )
+
+
+def _macro_f1(sums: tuple) -> float:
+    """The mean over the classes seen (predicted or true) of 2 x correct / (predicted + true)."""
+    right, predicted, true = (part.double() for part in sums)
+    seen = (predicted + true) > 0
+    return float((2 * right[seen] / (predicted + true)[seen]).mean()) if bool(seen.any()) else 0.0
+
+
 LOSS = Metric("loss", MIN)  # the criterion's own mean, summed as loss x samples
 BUILT_IN = {
     metric.name: metric
     for metric in (
         LOSS,
-        Metric("acc", MAX, percent=True, sums=_correct, value=_ratio),
-        Metric("mse", MIN, sums=_squared_error, value=_ratio),
+        Metric("acc", MAX, True, _correct, _ratio, CLASSIFICATION),
+        Metric("top5", MAX, True, _in_top5, _ratio, CLASSIFICATION),  # the label among the 5 best
+        Metric("f1", MAX, False, _class_counts, _macro_f1, CLASSIFICATION),  # macro: classes alike
+        Metric("mse", MIN, False, _squared_error, _ratio, RECONSTRUCTION),
     )
 }
 
@@ -90,7 +117,7 @@ def monitored(setting: str, task: str) -> str:
 
 
 def better_of(tag: str, table: dict[str, Metric] = BUILT_IN) -> str:
-    """max or min: which way `tag` ("val/acc", "test/loss", "val/f1" of the user's) gets better."""
+    """max or min: which way `tag` ("val/acc", "test/loss", "val/brier" of the user's) gets better."""
     name = tag.rsplit("/", 1)[-1]
     if name not in table:
         valid = ", ".join(f"{split}/{known}" for split in ("val", "test") for known in table)
@@ -140,7 +167,7 @@ def _spec(entry: Any) -> MetricSpec:
             valid = ", ".join(name for name in BUILT_IN if name != "loss")
             raise ConfigError(
                 f"metrics: {entry!r} is not a metric dlrun knows; valid: {valid}, or a function of "
-                "yours: {name: f1, _target_: mymetrics.f1, better: max}"
+                "yours: {name: brier, _target_: mymetrics.brier, better: min}"
             )
         return MetricSpec(entry)
     if not isinstance(entry, dict):
@@ -194,4 +221,10 @@ def confusion_matrix(predictions, labels, num_classes: int):
 def per_class_accuracy(confusion) -> list[float]:
     """Recall of each class; NaN for a class absent from the split."""
     totals = confusion.sum(dim=1).double()
+    return (confusion.diagonal().double() / totals).tolist()
+
+
+def per_class_precision(confusion) -> list[float]:
+    """Of the samples predicted as each class, the share that are; NaN for a class never predicted."""
+    totals = confusion.sum(dim=0).double()
     return (confusion.diagonal().double() / totals).tolist()

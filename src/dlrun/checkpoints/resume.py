@@ -1,13 +1,14 @@
 """Continuing a run from its checkpoint: whether the config still fits it, and the settings a
 forced resume changes."""
 
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from dlrun.config.schema import BOOKKEEPING
+from dlrun.config.schema import BOOKKEEPING, Trainer, Warmup
 from dlrun.errors import CheckpointError
 
 
@@ -18,7 +19,9 @@ def check_resumable(saved: dict[str, Any], current: DictConfig, path: Path) -> N
     differing = sorted(
         key
         for key in now.keys() | before.keys()
-        if now.get(key) != before.get(key) and not key.startswith(BOOKKEEPING) and not _derived(key, before)
+        if now.get(key) != before.get(key)
+        and not key.startswith(BOOKKEEPING)
+        and not _derived(key, before, now)
     )
     if differing and not current.trainer.resume_force:
         shown = ", ".join(f"{key} ({before.get(key)!r} -> {now.get(key)!r})" for key in differing[:8])
@@ -37,9 +40,12 @@ def check_resumable(saved: dict[str, Any], current: DictConfig, path: Path) -> N
         )
 
 
-def _derived(key: str, before: dict[str, Any]) -> bool:
-    """A fact this dlrun derives from the data that an older checkpoint did not record."""
-    return key.startswith("facts.") and key not in before
+def _derived(key: str, before: dict[str, Any], now: dict[str, Any]) -> bool:
+    """What an older checkpoint did not record: a fact this dlrun derives from the data, or a
+    setting added since, at its default (set otherwise, it is a change)."""
+    if key in before:
+        return False
+    return key.startswith("facts.") or (key in ADDED_DEFAULTS and now.get(key) == ADDED_DEFAULTS[key])
 
 
 def _planned_over_the_run(flat: dict[str, Any]) -> Optional[str]:
@@ -72,3 +78,10 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
             _flatten(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value}
         )
     return flat
+
+
+# the defaults of settings added after dlrun 0.1: absent from older checkpoints' configs
+ADDED_DEFAULTS = {
+    **_flatten(asdict(Trainer()), "trainer."),
+    **{f"scheduler.{field.name}": field.default for field in fields(Warmup)},
+}

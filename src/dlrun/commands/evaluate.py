@@ -54,6 +54,7 @@ def evaluate_checkpoint(cfg: DictConfig, trust: Trust) -> dict[str, Any]:
     }
     if result.per_class_acc:
         report["per_class_acc"] = dict(zip(facts.class_names, result.per_class_acc))
+        report["per_class_precision"] = dict(zip(facts.class_names, result.per_class_precision))
         report["confusion_matrix"] = {
             "classes": facts.class_names,
             "rows_true_columns_predicted": result.confusion.tolist(),

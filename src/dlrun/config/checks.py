@@ -129,6 +129,10 @@ def check_task_settings(cfg: DictConfig, task: str, choices: dict[str, str]) -> 
             f"{task}; losses that fit: {', '.join(fitting)}"
         )
     extra = [spec.name for spec in metrics.user_metric_specs(OmegaConf.to_container(cfg.metrics))]
+    for name in extra:
+        needs = getattr(metrics.BUILT_IN.get(name), "task", None)
+        if needs not in (None, task):
+            raise ConfigError(f"metrics: {name} measures {needs}, and this model does {task}")
     measured = metrics.validation_tags(task, extra)
     for key, value in (
         ("trainer.monitor", cfg.trainer.monitor),

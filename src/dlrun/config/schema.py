@@ -632,6 +632,15 @@ class EarlyStopping:
     min_delta: float = within("[0, inf)", 0.0)
 
 
+@dataclass
+class MovingAverage:
+    """`trainer.ema.decay=0.999`: validation, best.pt, dlrun-eval and dlrun-predict use an
+    exponential moving average of the weights (engine/weight_average.py)."""
+
+    decay: Optional[float] = within("(0, 1)", None)  # None: off
+    warmup: bool = True  # the decay rises to its setting over the first updates, as timm's
+
+
 @option("trainer", "default")
 @option(
     "trainer",
@@ -665,6 +674,7 @@ class Trainer:
     on_nonfinite: str = one_of(OnNonFinite, OnNonFinite.STOP)  # a NaN/inf loss or gradient
     monitor: str = AUTO  # auto: the task's metric (val/acc; val/mse for autoencoders)
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
+    ema: MovingAverage = field(default_factory=MovingAverage)
     checkpoint_every_n_steps: Optional[int] = within("[1, inf)", None)  # mid-epoch last.pt too
     resume: Optional[str] = path(None)  # a checkpoint path, a run folder, last (inside one) or auto
     resume_force: bool = False  # accept config changes on resume (more epochs, a new lr)

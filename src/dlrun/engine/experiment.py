@@ -212,6 +212,11 @@ def _start(cfg: DictConfig, folder: RunFolder, hydra, ranks: distributed.Ranks, 
         f"{ModelSummary.of_parameters(parts.model).counts()}"
     )
     terminal.line(_data_line(data))
+    if trainer.ema.decay is not None:
+        terminal.line(
+            f"validation, best.pt, dlrun-eval and dlrun-predict use the moving average of the "
+            f"weights (trainer.ema.decay={trainer.ema.decay})"
+        )
     if data.facts.skipped_files:
         terminal.warn(
             f"left out {data.facts.skipped_files} unreadable image file(s) "
@@ -371,7 +376,7 @@ def _finish(
         final = state.best_val  # best.pt's weights, scored on val when they were saved
     else:
         if folder.best.is_file():
-            parts.model.load_state_dict(read_checkpoint(folder.best, map_location=parts.device)["model"])
+            parts.scored().load_state_dict(read_checkpoint(folder.best, map_location=parts.device)["model"])
         split = data.test if data.test is not None else data.val
         limit = trainer.limit_test_batches
         steps = len(split) if limit is None else min(limit, len(split))
@@ -400,8 +405,9 @@ def _finish(
         "history": state.history,
     }
     names = data.facts.class_names
-    if final.per_class_acc:
+    if final.per_class_acc:  # each class's recall, and its precision
         results["per_class_acc"] = {split_name: dict(zip(names, final.per_class_acc))}
+        results["per_class_precision"] = {split_name: dict(zip(names, final.per_class_precision))}
     if out.checkpoints.writes:
         write_results(folder, results)
     return results

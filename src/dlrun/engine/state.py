@@ -134,6 +134,12 @@ class Parts:
             **{name: part.state_dict() for name, part in self.extras.items()},
         }
 
+    def scored(self) -> nn.Module:
+        """The module whose weights validation scores and best.pt keeps: the model, or the
+        moving average of its weights (trainer.ema)."""
+        average = self.extras.get("ema")
+        return average.average if average is not None else self.model
+
     def load_state_dicts(self, payload: dict[str, Any]) -> None:
         self.model.load_state_dict(payload["model"])
         self.optimizer.load_state_dict(payload["optimizer"])
@@ -217,7 +223,8 @@ class Scores:
     run without a test split, which reports them instead of scoring the same weights twice."""
 
     metrics: dict[str, float]
-    per_class_acc: list[float] = field(default_factory=list)
+    per_class_acc: list[float] = field(default_factory=list)  # each class's recall
+    per_class_precision: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -311,7 +318,10 @@ class CheckpointFiles:
             "code_folders": code_folders(),  # where dlrun-eval finds the code the config names
         }
         for path in paths:
-            write_checkpoint(path, payload)
+            if path == self.folder.best:  # what eval and predict load: the weights validation scored
+                write_checkpoint(path, {**payload, "model": parts.scored().state_dict()})
+            else:
+                write_checkpoint(path, payload)
 
 
 @dataclass

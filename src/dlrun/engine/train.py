@@ -30,6 +30,7 @@ from dlrun.engine.build import build_loss, build_metrics, build_model, build_opt
 from dlrun.engine.distributed import Ranks
 from dlrun.engine.runtime import Precision
 from dlrun.engine.state import Outputs, Parts, Position, Scores, TrainingState
+from dlrun.engine.weight_average import WeightAverage
 from dlrun.errors import DlrunError, UserCodeError
 from dlrun.metrics import Metric, Task
 from dlrun.reporting.sinks import Epoch, Validation
@@ -61,6 +62,10 @@ def build_parts(cfg: DictConfig, data: Data, task: str, device: torch.device, ra
         monitor=metrics.monitored(trainer.monitor, task),
     )
     forward, evaluator = _compiled(model, trainer.compile, ranks, device)
+    extras = {}
+    if trainer.ema.decay is not None:  # validation scores the average instead
+        extras["ema"] = WeightAverage(model, trainer.ema.decay, trainer.ema.warmup)
+        evaluator = extras["ema"].average
     return Parts(
         model=model,
         forward=forward,
@@ -76,6 +81,7 @@ def build_parts(cfg: DictConfig, data: Data, task: str, device: torch.device, ra
         trained=trained,
         device=device,
         ranks=ranks,
+        extras=extras,
     )
 
 
@@ -138,10 +144,14 @@ def fit(parts: Parts, state: TrainingState, out: Outputs, trainer: Trainer) -> N
         if improved:
             whole = trainer.limit_val_batches is None or trainer.limit_val_batches >= len(parts.data.val)
             state.best_val = (
-                Scores(dict(evaluation.metrics), list(evaluation.per_class_acc)) if whole else None
+                Scores(dict(evaluation.metrics), evaluation.per_class_acc, evaluation.per_class_precision)
+                if whole
+                else None
             )
         seconds = time.perf_counter() - started
         report_epoch(parts, state, out, trained, evaluation, lr, improved, seconds, trainer.epochs)
+        if "ema" in parts.extras:  # validation scored the average: the raw weights once too
+            score_raw_weights(parts, out, trainer, state.position.global_step)
         warn_if_diverging(state, out, lr)
         out.checkpoints.save(
             (out.folder.last, out.folder.best) if improved else (out.folder.last,), parts, state
@@ -182,6 +192,7 @@ def train_one_epoch(parts: Parts, state: TrainingState, out: Outputs, trainer: T
     log_every, save_every = trainer.log_every_n_steps, trainer.checkpoint_every_n_steps
     stepped_scheduler = parts.schedule.scheduler if parts.schedule.per_step else None
     warmup = parts.schedule.warmup_steps
+    average = parts.extras.get("ema")
     running, watch, totals = (
         RunningSums(parts.trained, parts.device),
         LossWatch(parts.device),
@@ -199,6 +210,8 @@ def train_one_epoch(parts: Parts, state: TrainingState, out: Outputs, trainer: T
                 loss, outputs, applied = train_step(parts, inputs, targets, trainer)
             stop_if_nonfinite(watch.look(), position, end)  # the previous step's loss
             if applied:
+                if average is not None:
+                    average.update(parts.model)
                 running.add(loss, outputs.detach(), targets)
                 watch.copy(loss, position.global_step + 1)
             else:
@@ -303,7 +316,8 @@ class Evaluation:
     """The result of one pass over a split."""
 
     metrics: dict[str, float]  # "loss", and what the task and the user measure ("acc", "mse", ...)
-    per_class_acc: list[float] = field(default_factory=list)
+    per_class_acc: list[float] = field(default_factory=list)  # each class's recall
+    per_class_precision: list[float] = field(default_factory=list)
     probabilities: Optional[Tensor] = None  # classification: [N, C] on the device, for PR curves
     labels: Optional[Tensor] = None
     confusion: Optional[Tensor] = None  # [true, predicted]
@@ -456,6 +470,22 @@ def stop_requested(parts: Parts) -> bool:
     if parts.ranks.enabled:
         return distributed.any_rank(bool(parts.stop), parts.device)
     return bool(parts.stop)
+
+
+def score_raw_weights(parts: Parts, out: Outputs, trainer: Trainer, step: int) -> None:
+    """With trainer.ema: the model's own weights on the validation split, logged as val_raw/*."""
+    raw = evaluate(
+        parts.model,
+        parts.data.val,
+        parts.criterion,
+        parts.task,
+        parts.measured,
+        parts.data.facts.num_classes,
+        precision=parts.precision,
+        limit=trainer.limit_val_batches,
+    )
+    out.sinks.logged(step, {f"val_raw/{name}": value for name, value in raw.metrics.items()})
+    out.terminal.line(f"  raw weights (not averaged): val {out.terminal.figures(raw.metrics)}")
 
 
 def current_lr(optimizer: torch.optim.Optimizer) -> float:
@@ -624,6 +654,7 @@ class Kept:
         return Evaluation(
             figures,
             per_class_acc=metrics.per_class_accuracy(confusion),
+            per_class_precision=metrics.per_class_precision(confusion),
             probabilities=probabilities,
             labels=labels,
             confusion=confusion.cpu(),

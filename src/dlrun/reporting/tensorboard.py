@@ -106,10 +106,13 @@ class TensorBoardSink(Sink):
         step = run.results["steps"]
         per_class = run.results.get("per_class_acc", {}).get(run.split)
         if per_class:
-            rows = "\n".join(f"| {name} | {acc:.2%} |" for name, acc in per_class.items())
-            self.writer.add_text(
-                f"{run.split}/per_class_accuracy", f"| class | accuracy |\n|---|---|\n{rows}", step
+            precision = run.results.get("per_class_precision", {}).get(run.split, {})
+            rows = "\n".join(
+                f"| {name} | {recall:.2%} | {precision.get(name, float('nan')):.2%} |"
+                for name, recall in per_class.items()
             )
+            table = f"| class | accuracy (recall) | precision |\n|---|---|---|\n{rows}"
+            self.writer.add_text(f"{run.split}/per_class_accuracy", table, step)
         if self.write_hparams:
             self._hparams(step, run)
 
