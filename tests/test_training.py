@@ -386,3 +386,20 @@ def test_f1_and_top5_are_measured_monitored_and_stop_early(dlrun):
         wrong.code == 2
         and "metrics: f1 measures classification, and this model does reconstruction" in wrong.err
     )
+
+
+def test_profile_writes_a_trace_and_shows_the_top_operators(dlrun):
+    import json
+
+    result = dlrun("trainer.profile=true", "trainer.epochs=1", "trainer.batch_size=8")  # 14 steps
+    assert result.code == 0, result.err
+    trace = json.loads((result.run_dir / "profile.json").read_text())
+    assert any(event.get("name", "").startswith("aten::") for event in trace["traceEvents"])
+    assert f"profile of steps 6-10: {result.run_dir / 'profile.json'}" in result.out
+    assert "the operators by their own time" in result.out and "aten::addmm" in result.out
+    assert "USDT" not in result.err and "profiler_start" not in result.out
+    short = dlrun("trainer.profile=true", "trainer=debug")  # 5 steps
+    assert (
+        short.code == 0 and "trainer.profile records steps 6-10, and this run took 5" in short.out + short.err
+    )
+    assert not (dlrun("trainer=debug").run_dir / "profile.json").exists()

@@ -675,6 +675,8 @@ class Trainer:
     monitor: str = AUTO  # auto: the task's metric (val/acc; val/mse for autoencoders)
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
     ema: MovingAverage = field(default_factory=MovingAverage)
+    # torch.profiler over steps 6-10: profile.json in the run folder, the top operators printed
+    profile: bool = False
     checkpoint_every_n_steps: Optional[int] = within("[1, inf)", None)  # mid-epoch last.pt too
     resume: Optional[str] = path(None)  # a checkpoint path, a run folder, last (inside one) or auto
     resume_force: bool = False  # accept config changes on resume (more epochs, a new lr)
@@ -780,6 +782,7 @@ BOOKKEEPING = (
     "trainer.num_threads",
     "trainer.log_every_n_steps",
     "trainer.checkpoint_every_n_steps",
+    "trainer.profile",
     "dataset.root",
     "dataset.download",
     "dataset.num_workers",

@@ -329,6 +329,7 @@ class Outputs:
     terminal: Report
     sinks: Sinks
     checkpoints: CheckpointFiles
+    profiler: Optional[Any] = None  # trainer.profile: told of each step (engine/profiling.py)
 
     @property
     def folder(self) -> RunFolder:

@@ -28,6 +28,7 @@ from dlrun.data import Data
 from dlrun.engine import distributed
 from dlrun.engine.build import build_loss, build_metrics, build_model, build_optimizer, build_schedule
 from dlrun.engine.distributed import Ranks
+from dlrun.engine.profiling import StepProfiler
 from dlrun.engine.runtime import Precision
 from dlrun.engine.state import Outputs, Parts, Position, Scores, TrainingState
 from dlrun.engine.weight_average import WeightAverage
@@ -110,6 +111,18 @@ def _compiled(model: nn.Module, compile_model: bool, ranks: Ranks, device: torch
 
 def fit(parts: Parts, state: TrainingState, out: Outputs, trainer: Trainer) -> None:
     """Epochs until trainer.epochs, early stopping, or a stop signal (which saves last.pt first)."""
+    if trainer.profile and parts.ranks.is_main:
+        out.profiler = StepProfiler(out.folder.path / "profile.json", parts.device, out.terminal)
+    try:
+        _epochs(parts, state, out, trainer)
+    finally:
+        if out.profiler is not None:
+            short = out.profiler.close()
+            if short:
+                out.terminal.warn(short)
+
+
+def _epochs(parts: Parts, state: TrainingState, out: Outputs, trainer: Trainer) -> None:
     while state.position.epoch < trainer.epochs and not state.stopped_early:
         started = time.perf_counter()
         generator = parts.data.train.generator
@@ -192,7 +205,7 @@ def train_one_epoch(parts: Parts, state: TrainingState, out: Outputs, trainer: T
     log_every, save_every = trainer.log_every_n_steps, trainer.checkpoint_every_n_steps
     stepped_scheduler = parts.schedule.scheduler if parts.schedule.per_step else None
     warmup = parts.schedule.warmup_steps
-    average = parts.extras.get("ema")
+    average, profiler = parts.extras.get("ema"), out.profiler
     running, watch, totals = (
         RunningSums(parts.trained, parts.device),
         LossWatch(parts.device),
@@ -218,6 +231,8 @@ def train_one_epoch(parts: Parts, state: TrainingState, out: Outputs, trainer: T
                 where = _where(position.global_step + 1, position, end)
                 log.warning("skipped %s: its loss or gradient is not finite; no weight was changed", where)
                 totals.skipped += 1
+            if profiler is not None:
+                profiler.step()
             position.global_step += 1
             position.step_in_epoch += 1
             totals.steps += 1
