@@ -138,16 +138,17 @@ def test_predict_a_row_of_the_wrong_width_says_so(dlrun):
     assert result.code == 2 and "needs 13 numbers" in result.err
 
 
-def test_predict_image_files_for_an_image_folder_model(dlrun, tmp_path):
+def image_folder_run(dlrun, tmp_path, *settings: str):
+    """A few steps on a small image folder written to tmp_path/bugs."""
     datasets.write_image_folder(tmp_path / "bugs", per_class=6)
-    run = dlrun(
-        "dataset=imagefolder",
-        f"dataset.root={tmp_path / 'bugs'}",
-        "model=resnet18",
-        "model.pretrained=false",
-        "model.freeze_backbone=true",
-        *SMALL_IMAGES,
-        *FEW_STEPS,
+    return dlrun(
+        "dataset=imagefolder", f"dataset.root={tmp_path / 'bugs'}", *settings, *SMALL_IMAGES, *FEW_STEPS
+    )
+
+
+def test_predict_image_files_for_an_image_folder_model(dlrun, tmp_path):
+    run = image_folder_run(
+        dlrun, tmp_path, "model=resnet18", "model.pretrained=false", "model.freeze_backbone=true"
     )
     assert run.code == 0, run.err
     # valid, but surely not meant: said once, with the fix, and the run goes on
@@ -256,14 +257,7 @@ def test_each_kind_of_data_prepares_a_raw_input_as_its_training_did(csv_file, da
 
 
 def test_predict_takes_a_folder_and_a_pattern_of_images(dlrun, tmp_path):
-    datasets.write_image_folder(tmp_path / "bugs", per_class=6)
-    run = dlrun(
-        "dataset=imagefolder",
-        f"dataset.root={tmp_path / 'bugs'}",
-        "model=mlp",
-        *SMALL_IMAGES,
-        *FEW_STEPS,
-    )
+    run = image_folder_run(dlrun, tmp_path, "model=mlp")
     assert run.code == 0, run.err
     folder = tmp_path / "bugs" / "val" / "bees"
     checkpoint = f"ckpt={run.run_dir / 'checkpoints' / 'best.pt'}"
@@ -281,16 +275,13 @@ def test_predict_takes_a_folder_and_a_pattern_of_images(dlrun, tmp_path):
 def test_the_model_summary_shows_layers_shapes_and_the_frozen_backbone(dlrun, tmp_path):
     from tests.helpers import read_events
 
-    datasets.write_image_folder(tmp_path / "bugs", per_class=6)
-    run = dlrun(
-        "dataset=imagefolder",
-        f"dataset.root={tmp_path / 'bugs'}",
+    run = image_folder_run(
+        dlrun,
+        tmp_path,
         "model=resnet18",
         "model.pretrained=false",
         "model.freeze_backbone=true",
         "terminal.summary=true",
-        *SMALL_IMAGES,
-        *FEW_STEPS,
     )
     assert run.code == 0, run.err
     assert "1,026 trainable parameters of 11,177,538 (11,176,512 frozen)" in run.out  # the device line

@@ -250,17 +250,22 @@ def test_accumulating_four_batches_of_8_trains_as_batches_of_32(dlrun):
     assert "batch_size: 8" in (accumulated.run_dir / "config.yaml").read_text()
 
 
-def test_an_accumulating_run_resumes_bitwise(dlrun):
-    settings = [*ACCUMULATED[:-1], "trainer.batch_size=8", "trainer.accumulate_grad_batches=3"]
-    straight = dlrun(*settings, "trainer.epochs=3")
-    first = dlrun(*settings, "trainer.epochs=2")
-    resumed = dlrun(
+def continued(dlrun, settings: list[str], stopped_after: int, epochs: int):
+    """A run of `stopped_after` epochs, resumed from its last.pt for `epochs` in all."""
+    first = dlrun(*settings, f"trainer.epochs={stopped_after}")
+    return dlrun(
         *settings,
-        "trainer.epochs=3",
+        f"trainer.epochs={epochs}",
         f"trainer.resume={first.run_dir / 'checkpoints' / 'last.pt'}",
         "trainer.resume_force=true",
         run_dir=first.run_dir,
     )
+
+
+def test_an_accumulating_run_resumes_bitwise(dlrun):
+    settings = [*ACCUMULATED[:-1], "trainer.batch_size=8", "trainer.accumulate_grad_batches=3"]
+    straight = dlrun(*settings, "trainer.epochs=3")
+    resumed = continued(dlrun, settings, stopped_after=2, epochs=3)
     assert resumed.code == 0, resumed.err
     a, b = straight.checkpoint("last.pt"), resumed.checkpoint("last.pt")
     assert all(torch.equal(a["model"][key], b["model"][key]) for key in a["model"])
@@ -301,14 +306,7 @@ def test_a_warm_up_in_epochs_before_a_step_scheduler_resumes_exactly(dlrun):
         "trainer.log_every_n_steps=1",
     ]
     straight = dlrun(*settings, "trainer.epochs=3")
-    first = dlrun(*settings, "trainer.epochs=1")
-    resumed = dlrun(
-        *settings,
-        "trainer.epochs=3",
-        f"trainer.resume={first.run_dir / 'checkpoints' / 'last.pt'}",
-        "trainer.resume_force=true",
-        run_dir=first.run_dir,
-    )
+    resumed = continued(dlrun, settings, stopped_after=1, epochs=3)
     assert straight.code == 0 and resumed.code == 0, resumed.err
     a, b = straight.checkpoint("last.pt"), resumed.checkpoint("last.pt")
     assert all(torch.equal(a["model"][key], b["model"][key]) for key in a["model"])
@@ -343,14 +341,7 @@ def test_a_moving_average_of_the_weights_is_validated_kept_in_best_pt_and_resume
         scored.code == 0
         and json_of(report)["acc"] == json_of(straight.run_dir / "metrics.json")["test"]["acc"]
     )
-    first = dlrun(*settings, "trainer.epochs=2")
-    resumed = dlrun(
-        *settings,
-        "trainer.epochs=3",
-        f"trainer.resume={first.run_dir / 'checkpoints' / 'last.pt'}",
-        "trainer.resume_force=true",
-        run_dir=first.run_dir,
-    )
+    resumed = continued(dlrun, settings, stopped_after=2, epochs=3)
     assert resumed.code == 0, resumed.err
     again = resumed.checkpoint("last.pt")
     for part in ("model", "ema"):

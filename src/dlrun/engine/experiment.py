@@ -39,7 +39,7 @@ from dlrun.engine.state import CheckpointFiles, Monitor, Outputs, Parts, Trainin
 from dlrun.engine.train import build_parts, evaluate, fit
 from dlrun.errors import DISK_REFUSED, ConfigError, DlrunError, failed_in_user_code, one_line
 from dlrun.machine import SlowSteps, usable_cpus
-from dlrun.models.summary import ModelSummary, summarize
+from dlrun.models.summary import ModelSummary, parameter_counts, summarize
 from dlrun.quoting import shell_path
 from dlrun.reporting.sinks import Finished, Started
 from dlrun.reporting.terminal import Report, summary_table
@@ -208,8 +208,7 @@ def _start(cfg: DictConfig, folder: RunFolder, hydra, ranks: distributed.Ranks, 
     for doubt in doubtful_settings(cfg):
         terminal.warn(doubt)
     terminal.line(
-        f"device {device}{_ranks_text(ranks)}, {threads} CPU thread(s), "
-        f"{ModelSummary.of_parameters(parts.model).counts()}"
+        f"device {device}{_ranks_text(ranks)}, {threads} CPU thread(s), {parameter_counts(parts.model)}"
     )
     terminal.line(_data_line(data))
     if trainer.ema.decay is not None:

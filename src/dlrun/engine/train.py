@@ -132,16 +132,7 @@ def _epochs(parts: Parts, state: TrainingState, out: Outputs, trainer: Trainer) 
         if trained.interrupted:
             save_and_stop(parts, state, out)
         # every process validates on the whole split: they all take the same decisions after it
-        evaluation = evaluate(
-            parts.evaluator,
-            parts.data.val,
-            parts.criterion,
-            parts.task,
-            parts.measured,
-            parts.data.facts.num_classes,
-            precision=parts.precision,
-            limit=trainer.limit_val_batches,
-        )
+        evaluation = validate(parts, parts.evaluator, trainer)
         lr = used_lr(parts, state.position.global_step)  # this epoch's, before the scheduler moves it
         state.last_val = {f"val/{name}": value for name, value in evaluation.metrics.items()}
         parts.schedule.after_epoch(state.last_val, state.position.global_step)
@@ -487,10 +478,10 @@ def stop_requested(parts: Parts) -> bool:
     return bool(parts.stop)
 
 
-def score_raw_weights(parts: Parts, out: Outputs, trainer: Trainer, step: int) -> None:
-    """With trainer.ema: the model's own weights on the validation split, logged as val_raw/*."""
-    raw = evaluate(
-        parts.model,
+def validate(parts: Parts, module: nn.Module, trainer: Trainer) -> "Evaluation":
+    """`module` (the evaluator, or the raw weights) on trainer.limit_val_batches of val."""
+    return evaluate(
+        module,
         parts.data.val,
         parts.criterion,
         parts.task,
@@ -499,6 +490,11 @@ def score_raw_weights(parts: Parts, out: Outputs, trainer: Trainer, step: int) -
         precision=parts.precision,
         limit=trainer.limit_val_batches,
     )
+
+
+def score_raw_weights(parts: Parts, out: Outputs, trainer: Trainer, step: int) -> None:
+    """With trainer.ema: the model's own weights on the validation split, logged as val_raw/*."""
+    raw = validate(parts, parts.model, trainer)
     out.sinks.logged(step, {f"val_raw/{name}": value for name, value in raw.metrics.items()})
     out.terminal.line(f"  raw weights (not averaged): val {out.terminal.figures(raw.metrics)}")
 

@@ -21,15 +21,6 @@ class Layer:
 class ModelSummary:
     layers: list[Layer] = field(default_factory=list)
 
-    @classmethod
-    def of_parameters(cls, model: nn.Module) -> "ModelSummary":
-        """The counts alone, from the parameters (no batch needed)."""
-        parameters = list(model.parameters())
-        trainable = sum(p.numel() for p in parameters if p.requires_grad)
-        return cls(
-            [Layer("(model)", type(model).__name__, "-", sum(p.numel() for p in parameters), trainable)]
-        )
-
     @property
     def total(self) -> int:
         return sum(layer.parameters for layer in self.layers)
@@ -38,15 +29,8 @@ class ModelSummary:
     def trainable(self) -> int:
         return sum(layer.trainable for layer in self.layers)
 
-    @property
-    def frozen(self) -> int:
-        return self.total - self.trainable
-
     def counts(self) -> str:
-        """'1,234 trainable parameters', or with the frozen ones: '513 trainable parameters of
-        11,177,538 (11,177,025 frozen)'."""
-        text = f"{self.trainable:,} trainable parameters"
-        return f"{text} of {self.total:,} ({self.frozen:,} frozen)" if self.frozen else text
+        return counted(self.total, self.trainable)
 
     def markdown(self) -> str:
         rows = [
@@ -56,6 +40,19 @@ class ModelSummary:
         header = "| layer | type | output | parameters | trainable |\n|---|---|---|---:|---:|"
         totals = f"\n\n{self.counts()}"
         return "\n".join([header, *rows]) + totals
+
+
+def counted(total: int, trainable: int) -> str:
+    """'1,234 trainable parameters', or with the frozen ones: '1,026 trainable parameters of
+    11,177,538 (11,176,512 frozen)'."""
+    text = f"{trainable:,} trainable parameters"
+    return f"{text} of {total:,} ({total - trainable:,} frozen)" if total > trainable else text
+
+
+def parameter_counts(model: nn.Module) -> str:
+    """counted() of the model's parameters (no batch needed)."""
+    parameters = list(model.parameters())
+    return counted(sum(p.numel() for p in parameters), sum(p.numel() for p in parameters if p.requires_grad))
 
 
 def summarize(model: nn.Module, example: torch.Tensor) -> ModelSummary:
