@@ -144,3 +144,15 @@ def project(root: Path, monkeypatch, files: dict[str, str]) -> Path:
     monkeypatch.setattr(sys, "path", list(sys.path))  # the project's folder goes first; undone after
     monkeypatch.setenv("PYTHONPATH", "")
     return root
+
+
+def continued(dlrun, settings: list[str], stopped_after: int, epochs: int):
+    """A run of `stopped_after` epochs, resumed from its last.pt for `epochs` in all."""
+    first = dlrun(*settings, f"trainer.epochs={stopped_after}")
+    return dlrun(
+        *settings,
+        f"trainer.epochs={epochs}",
+        f"trainer.resume={first.run_dir / 'checkpoints' / 'last.pt'}",
+        "trainer.resume_force=true",
+        run_dir=first.run_dir,
+    )

@@ -132,7 +132,8 @@ def test_hparams_row_with_real_final_metrics_in_the_runs_own_events(
     assert values["model.hidden_sizes"] == "[32]" and values["choice/model"] == "mlp"
     assert "model.channels" not in values  # only this run's settings: another model's stay empty
     assert not [key for key in values if key.endswith("_target_")]  # choice/model says it
-    assert final == [f"whole_run/{name}" for name in ("epochs", "test_acc", "test_loss", "val_acc_best")]
+    names = ("epochs", "test_acc", "test_loss", "test_top5", "val_acc_best")  # top5: 10 classes
+    assert final == [f"whole_run/{name}" for name in names]
     best = classification_events.Scalars("whole_run/val_acc_best")[0].value
     assert best == pytest.approx(max(e.value for e in classification_events.Scalars("val/acc")))
     assert classification_events.Scalars("whole_run/epochs")[0].value == 2

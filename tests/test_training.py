@@ -1,11 +1,12 @@
 """Runs of the `dlrun` command on tiny real-format data: what a run writes, and what it learns."""
 
 import math
+import re
 
 import pytest
 import torch
 
-from tests.helpers import FEW_STEPS, small_mlp_on
+from tests.helpers import FEW_STEPS, continued, small_mlp_on
 
 
 @pytest.mark.parametrize("dataset", ["mnist", "fashion_mnist"])
@@ -250,18 +251,6 @@ def test_accumulating_four_batches_of_8_trains_as_batches_of_32(dlrun):
     assert "batch_size: 8" in (accumulated.run_dir / "config.yaml").read_text()
 
 
-def continued(dlrun, settings: list[str], stopped_after: int, epochs: int):
-    """A run of `stopped_after` epochs, resumed from its last.pt for `epochs` in all."""
-    first = dlrun(*settings, f"trainer.epochs={stopped_after}")
-    return dlrun(
-        *settings,
-        f"trainer.epochs={epochs}",
-        f"trainer.resume={first.run_dir / 'checkpoints' / 'last.pt'}",
-        "trainer.resume_force=true",
-        run_dir=first.run_dir,
-    )
-
-
 def test_an_accumulating_run_resumes_bitwise(dlrun):
     settings = [*ACCUMULATED[:-1], "trainer.batch_size=8", "trainer.accumulate_grad_batches=3"]
     straight = dlrun(*settings, "trainer.epochs=3")
@@ -367,7 +356,11 @@ def test_f1_and_top5_are_measured_monitored_and_stop_early(dlrun):
         "trainer.epochs=2",
     )
     assert result.code == 0, result.err
-    assert " top5 100.00% f1 0." in result.out  # the epoch row: 3 classes are always in the top 5
+    # the epoch row shows the loss and the metrics chosen, in their order: acc is left out
+    assert (
+        "| val loss " in result.out and " top5 100.00% f1 0." in result.out
+    )  # 3 classes: always in the top 5
+    assert " acc " not in result.out.split("epoch 2/2")[1].split("|")[1]
     saved = json.loads((result.run_dir / "metrics.json").read_text())
     assert saved["monitor"] == "val/f1" and 0 < saved["test"]["f1"] <= 1 and saved["test"]["top5"] == 1.0
     precision, recall = saved["per_class_precision"]["test"], saved["per_class_acc"]["test"]
@@ -394,3 +387,15 @@ def test_profile_writes_a_trace_and_shows_the_top_operators(dlrun):
         short.code == 0 and "trainer.profile records steps 6-10, and this run took 5" in short.out + short.err
     )
     assert not (dlrun("trainer=debug").run_dir / "profile.json").exists()
+
+
+def test_top5_joins_accuracy_from_ten_classes_and_metrics_choose_the_epoch_row(dlrun, data_root):
+    ten = dlrun(*small_mlp_on(data_root), *FEW_STEPS)  # MNIST: 10 classes
+    assert ten.code == 0, ten.err
+    assert re.search(r"\| val loss \S+ acc \S+% top5 \S+% \|", ten.out)
+    assert "top5" in ten.metrics["test"] and "val/top5" in ten.events().Tags()["scalars"]
+    three = dlrun("trainer=debug")  # wine: 3 classes, always among the top 5
+    assert "top5" not in three.metrics["test"] and " top5 " not in three.out
+    chosen = dlrun(*small_mlp_on(data_root), "metrics=[f1,acc]", *FEW_STEPS)
+    assert re.search(r"\| val loss \S+ f1 0\.\d+ acc \S+% \|", chosen.out)  # in the order chosen
+    assert "top5" not in chosen.metrics["test"]

@@ -1,4 +1,4 @@
-"""Command-line entry points: `dlrun`, `dlrun-eval`, `dlrun-predict`.
+"""Command-line entry points: `dlrun`, `dlrun-eval`, `dlrun-predict`, `dlrun-lr-find`.
 
 Each one first takes over the stop signals (dlrun/signals.py), then imports what it needs: this
 module imports no torch, and nothing heavy before the signal handler is in place, so Ctrl-C at
@@ -53,6 +53,11 @@ def eval_main() -> None:
 def predict_main() -> None:
     """`dlrun-predict ckpt=PATH inputs=[...] [topk=3] [format=table|json]`."""
     _program("dlrun-predict", _dlrun_predict)
+
+
+def lr_find_main() -> None:
+    """`dlrun-lr-find [the overrides of a run]`: the learning-rate range test for that run."""
+    _program("dlrun-lr-find", _dlrun_lr_find)
 
 
 def _program(name: str, body: Callable[[], None]) -> None:
@@ -122,6 +127,64 @@ def _dlrun() -> None:
         )
     if _failures:
         raise _failures[0]
+
+
+LR_FIND_USAGE = """usage: dlrun-lr-find [the settings of a run, as dlrun takes them]
+
+The learning-rate range test for that run: optimizer steps on a model made for the test, the lr
+rising exponentially; writes lr_find.png, lr_find.csv and TensorBoard events into
+runs/lr_find/<date>/<time>_<dataset>_<model> and prints the suggested lr with the command that
+trains with it. No checkpoint is written and no run folder is touched.
+
+  trainer.lr_find.steps=100        optimizer steps (the training split is gone round as needed)
+  trainer.lr_find.start_lr=1e-7    the first step's lr
+  trainer.lr_find.end_lr=1         the last step's lr
+  trainer.lr_find.stop_factor=4    stop once the smoothed loss passes this many times its lowest
+
+e.g. dlrun-lr-find model=lenet dataset=mnist optimizer=sgd
+(dlrun --help lists every group and setting)"""
+
+
+def _dlrun_lr_find() -> None:
+    """The range test for the run the overrides describe, composed as `dlrun` composes it, into
+    a folder of its own under runs/lr_find/."""
+    import hydra
+
+    from dlrun.config.schema import path_settings
+    from dlrun.runs.commands import quote_path_overrides
+
+    if any(arg in ("-h", "--help") for arg in sys.argv[1:]):
+        print(LR_FIND_USAGE)
+        return
+    if any(arg in ("-m", "--multirun") for arg in sys.argv[1:]):
+        raise ConfigError("dlrun-lr-find tests one run's settings: drop -m and give each setting one value")
+    _enter_project()
+    sys.argv[1:] = _own_keys_settable(quote_path_overrides(sys.argv[1:], path_settings()))
+    if not any(arg.startswith("hydra.run.dir=") for arg in sys.argv):
+        sys.argv.append(
+            "hydra.run.dir=runs/lr_find/${now:%Y-%m-%d}/${now:%H-%M-%S-%f}_"
+            "${hydra:runtime.choices.dataset}_${hydra:runtime.choices.model}"
+        )
+    sys.argv.append("hydra.output_subdir=null")  # the folder holds the test's files only
+
+    failed: list[BaseException] = []
+
+    def job(cfg: DictConfig) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        from dlrun.config.checks import check_config
+
+        try:
+            check_config(cfg, dict(HydraConfig.get().runtime.choices))
+            from dlrun.engine.lr_range import find_lr  # torch loads here, once the config is sound
+
+            find_lr(cfg)
+        except Exception as error:  # raised below, where dlrun's errors become one line, not Hydra's report
+            failed.append(error)
+
+    hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")(job)()
+    if failed:
+        raise failed[0]
 
 
 def _own_keys_settable(args: list[str]) -> list[str]:

@@ -19,6 +19,7 @@ from dlrun.errors import ConfigError
 
 MAX, MIN = "max", "min"
 CLASSIFICATION, RECONSTRUCTION = "classification", "reconstruction"
+TOP5_FROM = 10  # classes from which a run measures top-5 accuracy unless metrics=[...] chooses
 
 
 @dataclass(frozen=True)

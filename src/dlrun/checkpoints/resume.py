@@ -8,7 +8,7 @@ from typing import Any, Optional
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from dlrun.config.schema import BOOKKEEPING, Trainer, Warmup
+from dlrun.config.schema import BOOKKEEPING, Augment, Trainer, Warmup
 from dlrun.errors import CheckpointError
 
 
@@ -84,4 +84,8 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 ADDED_DEFAULTS = {
     **_flatten(asdict(Trainer()), "trainer."),
     **{f"scheduler.{field.name}": field.default for field in fields(Warmup)},
+    **{
+        f"dataset.augment.{name}": asdict(Augment())[name]
+        for name in ("auto", "random_erasing", "mixup_alpha", "cutmix_alpha")
+    },
 }

@@ -36,7 +36,7 @@ def evaluate_checkpoint(cfg: DictConfig, trust: Trust) -> dict[str, Any]:
     split = data.test if cfg.split == "test" else data.val
     if split is None:
         raise DataError(f"this dataset has no {cfg.split} split; use split=val")
-    table, measured, _ = build_metrics(restored.cfg.get("metrics", []), facts.task)
+    table, measured, _ = build_metrics(restored.cfg.get("metrics", []), facts.task, facts.num_classes)
     result = evaluate(
         restored.model,
         split,

@@ -144,6 +144,13 @@ class TorchvisionSet(str, Enum):
     CIFAR10 = "cifar10"
 
 
+class AutoAugment(str, Enum):
+    # torchvision.transforms.v2's policies, one random draw per image
+    TRIVIALAUGMENT = "trivialaugment"  # TrivialAugmentWide: one op at a random strength
+    RANDAUGMENT = "randaugment"  # RandAugment: two ops at strength 9 of 31
+    AUTOAUGMENT = "autoaugment"  # AutoAugment's ImageNet policy
+
+
 class BadImages(str, Enum):
     ERROR = "error"  # name the file and stop
     SKIP = "skip"  # leave it out, count it, name it in dlrun.log
@@ -179,11 +186,22 @@ class Format(str, Enum):
 
 
 @dataclass
-class Augment:
-    """Batched on-device augmentation of training images (off unless asked for)."""
+class Mixing:
+    """MixUp / CutMix of training batches for image classification (data/mixing.py); 0: off."""
+
+    mixup_alpha: float = within("[0, inf)", 0.0)  # Beta(alpha, alpha) draws the share; 0.2 is usual
+    cutmix_alpha: float = within("[0, inf)", 0.0)  # 1.0 is usual; with both, each batch takes one
+
+
+@dataclass
+class Augment(Mixing):
+    """Augmentation of training images held in memory (off unless asked for): crops and flips of
+    whole batches on the device, a policy and erasing per image (data/batches.py), mixing."""
 
     crop_padding: int = within("[0, inf)", 0)  # pixels of zero padding before a random crop back to size
     hflip: bool = False
+    auto: Optional[str] = one_of(AutoAugment, None)  # trivialaugment, randaugment or autoaugment
+    random_erasing: float = within("[0, 1]", 0.0)  # the chance each image has a rectangle erased
 
 
 DATA_ROOT = "${oc.env:DLRUN_DATA,data}"
@@ -265,6 +283,8 @@ class ImageFolderDataset:
     mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
     std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
     bad_images: str = one_of(BadImages, BadImages.ERROR)  # a file that does not decode
+    # MixUp / CutMix; policies and erasing go in train_transforms (v2.TrivialAugmentWide...)
+    augment: Mixing = field(default_factory=Mixing)
     num_workers: int = within("[0, inf)", 2)
     prefetch_factor: int = within("[1, inf)", 2)
     persistent_workers: bool = True
@@ -641,6 +661,17 @@ class MovingAverage:
     warmup: bool = True  # the decay rises to its setting over the first updates, as timm's
 
 
+@dataclass
+class LRFind:
+    """dlrun-lr-find: the learning rate rises exponentially from start_lr to end_lr over `steps`
+    optimizer steps, stopping early once the smoothed loss exceeds stop_factor x its lowest."""
+
+    steps: int = within("[10, inf)", 100)
+    start_lr: float = within("(0, inf)", 1e-7)
+    end_lr: float = within("(0, inf)", 1.0)
+    stop_factor: float = within("(1, inf)", 4.0)
+
+
 @option("trainer", "default")
 @option(
     "trainer",
@@ -677,6 +708,7 @@ class Trainer:
     ema: MovingAverage = field(default_factory=MovingAverage)
     # torch.profiler over steps 6-10: profile.json in the run folder, the top operators printed
     profile: bool = False
+    lr_find: LRFind = field(default_factory=LRFind)  # dlrun-lr-find's sweep (a run ignores it)
     checkpoint_every_n_steps: Optional[int] = within("[1, inf)", None)  # mid-epoch last.pt too
     resume: Optional[str] = path(None)  # a checkpoint path, a run folder, last (inside one) or auto
     resume_force: bool = False  # accept config changes on resume (more epochs, a new lr)
@@ -783,6 +815,7 @@ BOOKKEEPING = (
     "trainer.log_every_n_steps",
     "trainer.checkpoint_every_n_steps",
     "trainer.profile",
+    "trainer.lr_find",
     "dataset.root",
     "dataset.download",
     "dataset.num_workers",

@@ -68,6 +68,8 @@ def to_device(splits: Splits, options: LoadOptions, augment: Optional[BatchAugme
             # autoencoders reconstruct pixels in [0, 1] (their output is a sigmoid)
             facts.mean, facts.std = [0.0] * len(facts.mean), [1.0] * len(facts.std)
         prepare = Normalize(facts.mean, facts.std, options.device, options.channels_last)
+    if augment is not None:
+        augment.fill(facts.mean)
     generator = torch.Generator().manual_seed(options.seed)
     train_size, eval_size = options.batch_sizes(len(splits.train[1]))
 

@@ -161,6 +161,7 @@ def build_data(dataset_cfg: DictConfig, options: LoadOptions) -> Data:
     data = from_datasets(train, val, test, settings, options, source=target, unaugmented=unaugmented)
     augment = _augment(dataset_cfg)
     if augment and hasattr(data.train, "augment"):  # batched crops and flips of images held in memory
+        augment.fill(data.facts.mean)
         data.train.augment = augment
     return data
 
@@ -206,7 +207,7 @@ def _splits(made: Any, key: str, target: str) -> tuple:
 
 def _augment(dataset_cfg: DictConfig) -> Optional[BatchAugment]:
     augment = dataset_cfg.get("augment")
-    return BatchAugment(**augment) if augment is not None else None
+    return BatchAugment.of(_plain(augment)) if augment is not None else None
 
 
 def build_model(model_cfg: DictConfig, facts: Facts) -> nn.Module:
@@ -340,11 +341,17 @@ def _warmup_steps(scheduler_cfg: DictConfig, steps_per_epoch: int) -> int:
     return steps or epochs * steps_per_epoch
 
 
-def build_metrics(metric_entries: Any, task: str) -> tuple[dict[str, metrics.Metric], tuple, tuple]:
+def build_metrics(
+    metric_entries: Any, task: str, classes: int
+) -> tuple[dict[str, metrics.Metric], tuple, tuple]:
     """(the run's table, what a validation measures besides the loss, what training measures):
-    the task's metrics, then those of `metrics=[...]`, the user's functions among them."""
+    the task's metrics, then those of `metrics=[...]`, the user's functions among them; with none
+    chosen, top-5 accuracy joins accuracy from 10 classes on."""
     extra = []
-    for spec in metrics.user_metric_specs(OmegaConf.to_container(metric_entries, resolve=True)):
+    chosen = OmegaConf.to_container(metric_entries, resolve=True) if metric_entries is not None else []
+    if not chosen and task == metrics.CLASSIFICATION and classes >= metrics.TOP5_FROM:
+        chosen = ["top5"]
+    for spec in metrics.user_metric_specs(chosen):
         function = locate(spec.target, f"metrics.{spec.name}._target_") if spec.target else None
         extra.append(metrics.from_spec(spec, function))
     declared = metrics.TASKS[task]

@@ -88,7 +88,7 @@ def run_experiment(cfg: DictConfig, run_dir: Optional[Path] = None) -> float:
 
 def _run(cfg: DictConfig, folder: RunFolder, hydra, ranks: distributed.Ranks) -> float:
     started = time.perf_counter()
-    device, threads = _set_up_process(cfg, hydra, ranks)
+    device, threads = set_up_process(cfg, hydra, ranks)
     if ranks.enabled:
         folder = RunFolder(distributed.shared_run_dir(folder.path))
     if cfg.trainer.resume == "auto" and folder.finished():
@@ -98,11 +98,11 @@ def _run(cfg: DictConfig, folder: RunFolder, hydra, ranks: distributed.Ranks) ->
     if checkpoint is not None:
         check_finite(checkpoint["model"], resume_from)
     named = frozenset(target.split(".")[0] for _, target in targets(OmegaConf.to_container(cfg)))
-    with _users_code(lambda: "while the run was built", named=named):
+    with users_code(lambda: "while the run was built", named=named):
         run = _start(cfg, folder, hydra, ranks, device, threads)
     if checkpoint is not None:
         _resume(run, checkpoint, resume_from)
-    with _users_code(lambda: f"on a first batch of inputs {_shape(run.example)}", True, named):
+    with users_code(lambda: f"on a first batch of inputs {_shape(run.example)}", True, named):
         check_first_batch(run.parts, run.example, run.cfg, run.choices, run.trainer)
         run.summary = summarize(run.parts.model, run.example[:2]) if run.example is not None else None
     if run.summary is not None and cfg.terminal.summary:
@@ -110,13 +110,13 @@ def _run(cfg: DictConfig, folder: RunFolder, hydra, ranks: distributed.Ranks) ->
     # everything that can refuse the run has been decided: only now is anything written
     if ranks.is_main:
         remove_stale_temporaries(folder.checkpoints)
-    with _users_code(lambda: _where(run.state), named=named):
+    with users_code(lambda: _where(run.state), named=named):
         results = _train(run, hydra, resumed=checkpoint is not None, started=started)
     return _optimized(cfg, results)
 
 
 @contextlib.contextmanager
-def _users_code(stage: Callable[[], str], theirs: bool = False, named: frozenset[str] = frozenset()):
+def users_code(stage: Callable[[], str], theirs: bool = False, named: frozenset[str] = frozenset()):
     """An exception the user's code raised (a forward, a loss, a dataset's __getitem__, in this
     process or a DataLoader worker) becomes one line naming the stage and the user's file; the
     details keep the user's own frames (and those of the installed packages the config `named`).
@@ -155,7 +155,7 @@ class Run:
     summary: Optional[ModelSummary] = None  # its layers on that batch, once it went through
 
 
-def _set_up_process(cfg: DictConfig, hydra, ranks: distributed.Ranks) -> tuple[torch.device, int]:
+def set_up_process(cfg: DictConfig, hydra, ranks: distributed.Ranks) -> tuple[torch.device, int]:
     """Threads, device, process group, determinism and seeds: set for every job, as a reused
     worker process (joblib) would otherwise keep the last job's."""
     jobs = parallel_jobs(hydra)
@@ -172,20 +172,14 @@ def _start(cfg: DictConfig, folder: RunFolder, hydra, ranks: distributed.Ranks, 
     """Check the code the config names, load the data, build the parts, say what was built."""
     choices = dict(hydra.runtime.choices) if hydra is not None else {}
     terminal = Report(cfg.terminal.progress) if ranks.is_main else Report("off", console=Console(quiet=True))
-    pending = facts_pending(cfg)  # until the data is loaded, `${facts.NAME}` reads None
-    task = check_targets(pending)  # the user's code is imported and checked before data is read
-    check_task_settings(pending, task, choices)
+    pending, task = checked(cfg, choices)
     sinks = build_sinks(pending.logger if ranks.is_main else {}, folder, terminal)  # rank 0 logs for all
-    data = build_data(pending.dataset, _load_options(pending, task, device, ranks))
-    cfg = _with_facts(cfg, data)  # the config as the run uses it: this is what is saved and shown
-    trainer = _trainer_settings(cfg)
-    if trainer.batch_size < ranks.world_size:
-        raise ConfigError(
-            f"trainer.batch_size={trainer.batch_size} is the global batch: it must be at least "
-            f"the number of processes ({ranks.world_size})"
-        )
-    parts = build_parts(cfg, data, task, device, ranks)
+    cfg, trainer, parts = assembled(cfg, pending, task, device, ranks)
+    data = parts.data
     terminal.table = parts.metrics
+    chosen = OmegaConf.to_container(cfg.metrics, resolve=True)
+    if chosen:  # metrics=[...] also chooses what the epoch row shows
+        terminal.shown = tuple(entry if isinstance(entry, str) else entry["name"] for entry in chosen)
     terminal.pace = SlowSteps(threads, usable_cpus()) if device.type == "cpu" else None
     files = CheckpointFiles(
         folder, OmegaConf.to_container(cfg, resolve=True), data.facts, writes=ranks.is_main
@@ -216,12 +210,42 @@ def _start(cfg: DictConfig, folder: RunFolder, hydra, ranks: distributed.Ranks, 
             f"validation, best.pt, dlrun-eval and dlrun-predict use the moving average of the "
             f"weights (trainer.ema.decay={trainer.ema.decay})"
         )
+    if parts.mixing is not None:
+        terminal.line(
+            f"training batches mixed ({parts.mixing}): train acc counts the label with the larger "
+            "share of each mixed image"
+        )
     if data.facts.skipped_files:
         terminal.warn(
             f"left out {data.facts.skipped_files} unreadable image file(s) "
             f"(dataset.bad_images=skip; each is named in {folder.log})"
         )
     return run
+
+
+def checked(cfg: DictConfig, choices: dict) -> tuple[DictConfig, str]:
+    """(the config with `${facts.NAME}` reading None until the data is loaded, the task): the
+    user's code the config names is imported and checked before any data is read."""
+    pending = facts_pending(cfg)
+    task = check_targets(pending)
+    check_task_settings(pending, task, choices)
+    return pending, task
+
+
+def assembled(
+    cfg: DictConfig, pending: DictConfig, task: str, device: torch.device, ranks: distributed.Ranks
+) -> tuple[DictConfig, Trainer, Parts]:
+    """The data loaded and the parts built: (the config as the run uses it, with the data's facts,
+    which is what is saved and shown; the trainer's settings; the parts)."""
+    data = build_data(pending.dataset, _load_options(pending, task, device, ranks))
+    cfg = _with_facts(cfg, data)
+    trainer = _trainer_settings(cfg)
+    if trainer.batch_size < ranks.world_size:
+        raise ConfigError(
+            f"trainer.batch_size={trainer.batch_size} is the global batch: it must be at least "
+            f"the number of processes ({ranks.world_size})"
+        )
+    return cfg, trainer, build_parts(cfg, data, task, device, ranks)
 
 
 def _resume(run: Run, checkpoint: dict[str, Any], path: Path) -> None:

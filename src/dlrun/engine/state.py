@@ -87,6 +87,9 @@ class Parts:
     # what a training feature adds that a checkpoint must keep (an average of the weights...):
     # anything with state_dict and load_state_dict, saved and restored under its name
     extras: dict[str, Any] = field(default_factory=dict)
+    # MixUp / CutMix of each training batch (data/mixing.py): its draws are torch's, which
+    # checkpoints keep
+    mixing: Optional[Any] = None
 
     @classmethod
     def of(

@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from dlrun import metrics
 from dlrun.config.schema import Trainer
 from dlrun.data import Data
+from dlrun.data.mixing import mixing_for
 from dlrun.engine import distributed
 from dlrun.engine.build import build_loss, build_metrics, build_model, build_optimizer, build_schedule
 from dlrun.engine.distributed import Ranks
@@ -53,7 +54,7 @@ def build_parts(cfg: DictConfig, data: Data, task: str, device: torch.device, ra
     if trainer.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(cfg.optimizer, model)
-    table, measured, trained = build_metrics(cfg.metrics, task)
+    table, measured, trained = build_metrics(cfg.metrics, task, data.facts.num_classes)
     steps = steps_per_epoch(len(data.train), trainer.limit_train_batches)
     schedule = build_schedule(
         cfg.scheduler,
@@ -63,6 +64,7 @@ def build_parts(cfg: DictConfig, data: Data, task: str, device: torch.device, ra
         monitor=metrics.monitored(trainer.monitor, task),
     )
     forward, evaluator = _compiled(model, trainer.compile, ranks, device)
+    criterion = build_loss(cfg.loss, data.facts)
     extras = {}
     if trainer.ema.decay is not None:  # validation scores the average instead
         extras["ema"] = WeightAverage(model, trainer.ema.decay, trainer.ema.warmup)
@@ -71,7 +73,7 @@ def build_parts(cfg: DictConfig, data: Data, task: str, device: torch.device, ra
         model=model,
         forward=forward,
         evaluator=evaluator,
-        criterion=build_loss(cfg.loss, data.facts),
+        criterion=criterion,
         optimizer=optimizer,
         schedule=schedule,
         precision=Precision(str(trainer.precision), device),
@@ -83,6 +85,7 @@ def build_parts(cfg: DictConfig, data: Data, task: str, device: torch.device, ra
         device=device,
         ranks=ranks,
         extras=extras,
+        mixing=mixing_for(cfg.dataset.get("augment"), data.facts, task, criterion, cfg.loss._target_),
     )
 
 
@@ -196,7 +199,7 @@ def train_one_epoch(parts: Parts, state: TrainingState, out: Outputs, trainer: T
     log_every, save_every = trainer.log_every_n_steps, trainer.checkpoint_every_n_steps
     stepped_scheduler = parts.schedule.scheduler if parts.schedule.per_step else None
     warmup = parts.schedule.warmup_steps
-    average, profiler = parts.extras.get("ema"), out.profiler
+    average, profiler, mixing = parts.extras.get("ema"), out.profiler, parts.mixing
     running, watch, totals = (
         RunningSums(parts.trained, parts.device),
         LossWatch(parts.device),
@@ -207,6 +210,8 @@ def train_one_epoch(parts: Parts, state: TrainingState, out: Outputs, trainer: T
             if position.step_in_epoch >= end:
                 break
             targets = inputs if task.against_inputs else labels
+            if mixing is not None:  # the loss takes class probabilities; the metrics, labels
+                inputs, targets, labels = mixing(inputs, labels)
             if position.global_step < warmup:
                 with warmed_up(parts, position.global_step):
                     loss, outputs, applied = train_step(parts, inputs, targets, trainer)
@@ -216,7 +221,7 @@ def train_one_epoch(parts: Parts, state: TrainingState, out: Outputs, trainer: T
             if applied:
                 if average is not None:
                     average.update(parts.model)
-                running.add(loss, outputs.detach(), targets)
+                running.add(loss, outputs.detach(), targets if mixing is None else labels)
                 watch.copy(loss, position.global_step + 1)
             else:
                 where = _where(position.global_step + 1, position, end)

@@ -3,7 +3,8 @@
 Classification batches carry class numbers; reconstruction batches compare with the inputs. MSE
 and BCE compare with one-hot vectors when given class numbers, and NLL takes the log-softmax of
 the outputs itself, which leaves a model that already ends in log-softmax as it is (log-softmax of
-log-probabilities changes nothing), so no loss needs the model wrapped or changed.
+log-probabilities changes nothing), so no loss needs the model wrapped or changed. Each also
+takes class probabilities as targets (MixUp, CutMix: data/mixing.py).
 """
 
 from torch import Tensor, nn
@@ -11,6 +12,9 @@ from torch import Tensor, nn
 
 class NLLLoss(nn.NLLLoss):
     def forward(self, outputs: Tensor, labels: Tensor) -> Tensor:
+        if labels.is_floating_point():  # class probabilities (MixUp, CutMix): cross-entropy is
+            # the NLL of the log-softmax, and takes them
+            return nn.functional.cross_entropy(outputs, labels, weight=self.weight, reduction=self.reduction)
         return super().forward(outputs.log_softmax(dim=1), labels)
 
 

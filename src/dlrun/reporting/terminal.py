@@ -48,6 +48,7 @@ class Report:
         self.progress_mode = progress
         self.table = table or metrics.BUILT_IN  # how each figure is shown (the run's metrics)
         self.pace: Optional[SlowSteps] = None  # watches the step time on a shared CPU
+        self.shown: Optional[tuple[str, ...]] = None  # the epoch row's metrics (metrics=[...]); None: all
 
     # -- lines and renderables ------------------------------------------------------------------
 
@@ -104,8 +105,8 @@ class Report:
     ) -> None:
         parts = [
             f"epoch {epoch:>{len(str(epochs))}}/{epochs}",
-            "train " + self.figures(train),
-            "val " + self.figures(val),
+            "train " + self.figures(self._chosen(train)),
+            "val " + self.figures(self._chosen(val)),
             f"lr {lr:.2e}",
             f"{seconds:.1f} s, {samples / max(seconds, 1e-9):,.0f} samples/s",
         ]
@@ -123,6 +124,12 @@ class Report:
                     style="dim",
                 )
             )
+
+    def _chosen(self, values: dict[str, Optional[float]]) -> dict[str, Optional[float]]:
+        """The loss and the metrics metrics=[...] chose, in its order (every one when it chose none)."""
+        if self.shown is None:
+            return values
+        return {name: values[name] for name in ("loss", *self.shown) if name in values}
 
     def results(self, results: dict[str, Any], split: str, class_names: list[str], run_dir: Path) -> None:
         """The final table (best monitored value, the final split's metrics, epochs, steps, time),
