@@ -30,6 +30,25 @@ def pytest_configure(config):
         os.sched_setaffinity(0, {cores[int(worker[2:]) % len(cores)]})
 
 
+def pytest_sessionfinish(session):
+    """The session that started the SLURM cluster stops it (in the main process, after the
+    workers of pytest-xdist are done)."""
+    if not hasattr(session.config, "workerinput"):
+        from tests import cluster
+
+        cluster.stop_if_started()
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> None:
+    """A one-node SLURM cluster that answers sinfo: started when none does (tests/cluster.py)."""
+    from tests import cluster
+
+    reason = cluster.start()
+    if reason is not None:
+        pytest.skip(reason)
+
+
 @pytest.fixture(autouse=True)
 def own_cache(tmp_path_factory, monkeypatch):
     """Each test has its own cache folder (the image check's record): none sees another's."""

@@ -37,11 +37,12 @@ class StopRequest:
     def __bool__(self) -> bool:
         return self.signum is not None
 
-    def install(self) -> "StopRequest":
-        """Take over SIGINT and SIGTERM (from the main thread; signals reach only it)."""
+    def install(self, extra: tuple[int, ...] = ()) -> "StopRequest":
+        """Take over SIGINT and SIGTERM, and the `extra` signals (SIGUSR1 in a SLURM job), from the
+        main thread; signals reach only it."""
         self.signum = None
         if threading.current_thread() is threading.main_thread() and not self._previous:
-            for signum in self.SIGNALS:
+            for signum in (*self.SIGNALS, *extra):
                 self._previous[signum] = signal.signal(signum, self._handle)
         return self
 

@@ -77,12 +77,8 @@ class ProcessLauncher(Launcher):
         return [returns[job.index] for job in jobs]
 
     def _prepare(self, index: int, overrides: list[str], scratch: Path) -> Job:
-        config = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
-        with open_dict(config):
-            config.hydra.job.id = index
-            config.hydra.job.num = index
-        folder = Path(str(config.hydra.sweep.dir)) / str(OmegaConf.select(config, "hydra.sweep.subdir"))
-        return Job(index, overrides, config, folder.resolve(), scratch / f"{index}.pickle")
+        config, folder = job_config(self.hydra_context, self.config, overrides, index)
+        return Job(index, overrides, config, folder, scratch / f"{index}.pickle")
 
     def _run_all(self, jobs: list[Job]) -> dict[int, JobReturn]:
         waiting, running, returns = list(jobs), {}, {}
@@ -147,16 +143,7 @@ class ProcessLauncher(Launcher):
         if job.result_file.is_file():
             with open(job.result_file, "rb") as handle:
                 return pickle.load(handle)  # written by our own child a moment ago
-        reason = _death(status)
-        _record_death(job, reason)
-        result = JobReturn(
-            overrides=job.overrides, cfg=job.config, hydra_cfg=job.config, working_dir=str(job.folder)
-        )
-        # like a job that failed by itself (cli._run_job): recorded in its folder, NaN for the
-        # sweeper, which would otherwise stop the whole sweep on it
-        result.status = JobStatus.COMPLETED
-        result._return_value = float("nan")
-        return result
+        return failed_without_result(job.overrides, job.config, job.folder, job.index, _death(status))
 
     def _stop(self, running: dict[int, Job], stop: BaseException) -> None:
         """Pass the signal on, let each job save its last.pt, then say how to finish the sweep."""
@@ -173,6 +160,33 @@ class ProcessLauncher(Launcher):
         from dlrun.runs.commands import sweep_resume_command
 
         print(f"finish this sweep with: {sweep_resume_command(self.config.hydra)}", file=sys.stderr)
+
+
+def job_config(hydra_context: HydraContext, config: DictConfig, overrides: list[str], index: int):
+    """(a sweep job's config, its folder), as the job itself will compose them."""
+    job = hydra_context.config_loader.load_sweep_config(config, overrides)
+    with open_dict(job):
+        job.hydra.job.id = index
+        job.hydra.job.num = index
+    folder = Path(str(job.hydra.sweep.dir)) / str(OmegaConf.select(job, "hydra.sweep.subdir"))
+    return job, folder.resolve()
+
+
+def failed_without_result(overrides: list[str], config: DictConfig, folder: Path, index: int, reason: str):
+    """The JobReturn of a job that ended without reporting: like a job that failed by itself
+    (cli._run_job), recorded in its folder (error.txt, with the command that resumes it) and NaN
+    for the sweeper, which would otherwise stop the whole sweep on it."""
+    from dlrun.runs.commands import run_resume_command
+    from dlrun.runs.folder import RunFolder
+
+    text = f"job {index} {reason}; resume it with: {run_resume_command(overrides, folder)}"
+    log.error(text)
+    folder.mkdir(parents=True, exist_ok=True)
+    RunFolder(folder).error.write_text(text + "\n")
+    result = JobReturn(overrides=overrides, cfg=config, hydra_cfg=config, working_dir=str(folder))
+    result.status = JobStatus.COMPLETED
+    result._return_value = float("nan")
+    return result
 
 
 def _save(result: JobReturn, path: Path) -> None:
@@ -193,18 +207,6 @@ def _death(status: int) -> str:
     if code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
         return f"was stopped by {signal.Signals(code - 128).name}"
     return f"ended with exit code {code} before reporting a result"
-
-
-def _record_death(job: Job, reason: str) -> None:
-    """What the job could not write itself: why it ended, and how to pick it up again."""
-    from dlrun.runs.commands import run_resume_command
-    from dlrun.runs.folder import RunFolder
-
-    command = run_resume_command(job.overrides, job.folder)
-    text = f"job {job.index} {reason}; resume it with: {command}"
-    log.error(text)
-    job.folder.mkdir(parents=True, exist_ok=True)
-    RunFolder(job.folder).error.write_text(text + "\n")
 
 
 def _stop_with_parent() -> None:
