@@ -10,8 +10,7 @@ from pathlib import Path
 
 import optuna
 
-import hydra_plugins.dlrun_sweeper.optuna_search  # noqa: F401 - its fix for Optuna 2.10 on SQLAlchemy 2
-from hydra_plugins.dlrun_sweeper.optuna_search import SKIPPED
+from dlrun.runs.optuna_search import SKIPPED  # and its fix for Optuna 2.10 on SQLAlchemy 2
 
 
 def search(folder: Path, trials: int, *settings: str) -> list[str]:

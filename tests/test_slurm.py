@@ -142,3 +142,21 @@ def release_when_requeued(job: str) -> None:
         assert time.monotonic() < deadline, "the job was not requeued"
         time.sleep(0.2)
     subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
+
+
+def test_two_slurm_tasks_are_one_distributed_run_that_matches_one_process(slurm_cluster, tmp_path, data_root):
+    from tests.test_distributed import SETTINGS
+
+    settings = [*SETTINGS, f"dataset.root={data_root}", "trainer.epochs=2"]
+    swept = dlrun(
+        tmp_path, "-m", *ON_THE_CLUSTER, "hydra.launcher.tasks_per_node=2", *settings, "hydra.sweep.dir=ddp"
+    )
+    assert swept.returncode == 0, swept.stdout + swept.stderr
+    (folder,) = (tmp_path / "ddp").glob("0_*")
+    assert "(rank 0 of 2 processes)" in (folder / "dlrun.log").read_text()
+    assert len(list(folder.glob("events.out.tfevents.*"))) == 1  # rank 0 alone writes
+    single = dlrun(tmp_path, *settings, "hydra.run.dir=single")
+    assert single.returncode == 0, single.stderr
+    two = torch.load(folder / "checkpoints" / "last.pt", weights_only=True)["model"]
+    one = torch.load(tmp_path / "single" / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert max((one[key] - two[key]).abs().max().item() for key in one) < 1e-5

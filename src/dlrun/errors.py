@@ -71,6 +71,8 @@ def one_line(error: BaseException) -> str:
 # config groups that Hydra plugins provide: the extra that installs them
 PLUGINS = {
     "hydra/sweeper/optuna": "the Optuna sweeper",
+    "hydra/sweeper/dlrun_optuna": "the Optuna sweeper",
+    "hydra/launcher/dlrun_slurm": "the SLURM launcher",
     "hydra/launcher/joblib": "the joblib launcher",
     "hydra/launcher/submitit_slurm": "the SLURM launcher",
     "hydra/launcher/submitit_local": "the submitit launcher",

@@ -1,6 +1,7 @@
 """What dlrun adds to submitit on a SLURM cluster (hydra_plugins/dlrun_launcher/slurm_launcher.py
-uses it): jobs followed with squeue where sacct has no accounting database, and the stop
-signal of a job that SLURM preempts or is about to time out.
+uses it): jobs followed with squeue where sacct has no accounting database, the tasks of a job
+joined into one distributed run, and the stop signal of a job that SLURM preempts or is about to
+time out.
 
 submitit asks sacct for the state of its jobs; on a cluster without accounting (many small ones)
 every poll fails and submitit warns "Bypassing sacct error ... status may be inaccurate", and a
@@ -13,6 +14,7 @@ reports that there is none, with the job's error stream).
 import logging
 import signal
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Optional
@@ -64,6 +66,31 @@ def follow_with_squeue() -> None:
     at most every 30 s (submitit's looks every 10 minutes once a job has run 20)."""
     if not isinstance(SlurmJob.watcher, QueueWatcher):
         SlurmJob.watcher = QueueWatcher(delay_s=30)
+
+
+def join_tasks(overrides: list[str]) -> list[str]:
+    """In a job of several SLURM tasks (hydra.launcher.tasks_per_node, nodes): each task is one
+    process of a distributed run, without torchrun. Rank, world size and the master's address
+    (the first node of the job, a port from the job id) come from SLURM's environment, set as
+    torchrun would set them; a task above rank 0 composes into a scratch folder and trains in
+    rank 0's (engine/distributed.py). Returns the task's overrides."""
+    from submitit.helpers import TorchDistributedEnvironment
+
+    from dlrun.engine.distributed import SCRATCH_PREFIX
+
+    environment = JobEnvironment()
+    if environment.num_tasks < 2:
+        return overrides
+    TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+    if environment.global_rank == 0:
+        return overrides
+    scratch = f"{SCRATCH_PREFIX}{environment.job_id}-rank{environment.global_rank}"  # removed at the end
+    return [
+        *overrides,
+        f"hydra.sweep.dir={tempfile.gettempdir()}",
+        f"hydra.sweep.subdir={scratch}",
+        "hydra.output_subdir=null",
+    ]
 
 
 @contextmanager

@@ -2,6 +2,8 @@
 dlrun needs it on a cluster.
 
 - The jobs go as one SLURM array; each runs in its own folder of the sweep, named as locally.
+- A job of several tasks (tasks_per_node, nodes) is one distributed run of that many processes,
+  joined from SLURM's environment without torchrun; rank 0 writes.
 - A job that SLURM ends without a result (killed, out of memory, cancelled, past its time with
   no requeue left) is recorded like a local job that died: its reason in error.txt and in the
   sweep table, with the command that resumes it; the other jobs' results are kept.
@@ -95,10 +97,11 @@ class SlurmLauncher(submitit_launcher.SlurmLauncher if submitit_launcher else ob
 
     def __call__(self, sweep_overrides: list[str], *args: Any) -> JobReturn:
         """The job, on the cluster."""
-        from dlrun.runs.slurm import requeue_when_signalled
+        from dlrun.runs.slurm import join_tasks, requeue_when_signalled
 
         if not any(item.lstrip("+").startswith("trainer.resume=") for item in sweep_overrides):
             sweep_overrides = [*sweep_overrides, "trainer.resume=auto"]  # a requeued job resumes
+        sweep_overrides = join_tasks(sweep_overrides)
         with requeue_when_signalled():
             return super().__call__(sweep_overrides, *args)
 

@@ -2,7 +2,7 @@
 survives. The study lives in a database (by default optuna.db, SQLite, in the sweep folder; any
 SQLAlchemy URL by hydra.sweeper.storage), so a search stopped by a signal, a crash or a lost
 machine continues when its command is run again, and several sweeper processes can share one
-study: `n_trials` is the study's total, never run twice (optuna_search.py). Optuna is imported
+study: `n_trials` is the study's total, never run twice (dlrun/runs/optuna_search.py). Optuna is imported
 only when a search starts: plugin discovery stays fast.
 """
 
@@ -25,7 +25,7 @@ class DlrunOptunaSweeperConf(OptunaSweeperConf):
 
 class OptunaSweeper(HydraOptunaSweeper):
     def __init__(self, *args, **kwargs) -> None:
-        from hydra_plugins.dlrun_sweeper.optuna_search import SurvivingSearch
+        from dlrun.runs.optuna_search import SurvivingSearch
 
         self.sweeper = SurvivingSearch(*args, **kwargs)
 

@@ -1,5 +1,6 @@
-"""The search loop of `hparams_search=...`: hydra-optuna-sweeper's, with the study's state kept in
-its database and trusted over this process's.
+"""The search loop of `hparams_search=...` (hydra/sweeper=dlrun_optuna, whose plugin imports this
+module once a search starts): hydra-optuna-sweeper's, with the study's state kept in its
+database and trusted over this process's.
 
 - `n_trials` is the study's total: a search run again after a stop asks only for what is
   missing, and several processes sharing one study stop together at n_trials. Each trial is
@@ -34,7 +35,7 @@ from omegaconf import OmegaConf
 from optuna.storages._rdb import storage as rdb_storage
 from optuna.trial import Trial, TrialState
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("dlrun")
 
 
 def _stamp_in_a_transaction(self, revision: str) -> None:
@@ -166,8 +167,6 @@ class SurvivingSearch(OptunaSweeperImpl):
         if len(directions) < 2:
             best = study.best_trial
             results = {"name": "optuna", "best_params": best.params, "best_value": best.value}
-            log.info(f"Best parameters: {best.params}")
-            log.info(f"Best value: {best.value}")
         else:
             results = {
                 "name": "optuna",
