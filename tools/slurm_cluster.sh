@@ -44,7 +44,7 @@ write_conf() {
     fi
     local host cpus memory
     host=$(hostname -s)
-    cpus=$(nproc)
+    cpus=$(nproc --all)  # all of them: a caller pinned to one core (a test worker) sees one
     memory=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 1024 ))
     mkdir -p /etc/slurm "$state/state" "$state/spool" "$state/log"
     cat > "$conf" <<EOF
@@ -103,8 +103,10 @@ case "$action" in
         install_packages
         start_munge
         write_conf
-        slurmctld
-        slurmd
+        # on every core, whatever this shell's caller was pinned to (the jobs inherit slurmd's)
+        all_cores="0-$(( $(nproc --all) - 1 ))"
+        taskset -c "$all_cores" slurmctld
+        taskset -c "$all_cores" slurmd
         wait_idle
         say "up: $(sinfo -h -o '%P %D %T %c CPUs')"
         ;;
