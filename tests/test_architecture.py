@@ -95,7 +95,8 @@ def _unit(dotted: str) -> str:
     parts = dotted.split(".")
     if parts[0] == "dlrun" and len(parts) > 1:
         return "__init__" if parts[1].startswith("__") else parts[1]  # dlrun.__version__
-    return PLUGINS if parts[0] == PLUGINS else ""
+    # dlrun's own plugins; hydra_plugins.hydra_optuna_sweeper and the like are other packages
+    return PLUGINS if parts[0] == PLUGINS and parts[1:2] and parts[1].startswith("dlrun_") else ""
 
 
 def upward_imports(src: Path) -> list[str]:

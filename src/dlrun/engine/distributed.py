@@ -18,6 +18,7 @@ import torch.distributed as dist
 from torch import nn
 
 from dlrun.errors import ConfigError
+from dlrun.runs.folder import SCRATCH_PREFIX
 
 
 @dataclass(frozen=True)
@@ -48,9 +49,6 @@ def from_environment() -> Ranks:
         local_rank=int(os.environ.get("LOCAL_RANK", 0)),
         local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", 1)),
     )
-
-
-SCRATCH_PREFIX = "dlrun-torchrun-"
 
 
 def scratch_overrides(rank: int) -> list[str]:

@@ -17,6 +17,10 @@
 from pathlib import Path
 from typing import Optional
 
+# the Hydra folder of a process above rank 0 (torchrun, or a SLURM task): a scratch folder in the
+# temporary folder, named with this prefix, removed when the process ends (engine/distributed.py)
+SCRATCH_PREFIX = "dlrun-torchrun-"
+
 LOCK = ".dlrun.lock"
 LOG = "dlrun.log"  # also named in configs/hydra/job_logging/dlrun.yaml, which Hydra reads
 RECORD = ".hydra"

@@ -22,6 +22,7 @@ from typing import Optional
 from submitit import JobEnvironment
 from submitit.slurm.slurm import SlurmInfoWatcher, SlurmJob
 
+from dlrun.runs.folder import SCRATCH_PREFIX
 from dlrun.signals import STOP, Interrupted
 
 log = logging.getLogger("dlrun")
@@ -75,8 +76,6 @@ def join_tasks(overrides: list[str]) -> list[str]:
     torchrun would set them; a task above rank 0 composes into a scratch folder and trains in
     rank 0's (engine/distributed.py). Returns the task's overrides."""
     from submitit.helpers import TorchDistributedEnvironment
-
-    from dlrun.engine.distributed import SCRATCH_PREFIX
 
     environment = JobEnvironment()
     if environment.num_tasks < 2:
