@@ -165,6 +165,25 @@ def predict_a_missing_image(folder, run):
     )
 
 
+def a_config_file_that_is_not_yaml(folder, run):
+    bad = folder / "configs" / "model" / "broken.yaml"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("_target_: torch.nn.Linear\nin_features: [1, 2\n")
+    return [
+        f"--config-dir={folder / 'configs'}",
+        "model=broken",
+    ], f"{bad}, line 3, column 1 is not valid YAML"
+
+
+def resume_from_a_folder_named_last_pt(folder, run):
+    named = folder / "run" / "checkpoints" / "last.pt"
+    named.mkdir(parents=True)  # a folder, not the file: nothing the message suggests may be it
+    return [
+        *ONE_EPOCH,
+        f"trainer.resume={named}",
+    ], "is a folder, not a checkpoint file; give a checkpoint file"
+
+
 def poisoned(folder, run) -> Path:
     """A finished run whose best.pt and last.pt hold a NaN in their first layer's weights (a run
     that diverged; or a file someone edited)."""
@@ -341,6 +360,8 @@ CASES = [
     Case("force a longer onecycle run", force_a_longer_onecycle),
     Case("resume while the run is live", resume_while_the_run_is_live),
     Case("predict a missing image", predict_a_missing_image, 1, "dlrun-predict"),
+    Case("a config file that is not YAML", a_config_file_that_is_not_yaml, 2),
+    Case("resume from a folder named last.pt", resume_from_a_folder_named_last_pt),
 ]
 
 

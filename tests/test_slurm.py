@@ -9,9 +9,12 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from tests.helpers import read_events
+
+pytestmark = pytest.mark.slurm
 
 ON_THE_CLUSTER = [
     "hydra/launcher=slurm",

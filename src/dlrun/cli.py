@@ -430,6 +430,7 @@ def _report_errors(run: Callable[[], object], program: str) -> None:
 
 
 def _report_user_errors(run: Callable[[], object], program: str) -> None:
+    import yaml
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
@@ -442,6 +443,10 @@ def _report_user_errors(run: Callable[[], object], program: str) -> None:
         if users_setting == "1":
             raise  # the user asked for the full traceback
         _exit_with(program, error)
+    except yaml.MarkedYAMLError as error:  # a config file of the user's that does not parse
+        if users_setting == "1":
+            raise
+        _exit_with(program, ConfigError(_yaml_fault(error)))
     except OSError as error:
         if users_setting == "1" or (error.filename is None and error.errno not in DISK_REFUSED):
             raise
@@ -455,6 +460,15 @@ def _report_user_errors(run: Callable[[], object], program: str) -> None:
             os.environ.pop("HYDRA_FULL_ERROR", None)
         else:
             os.environ["HYDRA_FULL_ERROR"] = users_setting
+
+
+def _yaml_fault(error) -> str:
+    """'configs/model/bad.yaml, line 2, column 14: expected ',' or ']' ... (while parsing ...)'."""
+    mark = error.problem_mark or error.context_mark
+    where = f"{mark.name}, line {mark.line + 1}, column {mark.column + 1}" if mark else "a config file"
+    problem = " ".join(str(error.problem or "").split())
+    context = f" ({error.context})" if error.context else ""
+    return f"{where} is not valid YAML: {problem}{context}; fix the file (or check its quotes and brackets)"
 
 
 def _thread_failed(args) -> None:

@@ -104,11 +104,17 @@ def _check_file(path: Path) -> None:
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.is_dir():
-        raise CheckpointError(
-            f"{path} is a folder; give a checkpoint file such as {path / 'checkpoints' / 'last.pt'}"
-        )
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file; {_file_in(path)}")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path} is empty (a save was interrupted?); use another checkpoint")
+
+
+def _file_in(folder: Path) -> str:
+    """What to give instead of a folder: a checkpoint that is there, or what one looks like."""
+    for candidate in (folder / "checkpoints" / "last.pt", folder / "last.pt", *sorted(folder.rglob("*.pt"))):
+        if candidate.is_file():
+            return f"give the file, e.g. {candidate}"
+    return "give a checkpoint file that dlrun wrote (<run folder>/checkpoints/last.pt or best.pt)"
 
 
 def _short(text: str, limit: int = 160) -> str:
