@@ -184,6 +184,16 @@ def resume_from_a_folder_named_last_pt(folder, run):
     ], "is a folder, not a checkpoint file; give a checkpoint file"
 
 
+def a_csv_separated_by_semicolons(folder, run):
+    path = folder / "semicolons.csv"
+    path.write_text("a;b;label\n" + "".join(f"{i};{i + 1};{i % 2}\n" for i in range(20)))
+    return [
+        "dataset=csv",
+        f"dataset.path={path}",
+        *ONE_EPOCH,
+    ], "looks separated by ';': add dataset.delimiter=\";\""
+
+
 def poisoned(folder, run) -> Path:
     """A finished run whose best.pt and last.pt hold a NaN in their first layer's weights (a run
     that diverged; or a file someone edited)."""
@@ -362,6 +372,7 @@ CASES = [
     Case("predict a missing image", predict_a_missing_image, 1, "dlrun-predict"),
     Case("a config file that is not YAML", a_config_file_that_is_not_yaml, 2),
     Case("resume from a folder named last.pt", resume_from_a_folder_named_last_pt),
+    Case("a CSV separated by semicolons", a_csv_separated_by_semicolons),
 ]
 
 

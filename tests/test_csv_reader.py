@@ -238,3 +238,15 @@ def test_a_delimiter_of_more_than_one_character_is_refused_in_one_line(tmp_path,
     result = dlrun("dataset=csv", f"dataset.path={path}", "dataset.delimiter=::")
     assert result.code == 2
     assert "dataset.delimiter='::' must be one character" in result.err
+
+
+def test_a_table_split_by_another_separator_names_it_and_the_suggestion_works(dlrun, tmp_path):
+    import shlex
+
+    path = tmp_path / "tabs.csv"
+    path.write_text("a\tb\tlabel\n" + "".join(f"{i}\t{i * 2}\t{i % 2}\n" for i in range(30)))
+    settings = ["dataset=csv", f"dataset.path={path}", "dataset.label_column=label", "trainer=debug"]
+    refused = dlrun(*settings)
+    assert refused.code == 1 and "it looks separated by '\\t': add dataset.delimiter='\\t'" in refused.err
+    suggestion = refused.err.strip().rsplit("add ", 1)[1]
+    assert dlrun(*settings, *shlex.split(suggestion)).code == 0  # as a shell passes it on

@@ -58,7 +58,7 @@ def check_config(cfg: DictConfig, choices: dict[str, str]) -> None:
     if unset:
         raise ConfigError(f"{unset[0]} is required and not set: add {unset[0]}=... to the command line")
     check_values(cfg)
-    if len(cfg.dataset.get("delimiter", ",")) != 1:
+    if len(cfg.dataset.get("delimiter", ",")) != 1 and cfg.dataset.delimiter != "\\t":  # \t: a tab
         raise ConfigError(
             f"dataset.delimiter={cfg.dataset.delimiter!r} must be one character, e.g. ';' or '\\t' (tab)"
         )

@@ -31,6 +31,8 @@ def load_csv(
     """The table's rows, split seeded and stratified, features standardized with the training
     split's statistics (which the facts keep, for predictions)."""
     path = Path(path).expanduser()
+    delimiter = "\t" if delimiter == "\\t" else delimiter  # a tab, as a shell lets one type it
+    _check_delimiter(path, delimiter)
     table = read_columnar(path, delimiter, label_column) or read_checked(path, delimiter, label_column)
     order, sizes = split_order(table.labels, val_fraction, test_fraction, options.seed)
     # the features are read once, in split order: each split is a slice of them, not a copy
@@ -114,3 +116,22 @@ def prepare_rows(inputs: list, facts: Facts, device: torch.device) -> torch.Tens
     if facts.mean is not None:
         scale(features, facts.mean, facts.std)
     return features.view(len(rows), *facts.input_shape).to(device)
+
+
+SEPARATORS = {",": '","', ";": '";"', "\t": "'\\t'", "|": '"|"'}  # as typed on the command line
+
+
+def _check_delimiter(path: Path, delimiter: str) -> None:
+    """A first line without the delimiter but with another separator: the file is split by that."""
+    if not path.is_file():
+        return  # the readers say what is missing
+    with open(path, newline="", errors="replace") as file:
+        first = file.readline()
+    if delimiter in first:
+        return
+    found = [separator for separator in SEPARATORS if separator != delimiter and separator in first]
+    if found:
+        raise DataError(
+            f"{path} has no {delimiter!r} in its first line, and dlrun splits its columns by that; it "
+            f"looks separated by {found[0]!r}: add dataset.delimiter={SEPARATORS[found[0]]}"
+        )
