@@ -41,7 +41,8 @@ class QueueWatcher(SlurmInfoWatcher):
         command = super()._make_command()
         if command is None or self._has_accounting():
             return command
-        return ["squeue", "--states=all", "--array", "--noheader", "--format=%i|%T|%N"]
+        # this user's jobs only: a big cluster's whole queue is not polled
+        return ["squeue", "--me", "--states=all", "--array", "--noheader", "--format=%i|%T|%N"]
 
     def read_info(self, string) -> dict[str, dict[str, str]]:
         if self.accounting:
