@@ -8,9 +8,11 @@ import sys
 import time
 from pathlib import Path
 
-import optuna
+import pytest
 
-from dlrun.runs.optuna_search import SKIPPED  # and its fix for Optuna 2.10 on SQLAlchemy 2
+optuna = pytest.importorskip("optuna", reason="the sweep extra is not installed")
+
+from dlrun.runs.optuna_search import SKIPPED  # noqa: E402 - and its fix for Optuna 2.10 on SQLAlchemy 2
 
 
 def search(folder: Path, trials: int, *settings: str) -> list[str]:

@@ -15,6 +15,7 @@ import torch
 from tests.helpers import read_events
 
 pytestmark = pytest.mark.slurm
+pytest.importorskip("submitit", reason="the sweep extra is not installed")
 
 ON_THE_CLUSTER = [
     "hydra/launcher=slurm",
