@@ -194,6 +194,13 @@ def a_csv_separated_by_semicolons(folder, run):
     ], "looks separated by ';': add dataset.delimiter=\";\""
 
 
+def a_table_of_one_class(folder, run):
+    path = folder / "one_class.csv"
+    path.write_text("a,b,label\n" + "".join(f"{i},{i + 1},same\n" for i in range(20)))
+    args = ["dataset=csv", f"dataset.path={path}", "dataset.label_column=label", *ONE_EPOCH]
+    return args, "holds one class ('same') in all 20 rows: a classifier needs two or more"
+
+
 def poisoned(folder, run) -> Path:
     """A finished run whose best.pt and last.pt hold a NaN in their first layer's weights (a run
     that diverged; or a file someone edited)."""
@@ -373,6 +380,7 @@ CASES = [
     Case("a config file that is not YAML", a_config_file_that_is_not_yaml, 2),
     Case("resume from a folder named last.pt", resume_from_a_folder_named_last_pt),
     Case("a CSV separated by semicolons", a_csv_separated_by_semicolons),
+    Case("a table of one class", a_table_of_one_class),
 ]
 
 

@@ -250,3 +250,16 @@ def test_a_table_split_by_another_separator_names_it_and_the_suggestion_works(dl
     assert refused.code == 1 and "it looks separated by '\\t': add dataset.delimiter='\\t'" in refused.err
     suggestion = refused.err.strip().rsplit("add ", 1)[1]
     assert dlrun(*settings, *shlex.split(suggestion)).code == 0  # as a shell passes it on
+
+
+def test_a_continuous_label_column_is_said_and_the_run_goes_on(dlrun, tmp_path):
+    path = tmp_path / "prices.csv"
+    # 40 prices, each in 4-5 of 178 rows: a number to predict, spelled as 40 classes
+    path.write_text("a,b,price\n" + "".join(f"{i},{i % 7},{100 + (i % 40) * 1.5}\n" for i in range(178)))
+    result = dlrun("dataset=csv", f"dataset.path={path}", "dataset.label_column=price", "trainer=debug")
+    assert result.code == 0, result.err
+    said = " ".join((result.out + result.err).split())  # the terminal folds long lines
+    assert "dataset.label_column=price of" in said and "holds 40 different values in 178 rows" in said
+    assert "a number to predict rather than classes?" in said
+    wine = dlrun("trainer=debug")  # 3 classes in 178 rows: nothing said
+    assert "different values" not in wine.out + wine.err

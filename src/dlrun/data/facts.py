@@ -18,6 +18,7 @@ class Facts:
     vocab: Optional[str] = None  # text: character i of vocab is token i + 1; 0 pads
     feature_names: list[str] = field(default_factory=list)
     skipped_files: int = 0  # unreadable files left out (dataset.bad_images=skip)
+    notes: list[str] = field(default_factory=list)  # what looks wrong with the data: said at start
     # image files for predictions: these transforms (an image folder's val_transforms), or, when
     # None, resized to input_shape (data held in memory at one size)
     eval_transforms: Optional[list[Any]] = None

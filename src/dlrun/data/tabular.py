@@ -34,6 +34,7 @@ def load_csv(
     delimiter = "\t" if delimiter == "\\t" else delimiter  # a tab, as a shell lets one type it
     _check_delimiter(path, delimiter)
     table = read_columnar(path, delimiter, label_column) or read_checked(path, delimiter, label_column)
+    notes = _check_classes(table, label_column, path)
     order, sizes = split_order(table.labels, val_fraction, test_fraction, options.seed)
     # the features are read once, in split order: each split is a slice of them, not a copy
     features, names = table.features_in(order), table.feature_names
@@ -57,8 +58,27 @@ def load_csv(
             mean=mean,
             std=std,
             feature_names=names,
+            notes=notes,
         ),
     )
+
+
+def _check_classes(table, label_column, path: Path) -> list[str]:
+    """One class cannot train a classifier: refused. More classes than a tenth of the rows looks
+    like a number to predict (a regression target), not classes: a note the run's start shows."""
+    rows, classes = len(table.labels), len(table.class_names)
+    if classes < 2:
+        raise DataError(
+            f"dataset.label_column={label_column} of {path} holds one class ({table.class_names[0]!r}) "
+            f"in all {rows} rows: a classifier needs two or more; check the file, or label_column"
+        )
+    if classes > max(10, rows // 10):
+        return [
+            f"dataset.label_column={label_column} of {path} holds {classes} different values in {rows} "
+            "rows: a number to predict rather than classes? dlrun classifies, one class per value; "
+            "check label_column"
+        ]
+    return []
 
 
 def _pandas_index(table, features: torch.Tensor, order: torch.Tensor, path: Path) -> bool:

@@ -215,6 +215,8 @@ def _start(cfg: DictConfig, folder: RunFolder, hydra, ranks: distributed.Ranks, 
             f"training batches mixed ({parts.mixing}): train acc counts the label with the larger "
             "share of each mixed image"
         )
+    for note in data.facts.notes:
+        terminal.warn(note)
     if data.facts.skipped_files:
         terminal.warn(
             f"left out {data.facts.skipped_files} unreadable image file(s) "
