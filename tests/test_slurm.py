@@ -54,13 +54,7 @@ def test_a_sweep_runs_as_a_slurm_array_and_a_failing_job_says_why(slurm_cluster,
 
 
 def test_a_job_that_slurm_kills_is_recorded_with_its_reason(slurm_cluster, tmp_path, data_root):
-    sweep = subprocess.Popen(
-        [sys.executable, "-m", "dlrun", "-m", *ON_THE_CLUSTER, *long_run(data_root), "hydra.sweep.dir=sweep"],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    sweep = long_sweep(tmp_path, data_root)
     job = job_once_training(tmp_path / "sweep")
     subprocess.run(["scancel", "--signal=KILL", job], check=True)
     output, _ = sweep.communicate(timeout=300)
@@ -75,13 +69,7 @@ def test_a_job_that_slurm_kills_is_recorded_with_its_reason(slurm_cluster, tmp_p
 def test_a_job_signalled_before_its_time_limit_is_requeued_and_ends_bitwise_as_if_never_stopped(
     slurm_cluster, tmp_path, data_root
 ):
-    sweep = subprocess.Popen(
-        [sys.executable, "-m", "dlrun", "-m", *ON_THE_CLUSTER, *long_run(data_root), "hydra.sweep.dir=sweep"],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    sweep = long_sweep(tmp_path, data_root)
     job = job_once_training(tmp_path / "sweep")
     # what SLURM sends signal_delay_s before the time limit (submitit asks for it with --signal)
     subprocess.run(["scancel", "--signal=USR2", job], check=True)
@@ -107,6 +95,17 @@ def test_a_job_signalled_before_its_time_limit_is_requeued_and_ends_bitwise_as_i
     # none logged twice, none missing; the stop logs its part of an interval at its own step
     assert len(steps) == len(set(steps)) and sorted(set(steps) - set(expected)) in ([], [stopped])
     assert set(expected) <= set(steps)
+
+
+def long_sweep(cwd: Path, data_root: Path) -> subprocess.Popen:
+    """A sweep of one long_run job on the cluster, into cwd/sweep, left running."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "dlrun", "-m", *ON_THE_CLUSTER, *long_run(data_root), "hydra.sweep.dir=sweep"],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def long_run(data_root: Path) -> list[str]:

@@ -29,6 +29,7 @@ from dlrun.engine.train import train_step
 from dlrun.errors import ConfigError
 from dlrun.quoting import pasteable, quote_override, shell_path
 from dlrun.reporting.lr_figure import lr_figure
+from dlrun.reporting.tensorboard import add_picture
 from dlrun.reporting.terminal import Report
 
 SMOOTHING = 0.98  # the loss is an exponential moving average over ~50 steps, bias-corrected
@@ -140,7 +141,7 @@ def _report(curve: Curve, folder: Path, typed: list[str], terminal: Report) -> N
             writer.add_scalar("lr_find/lr", lr, step)
             writer.add_scalar("lr_find/loss", loss, step)
             writer.add_scalar("lr_find/smoothed_loss", smoothed, step)
-        writer.add_image("lr_find/curve", _chw(picture), 0)
+        add_picture(writer, "lr_find/curve", picture.convert("RGB"), 0)
     if curve.stopped:
         terminal.line(f"stopped early: {curve.stopped}")
     terminal.line(f"curve: {shell_path(folder / 'lr_find.png')} (and lr_find.csv, TensorBoard)")
@@ -154,9 +155,3 @@ def _report(curve: Curve, folder: Path, typed: list[str], terminal: Report) -> N
     kept = [quote_override(arg) for arg in typed if not arg.lstrip("+").startswith(replaced)]
     terminal.line(f"suggested lr {suggested:.3g} (where the smoothed loss falls fastest); train with:")
     terminal.line("  " + " ".join(["dlrun", *kept, pasteable("optimizer.lr", f"{suggested:.3g}")]))
-
-
-def _chw(picture):
-    import numpy as np
-
-    return np.asarray(picture.convert("RGB")).transpose(2, 0, 1)

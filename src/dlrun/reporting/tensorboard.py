@@ -96,7 +96,7 @@ class TensorBoardSink(Sink):
             self.writer.add_text(
                 "val/confusion_matrix", confusion_markdown(validation.confusion, names), step
             )
-            self._picture(CONFUSION_PICTURE, confusion_figure(validation.confusion, names), step)
+            add_picture(self.writer, CONFUSION_PICTURE, confusion_figure(validation.confusion, names), step)
         if validation.examples is not None and self.show_reconstructions:
             self._reconstructions(step, *validation.examples)
         if self.show_histograms:
@@ -161,18 +161,6 @@ class TensorBoardSink(Sink):
             self.writer.file_writer.add_summary(summary)
         for key, value in final_metrics(run.results, run.split).items():
             self.writer.add_scalar(key, value, step)
-
-    def _picture(self, tag: str, image, step: int) -> None:
-        """A Pillow picture, encoded once as PNG (add_image would take it back through a float
-        tensor and encode it at a slower setting: twice the time, every epoch)."""
-        from tensorboard.compat.proto.summary_pb2 import Summary
-
-        png = io.BytesIO()
-        image.save(png, format="PNG", compress_level=1)
-        picture = Summary.Image(
-            height=image.height, width=image.width, colorspace=3, encoded_image_string=png.getvalue()
-        )
-        self.writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=picture)]), step)
 
     def _graph(self, model: nn.Module, example: Tensor) -> None:
         try:
@@ -276,3 +264,16 @@ def _tag(name: str) -> str:
     """A class name as a tag that reads like it: '0 - zero' -> '0-zero', 'T-shirt/top' -> 'T-shirt_top'
     (TensorBoard turns each character it does not allow into '_')."""
     return re.sub(r"[^-\w.]+", "_", re.sub(r"\s*-\s*", "-", name.strip()))
+
+
+def add_picture(writer, tag: str, image, step: int) -> None:
+    """A Pillow picture, encoded once as PNG (add_image would take it back through a float
+    tensor and encode it at a slower setting: twice the time, every epoch)."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    png = io.BytesIO()
+    image.save(png, format="PNG", compress_level=1)
+    picture = Summary.Image(
+        height=image.height, width=image.width, colorspace=3, encoded_image_string=png.getvalue()
+    )
+    writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=picture)]), step)
