@@ -4,6 +4,7 @@ benchmarks/reliability_report.py runs them as real commands and counts the outco
 
 A case's `setup(folder, run)` writes what it needs under `folder` (running dlrun through `run`
 where it needs an earlier run) and returns the command line and the text the error must name.
+A case of code 0 is suspect rather than wrong: the command goes on, and a `warning:` names it.
 """
 
 import hashlib
@@ -21,7 +22,7 @@ TRACEBACK = "Traceback (most recent call last)"
 class Case:
     name: str
     setup: Callable  # (folder, run) -> (args, text the error line must name)
-    code: int = 1  # 2: a config error, 1: data, numerics, checkpoints
+    code: int = 1  # 2: a config error, 1: data, numerics, checkpoints, 0: goes on with a warning
     program: str = "dlrun"
 
 
@@ -199,6 +200,31 @@ def a_table_of_one_class(folder, run):
     path.write_text("a,b,label\n" + "".join(f"{i},{i + 1},same\n" for i in range(20)))
     args = ["dataset=csv", f"dataset.path={path}", "dataset.label_column=label", *ONE_EPOCH]
     return args, "holds one class ('same') in all 20 rows: a classifier needs two or more"
+
+
+def a_label_of_a_different_value_in_every_row(folder, run):
+    path = folder / "ids.csv"
+    path.write_text("a,b,id\n" + "".join(f"{i},{i % 3},{i}\n" for i in range(30)))
+    args = ["dataset=csv", f"dataset.path={path}", "dataset.label_column=id", *ONE_EPOCH]
+    return args, "each of the 30 classes has a single row, so no split can both train and validate"
+
+
+def a_label_column_of_prices(folder, run):
+    path = folder / "prices.csv"  # 40 prices over 178 rows: a number to predict, not 40 classes
+    path.write_text("a,b,price\n" + "".join(f"{i},{i % 7},{100 + (i % 40) * 1.5}\n" for i in range(178)))
+    args = ["dataset=csv", f"dataset.path={path}", "dataset.label_column=price", *ONE_EPOCH]
+    return args, "holds 40 different values in 178 rows: a number to predict rather than classes?"
+
+
+def class_folder_linked_to_nothing(root: Path) -> Path:
+    (root / "train" / "wasps").symlink_to(root / "unmounted")
+    return root / "train" / "wasps"
+
+
+def images_beside_the_class_folders(root: Path) -> Path:
+    image = sorted((root / "train" / "ants").iterdir())[0]
+    image.rename(root / "train" / image.name)
+    return root / "train" / image.name
 
 
 def poisoned(folder, run) -> Path:
@@ -381,7 +407,24 @@ CASES = [
     Case("resume from a folder named last.pt", resume_from_a_folder_named_last_pt),
     Case("a CSV separated by semicolons", a_csv_separated_by_semicolons),
     Case("a table of one class", a_table_of_one_class),
+    Case("a label of a different value in every row", a_label_of_a_different_value_in_every_row),
+    Case("a label column of prices", a_label_column_of_prices, 0),
+    Case("a class folder linked to nothing", image_case(class_folder_linked_to_nothing), 0),
+    Case("images beside the class folders", image_case(images_beside_the_class_folders), 0),
 ]
+
+
+def said_clearly(case: Case, code: int, out: str, err: str, names: str) -> bool:
+    """A refusal: the case's exit code and one `<program>: error:` line naming `names`. A suspect
+    input: exit 0 and a `warning:` naming it (a long warning may be folded by the terminal). Never
+    a traceback."""
+    if TRACEBACK in out + err or code != case.code:
+        return False
+    if case.code == 0:
+        said = " ".join((out + err).split())
+        return said.find(names) > said.find("warning: ") >= 0
+    lines = [line for line in err.splitlines() if line.strip()]
+    return len(lines) == 1 and lines[0].startswith(f"{case.program}: error: ") and names in lines[0]
 
 
 def snapshot(folder: Path) -> dict[str, str]:

@@ -263,3 +263,19 @@ def test_a_continuous_label_column_is_said_and_the_run_goes_on(dlrun, tmp_path):
     assert "a number to predict rather than classes?" in said
     wine = dlrun("trainer=debug")  # 3 classes in 178 rows: nothing said
     assert "different values" not in wine.out + wine.err
+
+
+def test_classes_too_small_for_the_validation_share_say_the_fraction_that_works(dlrun, tmp_path):
+    import shlex
+
+    path = tmp_path / "pairs.csv"  # 15 classes of 2 rows: a fifth of 2 rows rounds to none
+    path.write_text("a,b,label\n" + "".join(f"{i},{i + 1},{i // 2}\n" for i in range(30)))
+    settings = ["dataset=csv", f"dataset.path={path}", "dataset.label_column=label", "trainer=debug"]
+    refused = dlrun(*settings)
+    assert refused.code == 1, refused.err
+    assert "dataset.val_fraction=0.2 leaves no validation rows" in refused.err
+    assert "the largest of the 15 classes has 2 rows; set dataset.val_fraction=0.26 or more" in refused.err
+    suggestion = refused.err.strip().rsplit("set ", 1)[1].split()[0]
+    assert dlrun(*settings, *shlex.split(suggestion)).code == 0
+    squeezed = dlrun(*settings, "dataset.val_fraction=0.5", "dataset.test_fraction=0.4")
+    assert "dataset.val_fraction=0.5 and dataset.test_fraction=0.4 leave no training rows" in squeezed.err

@@ -399,6 +399,27 @@ def test_special_files_and_symlink_cycles_are_left_out_and_every_image_counted_o
     assert "2 link(s) to a folder listed already" in err and "1 second name(s)" in err
 
 
+def test_a_class_folder_linked_to_nothing_and_images_beside_the_classes_are_said(tmp_path):
+    root = datasets.write_image_folder(tmp_path / "images", per_class=5, size=16, val=False)
+    (root / "train" / "wasps").symlink_to(tmp_path / "unmounted" / "wasps")  # a disk not mounted
+    os.replace(sorted((root / "train" / "ants").glob("*.png"))[0], root / "train" / "stray.png")
+    process = start(
+        ["dataset=imagefolder", f"dataset.root={root}", "model=cnn", "dataset.num_workers=0"]
+        + ["dataset.train_transforms=[]", "dataset.val_transforms=[]", "dataset.val_fraction=0.2"]
+        + ["trainer.epochs=1", QUIET, "hydra.run.dir=run"],
+        tmp_path,
+    )
+    code, out, err = finish(process, timeout=120)
+    assert code == 0, err
+    assert "data: 2 classes" in out
+    train = root / "train"
+    assert (
+        f"1 class folder(s) that are links to nothing, so not classes (first: {train / 'wasps'} -> "
+        f"{tmp_path / 'unmounted' / 'wasps'})" in err
+    )
+    assert f"1 image(s) outside the class folders, which have no class (first: {train / 'stray.png'}" in err
+
+
 # --- paths a user can paste back -----------------------------------------------------------
 
 AWKWARD = [

@@ -23,6 +23,8 @@ class FolderScan:
     not_files: list[str] = field(default_factory=list)  # FIFOs, devices, sockets, broken links
     folders_again: list[str] = field(default_factory=list)  # links to a folder already listed
     files_again: int = 0  # the same file reached through a second name
+    broken_classes: list[str] = field(default_factory=list)  # class folders that are dangling links
+    outside_classes: list[str] = field(default_factory=list)  # images beside the class folders
 
     def summary(self, root: Path) -> str:
         """What was left out, for a warning; "" when nothing was."""
@@ -39,12 +41,23 @@ class FolderScan:
             )
         if self.files_again:
             parts.append(f"{self.files_again} second name(s) of an image listed already")
+        if self.broken_classes:
+            parts.append(
+                f"{len(self.broken_classes)} class folder(s) that are links to nothing, so not classes "
+                f"(first: {self.broken_classes[0]} -> {os.readlink(self.broken_classes[0])})"
+            )
+        if self.outside_classes:
+            parts.append(
+                f"{len(self.outside_classes)} image(s) outside the class folders, which have no class "
+                f"(first: {self.outside_classes[0]}; move them into {root}/<class>/)"
+            )
         return f"in {root}, left out " + "; ".join(parts) if parts else ""
 
 
 def scan_classes(root: Path, class_to_idx: dict[str, int], suffixes=IMAGE_SUFFIXES) -> FolderScan:
     """The samples of `root/<class>/**`, in sorted order, each real folder and file once."""
     scan = FolderScan()
+    _strays(root, scan, suffixes)
     folders = {_identity(root / name) for name in class_to_idx}  # no class lists another's images
     files: set[tuple[int, int]] = set()
     for name in sorted(class_to_idx):
@@ -81,6 +94,16 @@ def _walk(folder: Path, folders: set, files: set, scan: FolderScan, suffixes) ->
                     found.append(entry.path)
                     scan.stamps[entry.path] = (info.st_size, info.st_mtime_ns, info.st_ino)
     return found
+
+
+def _strays(root: Path, scan: FolderScan, suffixes) -> None:
+    """What torchvision's class listing passes over without a word: a link to nothing where a class
+    folder would be, and images that lie beside the class folders instead of in one."""
+    for entry in sorted(os.scandir(root), key=lambda entry: entry.name):
+        if entry.is_symlink() and not os.path.exists(entry.path):
+            scan.broken_classes.append(entry.path)
+        elif entry.name.lower().endswith(suffixes) and entry.is_file():
+            scan.outside_classes.append(entry.path)
 
 
 def _identity(path: Path) -> tuple[int, int]:

@@ -4,6 +4,8 @@ from typing import Optional
 
 import torch
 
+from dlrun.errors import DataError
+
 
 def stratified_split(labels: torch.Tensor, fractions: list[float], seed: int) -> list[torch.Tensor]:
     """Split sample indices into len(fractions) + 1 parts, each class in the same proportions.
@@ -42,8 +44,43 @@ def split_order(
     """Every sample's index, train's first, then val's, then test's; and the three sizes. Inputs
     gathered once in this order are split into slices, not copied again per split."""
     val_rows, test_rows, train_rows = stratified_split(labels, [val_fraction, test_fraction], seed)
+    _check_parts(labels, [val_fraction, test_fraction], val_rows, train_rows)
     parts = [train_rows, val_rows, test_rows]
     return torch.cat(parts), [len(part) for part in parts]
+
+
+def _check_parts(labels: torch.Tensor, fractions: list[float], val_rows, train_rows) -> None:
+    """A stratified split rounds each class's share: classes too small leave a split empty, which
+    the fractions alone would not say."""
+    val_fraction, test_fraction = fractions
+    if not len(labels) or (len(val_rows) or not val_fraction) and len(train_rows):
+        return
+    classes, counts = torch.unique(labels, return_counts=True)
+    largest = int(counts.max())
+    if largest == 1:
+        raise DataError(
+            f"each of the {len(classes)} classes has a single row, so no split can both train and "
+            "validate on it: check that the labels are classes (a column with a different value in "
+            "every row is a number to predict)"
+        )
+    if len(val_rows):
+        said, empty, fix = (
+            f"dataset.val_fraction={val_fraction} and dataset.test_fraction={test_fraction} leave",
+            "training",
+            "lower them",
+        )
+    else:
+        said, empty = f"dataset.val_fraction={val_fraction} leaves", "validation"
+        fix = f"set dataset.val_fraction={_smallest_share(largest)} or more"
+    raise DataError(
+        f"{said} no {empty} rows: each split takes its share of each class, and the largest of the "
+        f"{len(classes)} classes has {largest} rows; {fix}"
+    )
+
+
+def _smallest_share(rows: int) -> float:
+    """The smallest fraction (in hundredths) that rounds to one of `rows` rows."""
+    return next(k / 100 for k in range(1, 100) if round(rows * k / 100) >= 1)
 
 
 def as_splits(
