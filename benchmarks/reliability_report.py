@@ -10,6 +10,7 @@ disk filling up) are played with real processes in tests/test_faults.py.
     python -m benchmarks.reliability_report
 """
 
+import os
 import subprocess
 import sys
 import tempfile
@@ -51,7 +52,12 @@ def try_case(case: Case, folder: Path) -> dict:
     before, logs = snapshot(folder), log_contents(folder)
     try:
         done = subprocess.run(
-            command(case.program, args), cwd=folder, capture_output=True, text=True, timeout=HANG_SECONDS
+            command(case.program, args),
+            cwd=folder,
+            env={**os.environ, **case.environment},
+            capture_output=True,
+            text=True,
+            timeout=HANG_SECONDS,
         )
     except subprocess.TimeoutExpired:
         return {

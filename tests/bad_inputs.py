@@ -9,7 +9,7 @@ A case of code 0 is suspect rather than wrong: the command goes on, and a `warni
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests import datasets
@@ -24,6 +24,7 @@ class Case:
     setup: Callable  # (folder, run) -> (args, text the error line must name)
     code: int = 1  # 2: a config error, 1: data, numerics, checkpoints, 0: goes on with a warning
     program: str = "dlrun"
+    environment: dict = field(default_factory=dict)  # run as a process with these variables set
 
 
 def csv_with(folder: Path, lines: list[str]) -> Path:
@@ -163,6 +164,34 @@ def predict_a_missing_image(folder, run):
     run(f"dataset.root={images(folder)}", *IMAGE_ARGS, f"hydra.run.dir={run_dir}")
     return [f"ckpt={run_dir / 'checkpoints' / 'best.pt'}", f"inputs=[{folder / 'ant.jpg'}]"], str(
         folder / "ant.jpg"
+    )
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height pixels, with one empty row of data: Pillow judges
+    an image's size by its header, before it decodes anything."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit greyscale
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0"))
+        + chunk(b"IEND", b"")
+    )
+
+
+def predict_a_decompression_bomb(folder, run):
+    run_dir = folder / "run"
+    run(f"dataset.root={images(folder)}", *IMAGE_ARGS, f"hydra.run.dir={run_dir}")
+    bomb = folder / "huge.png"
+    bomb.write_bytes(png_claiming(20_000, 20_000))  # 400 million pixels in 70 bytes
+    return [f"ckpt={run_dir / 'checkpoints' / 'best.pt'}", f"inputs=[{bomb}]"], (
+        f"{bomb} is an image of 400,000,000 pixels, over Pillow's limit of 178,956,970"
     )
 
 
@@ -403,11 +432,17 @@ CASES = [
     Case("force a longer onecycle run", force_a_longer_onecycle),
     Case("resume while the run is live", resume_while_the_run_is_live),
     Case("predict a missing image", predict_a_missing_image, 1, "dlrun-predict"),
+    Case("predict a decompression bomb", predict_a_decompression_bomb, 1, "dlrun-predict"),
     Case("a config file that is not YAML", a_config_file_that_is_not_yaml, 2),
     Case("resume from a folder named last.pt", resume_from_a_folder_named_last_pt),
     Case("a CSV separated by semicolons", a_csv_separated_by_semicolons),
     Case("a table of one class", a_table_of_one_class),
     Case("a label of a different value in every row", a_label_of_a_different_value_in_every_row),
+    Case(
+        "compile without a C++ compiler",
+        config_case(["trainer.compile=true", *ONE_EPOCH], "needs a working C++ compiler"),
+        environment={"CXX": "/nonexistent/g++"},
+    ),
     Case("a label column of prices", a_label_column_of_prices, 0),
     Case("a class folder linked to nothing", image_case(class_folder_linked_to_nothing), 0),
     Case("images beside the class folders", image_case(images_beside_the_class_folders), 0),

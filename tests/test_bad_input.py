@@ -2,6 +2,11 @@
 that names the key or path (or, for a suspect input, a warning that names it), no traceback, and
 no file that existed before changed."""
 
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+
 import pytest
 
 from dlrun import cli
@@ -21,9 +26,26 @@ def test_bad_input_gets_one_clear_line(case, dlrun, tmp_path):
     args, names = case.setup(folder, run)
     before, logs = snapshot(folder), log_contents(folder)
     try:
-        result = dlrun(*args, program=PROGRAMS[case.program])
+        result = (
+            in_a_process(case, args, folder)
+            if case.environment
+            else dlrun(*args, program=PROGRAMS[case.program])
+        )
     finally:
         while LIVE_HOLDERS:
             LIVE_HOLDERS.pop().kill()
     assert said_clearly(case, result.code, result.out, result.err, names), (result.code, result.err)
     assert changed_files(before, folder, logs) == []
+
+
+def in_a_process(case, args, folder):
+    """A case whose environment a library reads once, at import: run as its own process."""
+    done = subprocess.run(
+        [sys.executable, "-m", "dlrun", *args],
+        cwd=folder,
+        env={**os.environ, **case.environment},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    return SimpleNamespace(code=done.returncode, out=done.stdout, err=done.stderr)

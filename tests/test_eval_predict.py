@@ -191,6 +191,28 @@ def test_predict_a_missing_image_file(dlrun, mnist_run, tmp_path):
     assert result.code == 1 and "image file not found" in result.err
 
 
+def test_a_very_large_image_is_read_with_a_warning_and_a_larger_one_refused(
+    dlrun, mnist_run, tmp_path, monkeypatch
+):
+    from PIL import Image
+
+    Image.new("L", (30, 30)).save(tmp_path / "large.png")  # 900 pixels
+    Image.new("L", (60, 60)).save(tmp_path / "huge.png")  # 3,600 pixels
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow warns above it, refuses above twice it
+    best = mnist_run.run_dir / "checkpoints" / "best.pt"
+    large = dlrun(f"ckpt={best}", f"inputs=[{tmp_path / 'large.png'}]", program=cli.predict_main)
+    assert large.code == 0, large.err
+    assert large.err.strip() == "" and "Traceback" not in large.out
+    Image.new("L", (40, 40)).save(tmp_path / "large.png")  # 1,600 pixels
+    large = dlrun(f"ckpt={best}", f"inputs=[{tmp_path / 'large.png'}]", program=cli.predict_main)
+    assert large.code == 0, large.err
+    assert large.err == f"warning: {tmp_path / 'large.png'} is an image of 1,600 pixels: read anyway\n"
+    huge = dlrun(f"ckpt={best}", f"inputs=[{tmp_path / 'huge.png'}]", program=cli.predict_main)
+    assert huge.code == 1
+    assert f"{tmp_path / 'huge.png'} is an image of 3,600 pixels, over Pillow's limit of 2,000" in huge.err
+    assert "scale it down first: the model reads 28x28 pixels" in huge.err
+
+
 @pytest.mark.parametrize("program", [cli.eval_main, cli.predict_main])
 def test_a_hostile_checkpoint_is_refused_without_running_anything(dlrun, tmp_path, monkeypatch, program):
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")

@@ -1,5 +1,8 @@
 """Image files for predictions, prepared as the run's validation images were."""
 
+import re
+import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -13,20 +16,10 @@ from dlrun.errors import DataError
 def prepare_images(inputs: list, facts: Facts, device: torch.device) -> torch.Tensor:
     """Image files through the run's validation transforms (or resized to the input size of data
     held in memory), then normalized on the device like every training batch."""
-    from PIL import Image, UnidentifiedImageError
-
     channels = facts.input_shape[0]
     transform = _transform(facts)
-    images = []
-    for item in inputs:
-        file = Path(str(item)).expanduser()
-        try:
-            with Image.open(file) as image:
-                images.append(transform(image.convert("L" if channels == 1 else "RGB")))
-        except FileNotFoundError:
-            raise DataError(f"image file not found: {file}") from None
-        except (UnidentifiedImageError, OSError) as error:
-            raise DataError(f"cannot read {file} as an image: {error}") from None
+    mode = "L" if channels == 1 else "RGB"
+    images = [_read(Path(str(item)).expanduser(), transform, mode, facts) for item in inputs]
     batch = torch.stack(images).to(device)
     if list(batch.shape[1:]) != list(facts.input_shape):
         raise DataError(
@@ -36,6 +29,42 @@ def prepare_images(inputs: list, facts: Facts, device: torch.device) -> torch.Te
     if facts.mean is None:  # a dataset of the user's that gives float images: pixels in [0, 1]
         return batch.float() / 255
     return Normalize(facts.mean, facts.std, device)(batch)
+
+
+def _read(file: Path, transform, mode: str, facts: Facts) -> torch.Tensor:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always", Image.DecompressionBombWarning)
+            with Image.open(file) as image:
+                prepared = transform(image.convert(mode))
+    except FileNotFoundError:
+        raise DataError(f"image file not found: {file}") from None
+    except Image.DecompressionBombError as error:
+        raise DataError(_too_large(file, error, facts)) from None
+    except (UnidentifiedImageError, OSError) as error:
+        raise DataError(f"cannot read {file} as an image: {error}") from None
+    for warning in said:
+        if issubclass(warning.category, Image.DecompressionBombWarning):
+            print(f"warning: {file} is an image of {_pixels(warning.message)}: read anyway", file=sys.stderr)
+    return prepared
+
+
+def _too_large(file: Path, error: Exception, facts: Facts) -> str:
+    from PIL import Image
+
+    return (
+        f"{file} is an image of {_pixels(error)}, over Pillow's limit of "
+        f"{2 * Image.MAX_IMAGE_PIXELS:,} (its guard against decompression bombs); scale it down "
+        f"first: the model reads {facts.input_shape[-2]}x{facts.input_shape[-1]} pixels"
+    )
+
+
+def _pixels(said) -> str:
+    """'400,000,000 pixels' from Pillow's "Image size (400000000 pixels) exceeds limit ..."."""
+    found = re.search(r"\((\d+) pixels\)", str(said))
+    return f"{int(found.group(1)):,} pixels" if found else "too many pixels"
 
 
 def _transform(facts: Facts):

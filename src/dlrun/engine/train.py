@@ -28,6 +28,7 @@ from dlrun.data import Data
 from dlrun.data.mixing import mixing_for
 from dlrun.engine import distributed
 from dlrun.engine.build import build_loss, build_metrics, build_model, build_optimizer, build_schedule
+from dlrun.engine.compiling import compile_failures, compiled
 from dlrun.engine.distributed import Ranks
 from dlrun.engine.profiling import StepProfiler
 from dlrun.engine.runtime import Precision
@@ -63,7 +64,7 @@ def build_parts(cfg: DictConfig, data: Data, task: str, device: torch.device, ra
         steps_per_epoch=steps,
         monitor=metrics.monitored(trainer.monitor, task),
     )
-    forward, evaluator = _compiled(model, trainer.compile, ranks, device)
+    forward, evaluator = compiled(model, trainer.compile, ranks, device)
     criterion = build_loss(cfg.loss, data.facts)
     extras = {}
     if trainer.ema.decay is not None:  # validation scores the average instead
@@ -103,21 +104,13 @@ def _initialize_lazy_layers(model: nn.Module, data: Data) -> None:
     model.train(training)
 
 
-def _compiled(model: nn.Module, compile_model: bool, ranks: Ranks, device: torch.device):
-    """(what training calls, what evaluation calls): compiled if asked; DDP only for training."""
-    evaluator = torch.compile(model) if compile_model else model
-    if not ranks.enabled:
-        return evaluator, evaluator
-    ddp = distributed.wrap(model, device)
-    return (torch.compile(ddp) if compile_model else ddp), evaluator
-
-
 def fit(parts: Parts, state: TrainingState, out: Outputs, trainer: Trainer) -> None:
     """Epochs until trainer.epochs, early stopping, or a stop signal (which saves last.pt first)."""
     if trainer.profile and parts.ranks.is_main:
         out.profiler = StepProfiler(out.folder.path / "profile.json", parts.device, out.terminal)
     try:
-        _epochs(parts, state, out, trainer)
+        with compile_failures(trainer.compile):
+            _epochs(parts, state, out, trainer)
     finally:
         if out.profiler is not None:
             short = out.profiler.close()
