@@ -368,6 +368,16 @@ CASES = [
     Case("required root unset", config_case(["dataset=imagefolder"], "dataset.root"), 2),
     Case("unknown policy", config_case(["trainer.on_nonfinite=ignore"], "stop, skip"), 2),
     Case("momentum >= 1", config_case(["optimizer=sgd", "optimizer.momentum=1.5"], "optimizer.momentum"), 2),
+    Case(
+        "a resolver without its argument",
+        config_case(["hydra.run.dir=runs/${now:}"], "the resolver now needs its argument ('pattern')"),
+        2,
+    ),
+    Case(
+        "a resolver that does not exist",
+        config_case(["hydra.run.dir=runs/${nwo:%H}"], "no resolver named 'nwo'"),
+        2,
+    ),
     Case("betas outside [0, 1)", config_case(["optimizer.betas=[0.9,1.2]"], "optimizer.betas"), 2),
     # data
     Case(

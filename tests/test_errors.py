@@ -1,5 +1,7 @@
 """Bad input: one line on stderr that says what, where and how to fix, and a non-zero exit."""
 
+import re
+
 import pytest
 import torch
 
@@ -51,3 +53,24 @@ def test_a_monitor_the_task_does_not_measure(dlrun):
     result = dlrun("trainer.monitor=val/mse")
     assert result.code == 2
     assert "val/acc" in one_error_line(result)
+
+
+def test_a_resolver_without_its_argument_names_it_and_the_example_works(dlrun, tmp_path):
+    typed = f"hydra.run.dir={tmp_path}/runs/${{now:}}"
+    refused = dlrun(typed, "trainer=debug")
+    assert refused.code == 2
+    assert refused.err.startswith(f"dlrun: error: {typed}: the resolver now needs its argument ('pattern')")
+    example = refused.err.strip().rsplit("as in ", 1)[1]
+    ran = dlrun(typed.replace("${now:}", example), "trainer=debug")
+    assert ran.code == 0, ran.err
+    (made,) = (tmp_path / "runs").iterdir()
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d", made.name) and (made / "config.yaml").is_file()
+
+
+def test_a_resolver_that_does_not_exist_suggests_the_closest(dlrun):
+    refused = dlrun("trainer.epochs=${nwo:%H}")
+    assert refused.code == 2
+    assert (
+        "no resolver named 'nwo' (a dot, as in ${trainer.epochs}, reads a setting); did you mean now?"
+        in refused.err
+    )

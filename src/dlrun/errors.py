@@ -131,12 +131,63 @@ def _better_advice(error: BaseException) -> str:
             typed = f"{getattr(cause, 'full_key', '')}=${{{pointed.group(1)}.{pointed.group(2)}}}"
             what = f"{pointed.group(1)} has no {pointed.group(2)!r}"
             return unknown_name(typed, what, pointed.group(2), [str(k) for k in holder.keys()], "it has")
+    resolver = _resolver_advice(cause)
+    if resolver:
+        return resolver
     if type(cause).__name__ in ("ConfigKeyError", "ConfigAttributeError") and hasattr(node, "keys") and key:
         where = getattr(cause, "full_key", key).rpartition(".")[0]
         names = [str(name) for name in node.keys() if not str(name).startswith("_") and str(name) != "hydra"]
         scope = f"in {where}" if where else "at the top level"
         return unknown_name(cause.full_key, f"no setting {key!r} {scope}", str(key), names, "settings")
     return ""
+
+
+# what a resolver's argument looks like, for the line that says it is missing
+RESOLVER_EXAMPLES = {
+    "now": "${now:%Y-%m-%d}",
+    "oc.env": "${oc.env:HOME}",
+    "hydra": "${hydra:job.name}",
+    "oc.select": "${oc.select:trainer.epochs,10}",
+    "oc.decode": "${oc.decode:${oc.env:EPOCHS}}",
+}
+
+
+def _resolver_advice(error: BaseException) -> str:
+    """`${now:}` (a resolver without its argument) and `${nwo:%H}` (no such resolver): OmegaConf
+    names the Python function (`setup_globals.<locals>.<lambda>() missing 1 required positional
+    argument`), not what was typed; say it with the typed value and an example that works."""
+    text, full_key = str(error), getattr(error, "full_key", "")
+    raw = _raw_value(error)
+    typed = f"{full_key}={raw}" if raw is not None else full_key
+    missing = re.search(
+        r"TypeError raised while resolving interpolation: .*? missing \d+ required "
+        r"positional arguments?: ([^\n]+)",
+        text,
+    )
+    named = re.search(r"\$\{\s*([\w.]+)\s*:", typed)
+    if missing and named:
+        name = named.group(1)
+        example = RESOLVER_EXAMPLES.get(name, f"${{{name}:...}}")
+        return f"{typed}: the resolver {name} needs its argument ({missing.group(1)}), as in {example}"
+    unknown = re.match(r"Unsupported interpolation type ([\w.]+)", text)
+    if unknown:
+        from omegaconf.basecontainer import BaseContainer
+
+        known = sorted(name for name in BaseContainer._resolvers if not name.startswith("dlrun."))
+        what = f"no resolver named {unknown.group(1)!r} (a dot, as in ${{trainer.epochs}}, reads a setting)"
+        return unknown_name(typed, what, unknown.group(1), known, "resolvers")
+    return ""
+
+
+def _raw_value(error: BaseException):
+    """The value as typed (`${now:}`), not resolved, of the node an OmegaConf error is about: its
+    child node, or (where Hydra reads `hydra.run.dir` from the root) the dotted key's node."""
+    node = getattr(error, "child_node", None)
+    if node is None and getattr(error, "parent_node", None) is not None and getattr(error, "key", None):
+        node = error.parent_node
+        for part in str(error.key).split("."):
+            node = node._get_node(part) if hasattr(node, "_get_node") else None
+    return node._value() if hasattr(node, "_value") else None
 
 
 def unknown_name(typed: str, what: str, name: str, choices, kind: str) -> str:
