@@ -369,6 +369,19 @@ CASES = [
     Case("unknown policy", config_case(["trainer.on_nonfinite=ignore"], "stop, skip"), 2),
     Case("momentum >= 1", config_case(["optimizer=sgd", "optimizer.momentum=1.5"], "optimizer.momentum"), 2),
     Case(
+        "a misspelt option after the overrides",
+        config_case(
+            ["trainer.epochs=1", "--multrun"], "--multrun: dlrun has no such option; did you mean --multirun"
+        ),
+        2,
+    ),
+    Case("a setting typed as an option", config_case(["--trainer.epochs=3"], "write trainer.epochs=3"), 2),
+    Case(
+        "an option value not among its choices",
+        config_case(["--cfg", "everything"], "argument --cfg/-c: invalid choice: 'everything'"),
+        2,
+    ),
+    Case(
         "a resolver without its argument",
         config_case(["hydra.run.dir=runs/${now:}"], "the resolver now needs its argument ('pattern')"),
         2,

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, Optional
 
-from dlrun.errors import DISK_REFUSED, ConfigError, DlrunError, UserCodeError, one_line
+from dlrun.errors import DISK_REFUSED, ConfigError, DlrunError, UserCodeError, one_line, unknown_name
 from dlrun.signals import STOP, Interrupted
 
 if TYPE_CHECKING:
@@ -107,6 +107,7 @@ def _dlrun() -> None:
     app = hydra.main(version_base="1.3", config_path=config_dir(), config_name="config")
     sys.argv[1:] = quote_path_overrides(sys.argv[1:], path_settings())
     check_free(sys.argv[1:])
+    _check_options(sys.argv[1:], "dlrun")
     _check_modes(sys.argv[1:])
     sys.argv[1:] = _own_keys_settable(sys.argv[1:])
     sys.argv += _rank_overrides()  # last, so they win over the user's hydra.run.dir
@@ -158,6 +159,7 @@ def _dlrun_lr_find() -> None:
         return
     if any(arg in ("-m", "--multirun") for arg in sys.argv[1:]):
         raise ConfigError("dlrun-lr-find tests one run's settings: drop -m and give each setting one value")
+    _check_options(sys.argv[1:], "dlrun-lr-find")
     _enter_project()
     sys.argv[1:] = _own_keys_settable(quote_path_overrides(sys.argv[1:], path_settings()))
     if not any(arg.startswith("hydra.run.dir=") for arg in sys.argv):
@@ -193,6 +195,29 @@ def _own_keys_settable(args: list[str]) -> list[str]:
     from dlrun.config.schema import own_key
 
     return [f"++{arg}" if own_key(arg) and not arg.startswith(("+", "~")) else arg for arg in args]
+
+
+def _check_options(args: list[str], program: str) -> None:
+    """An option Hydra does not know, or a setting typed as an option (`--trainer.epochs=3`), is
+    one line naming it, instead of argparse's usage block and "unrecognized arguments"."""
+    import argparse
+
+    from hydra._internal.utils import get_args_parser
+
+    parser = get_args_parser()
+    parser.exit_on_error = False
+    try:
+        _, rest = parser.parse_known_args(args)
+    except argparse.ArgumentError as error:  # --cfg nonsense, --config-dir without a folder
+        raise ConfigError(f"{error}; {program} --help lists the options") from None
+    for arg in rest:
+        if not arg.startswith("-") or arg == "-":
+            continue
+        setting = arg.lstrip("-")
+        if "=" in setting:  # argparse's habit: --key=value
+            raise ConfigError(f"{arg}: settings take no dashes: write {setting}")
+        options = sorted(option for option in parser._option_string_actions if option.startswith("--"))
+        raise ConfigError(unknown_name(arg, f"{program} has no such option", arg, options, "options"))
 
 
 def _check_modes(args: list[str]) -> None:

@@ -186,7 +186,10 @@ def _raw_value(error: BaseException):
     if node is None and getattr(error, "parent_node", None) is not None and getattr(error, "key", None):
         node = error.parent_node
         for part in str(error.key).split("."):
-            node = node._get_node(part) if hasattr(node, "_get_node") else None
+            try:
+                node = node._get_node(part) if hasattr(node, "_get_node") else None
+            except Exception:  # a key the config does not have: nothing typed to show
+                return None
     return node._value() if hasattr(node, "_value") else None
 
 
