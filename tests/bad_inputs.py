@@ -167,6 +167,31 @@ def predict_a_missing_image(folder, run):
     )
 
 
+def trained(folder: Path, run, *settings: str) -> Path:
+    """The best.pt of a run of `settings` in folder/run."""
+    run_dir = folder / "run"
+    run(*settings, *ONE_EPOCH, f"hydra.run.dir={run_dir}")
+    return run_dir / "checkpoints" / "best.pt"
+
+
+def names_model(folder: Path, run) -> Path:
+    root = datasets.write_names(folder / "data")
+    return trained(folder, run, "experiment=names_char_rnn", f"dataset.root={root}")
+
+
+def predict_case(model: Callable, inputs: str, names: str) -> Callable:
+    """dlrun-predict with `inputs` on the best.pt that `model(folder, run)` trains."""
+    return lambda folder, run: ([f"ckpt={model(folder, run)}", inputs], names)
+
+
+def table_model(folder: Path, run) -> Path:
+    return trained(folder, run)
+
+
+def image_model(folder: Path, run) -> Path:
+    return trained(folder, run, f"dataset.root={images(folder)}", *IMAGE_ARGS)
+
+
 def png_claiming(width: int, height: int) -> bytes:
     """A PNG whose header claims width x height pixels, with one empty row of data: Pillow judges
     an image's size by its header, before it decodes anything."""
@@ -455,6 +480,38 @@ CASES = [
     Case("force a longer onecycle run", force_a_longer_onecycle),
     Case("resume while the run is live", resume_while_the_run_is_live),
     Case("predict a missing image", predict_a_missing_image, 1, "dlrun-predict"),
+    Case(
+        "predict digits with a names model",
+        predict_case(names_model, "inputs=[12345]", "'12345' has no character this model was trained on"),
+        2,
+        "dlrun-predict",
+    ),
+    Case(
+        "predict a row of numbers with a names model",
+        predict_case(names_model, "inputs=[[1,2,3]]", "[1, 2, 3] is not a name"),
+        2,
+        "dlrun-predict",
+    ),
+    Case(
+        "predict a name with a digit in it",
+        predict_case(
+            names_model, "inputs=[Jones3]", "'Jones3' has characters the model never saw in training (3)"
+        ),
+        0,
+        "dlrun-predict",
+    ),
+    Case(
+        "predict a name with a table model",
+        predict_case(table_model, "inputs=[Jones]", "'Jones' is not a row of numbers"),
+        2,
+        "dlrun-predict",
+    ),
+    Case(
+        "predict a name with an image model",
+        predict_case(image_model, "inputs=[Jones]", "'Jones' is not an image file"),
+        2,
+        "dlrun-predict",
+    ),
     Case("predict a decompression bomb", predict_a_decompression_bomb, 1, "dlrun-predict"),
     Case("a config file that is not YAML", a_config_file_that_is_not_yaml, 2),
     Case("resume from a folder named last.pt", resume_from_a_folder_named_last_pt),

@@ -1,6 +1,7 @@
 """dlrun-eval and dlrun-predict: everything they need comes from the checkpoint."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -136,6 +137,15 @@ def test_predict_a_row_of_the_wrong_width_says_so(dlrun):
         f"ckpt={run.run_dir / 'checkpoints' / 'last.pt'}", "inputs=[[1,2,3]]", program=cli.predict_main
     )
     assert result.code == 2 and "needs 13 numbers" in result.err
+
+
+def test_a_name_given_to_a_table_model_is_refused_with_a_row_that_works(dlrun):
+    run = dlrun(*FEW_STEPS)
+    ckpt = f"ckpt={run.run_dir / 'checkpoints' / 'last.pt'}"
+    refused = dlrun(ckpt, "inputs=[Jones]", program=cli.predict_main)
+    assert refused.code == 2 and "inputs: 'Jones' is not a row of numbers" in refused.err
+    example = re.search(r"as in (inputs=\S+) \(the training mean\)", refused.err).group(1)
+    assert dlrun(ckpt, example, program=cli.predict_main).code == 0
 
 
 def image_folder_run(dlrun, tmp_path, *settings: str):

@@ -58,16 +58,23 @@ def image_files(inputs: list[Any]) -> list[str]:
     """Image inputs as files: a folder gives the images in it, a pattern (photos/*.jpg) the files
     it matches, each in name order; a file stays as it is."""
     files = []
-    for item in map(str, inputs):
+    for given in inputs:
+        item = str(given)
         path = Path(item).expanduser()
         if path.is_dir():
             found = sorted(str(p) for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
             if not found:
                 raise ConfigError(f"inputs: {path} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
-        elif any(char in item for char in "*?["):
+        elif isinstance(given, str) and any(char in item for char in "*?["):
             found = sorted(glob.glob(str(path), recursive=True))
             if not found:
                 raise ConfigError(f"inputs: no file matches {item}")
+        elif not path.exists() and (not isinstance(given, str) or path.suffix.lower() not in IMAGE_SUFFIXES):
+            # a name or a row of numbers given to an image model (a missing photo.jpg is named later)
+            raise ConfigError(
+                f"inputs: {item!r} is not an image file: this model was trained on images; give image "
+                "files, a folder of them, or a pattern such as photos/*.jpg"
+            )
         else:
             found = [item]
         files += found

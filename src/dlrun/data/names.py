@@ -6,6 +6,7 @@ stored as one padded tensor of character ids (0 pads) with a stratified, seeded 
 """
 
 import string
+import sys
 import unicodedata
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from dlrun.data import LoadOptions, Splits
 from dlrun.data.facts import Facts
 from dlrun.data.split import carve
 from dlrun.data.text_files import read_utf8
-from dlrun.errors import DataError
+from dlrun.errors import ConfigError, DataError
 
 KEPT = frozenset(string.ascii_letters + " .,;'")
 
@@ -85,7 +86,36 @@ def _read(files: list[Path]) -> tuple[list[str], list[int]]:
 
 
 def prepare_names(inputs: list, facts: Facts, device: torch.device) -> torch.Tensor:
-    """Names as training read them: folded to ASCII, encoded with the run's vocabulary."""
-    names = [fold_to_ascii(str(item)) for item in inputs]
+    """Names as training read them: folded to ASCII, encoded with the run's vocabulary. A name
+    with no character of the vocabulary is refused; characters left out are said."""
+    names = [_name_for(item, facts.vocab) for item in inputs]
     length = max(facts.input_shape[0], max(len(name) for name in names))
     return encode(names, facts.vocab, length).to(device)
+
+
+def _name_for(item, vocab: str) -> str:
+    """`item` as the model reads it: the characters of its vocabulary, after folding."""
+    if isinstance(item, (list, dict)):
+        raise ConfigError(
+            f"inputs: {item} is not a name: this model was trained on names (text), one per input, "
+            "as in inputs=[Jones,Satō]"
+        )
+    typed = str(item)
+    read = "".join(char for char in fold_to_ascii(typed) if char in vocab)
+    letters = sum(char.isalpha() for char in vocab)
+    marks = " ".join(repr(char) for char in vocab if not char.isalpha())
+    alphabet = f"{letters} letters" + (f" and {marks}" if marks else "")
+    if not read:
+        raise ConfigError(
+            f"inputs: {typed!r} has no character this model was trained on (its alphabet: "
+            f"{alphabet}): it reads names written in letters, as in inputs=[Jones,Satō]"
+        )
+    seen = set(unicodedata.normalize("NFD", typed.strip())) - set(vocab)
+    unknown = sorted(char for char in seen if unicodedata.category(char) != "Mn")  # accents fold away
+    if unknown:
+        print(
+            f"warning: inputs: {typed!r} has characters the model never saw in training "
+            f"({' '.join(unknown)}), left out: the answer is for {read!r}",
+            file=sys.stderr,
+        )
+    return read

@@ -123,6 +123,12 @@ def prepare_rows(inputs: list, facts: Facts, device: torch.device) -> torch.Tens
     rows = []
     for item in inputs:
         values = item if isinstance(item, list) else [item]
+        words = [value for value in values if isinstance(value, str) and not _is_number(value)]
+        if words and len(values) == 1:
+            raise ConfigError(
+                f"inputs: {words[0]!r} is not a row of numbers: this model was trained on rows of {width} "
+                f"number(s) ({', '.join(facts.feature_names) or 'the features'}){_example_row(facts, width)}"
+            )
         if len(values) != width:
             raise ConfigError(
                 f"each input row needs {width} numbers ({', '.join(facts.feature_names) or 'the features'}), "
@@ -136,6 +142,22 @@ def prepare_rows(inputs: list, facts: Facts, device: torch.device) -> torch.Tens
     if facts.mean is not None:
         scale(features, facts.mean, facts.std)
     return features.view(len(rows), *facts.input_shape).to(device)
+
+
+def _example_row(facts: Facts, width: int) -> str:
+    """', as in inputs=[[13,2.34,...]]': the training split's mean row, short enough to type."""
+    if width > 20:
+        return ""
+    means = facts.mean or [0.0] * width
+    return f", as in inputs=[[{','.join(f'{value:.3g}' for value in means)}]] (the training mean)"
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 SEPARATORS = {",": '","', ";": '";"', "\t": "'\\t'", "|": '"|"'}  # as typed on the command line
