@@ -55,6 +55,15 @@ def own_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
 
 
+@pytest.fixture(autouse=True)
+def in_this_process(monkeypatch):
+    """Commands called in the test's process give its signal handlers back when they end, instead
+    of leaving a handler that ends the process at the next Ctrl-C (as a command of its own does)."""
+    from dlrun.signals import STOP
+
+    monkeypatch.setattr(STOP, "own_process", False)
+
+
 @pytest.fixture(scope="session")
 def data_root(tmp_path_factory) -> Path:
     """One folder with tiny MNIST, Fashion-MNIST, CIFAR-10 and names data in their real formats."""

@@ -76,10 +76,10 @@ def _program(name: str, body: Callable[[], None]) -> None:
     try:
         _report_errors(run, name)
     finally:
+        STOP.wind_down()
         from dlrun.runs.lock import release_locks
 
         release_locks()
-        STOP.restore()
         threading.excepthook, sys.excepthook = threading.__excepthook__, sys.__excepthook__
 
 
@@ -450,6 +450,7 @@ def _report_errors(run: Callable[[], object], program: str) -> None:
         _report_user_errors(run, program)
     except (Interrupted, KeyboardInterrupt) as stop:
         stop = stop if isinstance(stop, Interrupted) else Interrupted(2)  # Ctrl-C before the handler
+        STOP.stopping = True  # from this line on, another signal ends the process quietly
         _say(f"{program}: {stop}")
         raise SystemExit(stop.exit_code) from None
 

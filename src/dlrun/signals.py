@@ -4,13 +4,17 @@ Every command installs the handler first thing, before anything heavy is importe
 training starts a signal stops the command at once; during training it is remembered instead:
 the current step finishes, last.pt is saved and the loggers flushed (engine/train.py). Either way
 the command ends with 130 (SIGINT) or 143 (SIGTERM) and one line, never a traceback. A second
-signal while saving stops at once.
+signal while saving stops at once; one after that, or once the command has said its last line
+(while Python shuts down: threads joined, atexit hooks flushing writers and joining DataLoader
+workers), ends the process at once with the same code.
 
 Torch-free, and a module of its own, so the command line can install it before torch loads.
 """
 
 import contextlib
+import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Optional
@@ -33,6 +37,8 @@ class StopRequest:
         self.signum: Optional[int] = None
         self.deferring = False
         self._previous: dict[int, object] = {}
+        self.stopping = False  # an Interrupted is on its way out: a further signal leaves at once
+        self.own_process = True  # False where a test calls the command in its own process
 
     def __bool__(self) -> bool:
         return self.signum is not None
@@ -40,7 +46,7 @@ class StopRequest:
     def install(self, extra: tuple[int, ...] = ()) -> "StopRequest":
         """Take over SIGINT and SIGTERM, and the `extra` signals (SIGUSR1 in a SLURM job), from the
         main thread; signals reach only it."""
-        self.signum = None
+        self.signum, self.stopping = None, False
         if threading.current_thread() is threading.main_thread() and not self._previous:
             for signum in (*self.SIGNALS, *extra):
                 self._previous[signum] = signal.signal(signum, self._handle)
@@ -49,6 +55,17 @@ class StopRequest:
     def restore(self) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+        self._previous.clear()
+
+    def wind_down(self) -> None:
+        """The command has ended. In a process of its own, a stop signal from now on ends it with
+        its code: Python's own handler would raise KeyboardInterrupt inside whatever shuts down
+        (a thread join, a library's atexit hook) and print a traceback under the last line."""
+        if not self.own_process or not self._previous:
+            self.restore()
+            return
+        for signum in self._previous:
+            signal.signal(signum, _leave)
         self._previous.clear()
 
     @contextlib.contextmanager
@@ -67,7 +84,19 @@ class StopRequest:
         self.signum = self.signum or signum
         if self.deferring and first:
             return
+        if self.stopping and self.own_process:
+            _leave(self.signum)
+        self.stopping = True
         raise Interrupted(signum)
+
+
+def _leave(signum: int, frame=None) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()  # a piped stdout is block-buffered: what was printed still arrives
+        except Exception:  # noqa: S110 - interrupted mid-write: leave all the same
+            pass
+    os._exit(128 + signum)
 
 
 # the process's one stop request: the command line installs it, the training loop reads it
