@@ -133,7 +133,8 @@ def test_a_lock_left_by_a_killed_run_is_taken_over_and_auto_resumes_it(tmp_path)
 # --- dying workers -------------------------------------------------------------------------
 
 
-def test_a_killed_dataloader_worker_ends_in_one_line_with_the_resume_command(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM], ids=["KILL", "TERM"])
+def test_a_killed_dataloader_worker_ends_in_one_line_with_the_resume_command(tmp_path, signum):
     root = datasets.write_image_folder(tmp_path / "images", per_class=6, size=16)
     folder = tmp_path / "run"
     process = start(
@@ -153,12 +154,14 @@ def test_a_killed_dataloader_worker_ends_in_one_line_with_the_resume_command(tmp
     )
     children = Path(f"/proc/{process.pid}/task/{process.pid}/children")
     wait_for(lambda: (folder / "checkpoints" / "last.pt").is_file() and children.read_text().split(), process)
-    os.kill(int(children.read_text().split()[0]), signal.SIGKILL)
+    os.kill(int(children.read_text().split()[0]), signum)
     code, _, err = finish(process)
     line = error_line(err)
     assert code == 1 and "a data-loading process died" in line
     # torch words it by which of its checks saw the worker go first
     assert "killed by signal" in line or "exited unexpectedly" in line
+    # SIGKILL is what the kernel's out-of-memory killer sends: only then is memory the guess
+    assert ("out of memory?" in line) == (signum == signal.SIGKILL)
     assert f"{folder / 'checkpoints' / 'last.pt'} is intact" in line and line.endswith("trainer.resume=auto")
     loads(folder / "checkpoints" / "last.pt")
     assert no_temporaries(folder)

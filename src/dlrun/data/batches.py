@@ -334,6 +334,8 @@ class LoaderBatches:
                         "and val_transforms"
                     ) from None
                 raise
+            except (ConnectionError, EOFError):
+                raise  # a worker died mid-message: the run says so, not "cannot decode"
             except OSError as error:  # PIL: a truncated or unreadable image file
                 raise DataError(
                     f"cannot decode an image in {self.origin}: {str(error).splitlines()[0]}"

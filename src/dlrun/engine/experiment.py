@@ -65,18 +65,18 @@ def run_experiment(cfg: DictConfig, run_dir: Optional[Path] = None) -> float:
         if ranks.is_main and folder.last.is_file():
             print(f"resume with: {run_resume_command(_typed(hydra), folder.path)}", file=sys.stderr)
         raise
+    except (RuntimeError, ConnectionError, EOFError) as error:
+        if not _worker_died(error):
+            raise
+        problem = f"a data-loading process died ({_worker_died(error)})"
+        fix = "if memory is short, add a lower dataset.num_workers=N"
+        raise _cut_short(problem, fix, folder, hydra) from None
     except OSError as error:
         if error.filename is None and error.errno not in DISK_REFUSED:
             raise
         # TensorBoard's writer thread reports a failed write without the file's name
         problem = f"could not write {shell_path(error.filename or folder.path)} ({error.strerror})"
         raise _cut_short(problem, "make room", folder, hydra) from None
-    except RuntimeError as error:
-        if not str(error).startswith("DataLoader worker"):
-            raise
-        problem = f"a data-loading process died ({one_line(error).rstrip('. ')}: out of memory?)"
-        fix = "if memory is short, add a lower dataset.num_workers=N"
-        raise _cut_short(problem, fix, folder, hydra) from None
     except Exception:
         log.exception("the run failed")
         raise
@@ -84,6 +84,17 @@ def run_experiment(cfg: DictConfig, run_dir: Optional[Path] = None) -> float:
         distributed.stop()
         if ranks.rank > 0:
             distributed.remove_scratch(folder.path)  # this rank's Hydra folder, never the shared one
+
+
+def _worker_died(error: BaseException) -> str:
+    """What torch said of a DataLoader worker that died ("" for any other error): its own
+    RuntimeError, or the main process's end of the worker's connection breaking first."""
+    if isinstance(error, (ConnectionError, EOFError)):
+        return f"its connection broke: {error}"
+    said = one_line(error).rstrip(". ")
+    if not said.startswith("DataLoader worker"):
+        return ""
+    return f"{said}: out of memory?" if "Killed" in said else said
 
 
 def _run(cfg: DictConfig, folder: RunFolder, hydra, ranks: distributed.Ranks) -> float:
