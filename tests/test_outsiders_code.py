@@ -148,7 +148,7 @@ def test_a_forward_that_cannot_read_the_data_is_one_line_on_the_first_batch(dlru
     assert result.code == 1
     one_line_then_own_frames(
         result,
-        "on a first batch of inputs [2, 13], your code raised RuntimeError: Expected 3D (unbatched) or 4D",
+        "on a first batch of inputs [2, 13], your model (examples_net_b.Net) raised RuntimeError: Expected 3D",
         f"(examples_net_b.py:{FIRST_CONV}, in forward)",
     )
     assert not result.run_dir.exists()  # refused before it trained: nothing left behind
@@ -159,7 +159,8 @@ def test_a_forward_that_fails_at_step_five_keeps_the_line_in_the_run_folder(dlru
     result = dlrun("model=step_five", "trainer.epochs=1")
     assert result.code == 1
     line = one_line_then_own_frames(
-        result, "at step 5 (epoch 1), your code raised ValueError: the fifth batch"
+        result,
+        "at step 5 (epoch 1), your model (faulty_c.FailsAtStepFive) raised ValueError: the fifth batch",
     )[0]
     reason = line.removeprefix("dlrun: error: ")
     assert (result.run_dir / "error.txt").read_text().startswith(reason)
@@ -171,7 +172,9 @@ def test_a_loss_that_raises_is_named_at_its_step(dlrun, tmp_path, monkeypatch):
     result = dlrun("loss=picky", *FEW_STEPS)
     assert result.code == 1
     one_line_then_own_frames(
-        result, "at step 1 (epoch 1), your code raised TypeError: PickyLoss wants", "in forward)"
+        result,
+        "at step 1 (epoch 1), your loss (faulty_d.PickyLoss) raised TypeError: PickyLoss wants",
+        "in forward)",
     )
 
 
@@ -180,7 +183,9 @@ def test_a_dataset_that_raises_in_a_dataloader_worker(dlrun, tmp_path, monkeypat
     result = dlrun("dataset=rows", "model=linear", *FEW_STEPS)
     assert result.code == 1
     one_line_then_own_frames(
-        result, "in a DataLoader worker, your code raised KeyError: 'row 150 is missing'", "in __getitem__)"
+        result,
+        "in a DataLoader worker, your dataset (faulty_e.Rows) raised KeyError: 'row 150 is missing'",
+        "in __getitem__)",
     )
 
 

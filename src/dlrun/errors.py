@@ -237,13 +237,19 @@ WORKER_FRAME = re.compile(r'File "([^"]+)", line (\d+), in (\S+)')
 
 
 def failed_in_user_code(
-    error: BaseException, stage: str, theirs: bool = False, named: frozenset[str] = frozenset()
+    error: BaseException,
+    stage: str,
+    theirs: bool = False,
+    named: frozenset[str] = frozenset(),
+    targets: tuple[tuple[str, str], ...] = (),
 ) -> Optional[UserCodeError]:
     """`error` as one line when the user's own code raised it (`stage`: "on the first batch",
     "at step 12 of epoch 1"), naming where, with the user's frames only as details; None when no
     frame of the user's took part (a fault of dlrun's keeps its whole traceback). `named`: the
     installed packages the config names (timm), whose frames count as the user's. `theirs`:
-    only the user's model ran (torch layers a factory put together have no frame of the user's)."""
+    only the user's model ran (torch layers a factory put together have no frame of the user's).
+    `targets`: the config's (key, `_target_`) pairs, to say whose code it was (`your loss
+    (losses.PickyLoss)`)."""
     every = traceback.extract_tb(error.__traceback__)
     outside = [frame for frame in every if not frame.filename.startswith(DLRUN)]
     frames = [frame for frame in every if is_users(frame.filename, named)] or (outside[-1:] if theirs else [])
@@ -262,10 +268,32 @@ def failed_in_user_code(
     where = f"{Path(last.filename).name}:{last.lineno}, in {last.name}"
     first_line = text.strip().splitlines()[0] if text.strip() else ""
     details = "".join(traceback.format_list(frames)) + f"{type(error).__name__}: {first_line}"
+    who = _owner(frames, targets) or "code"
     return UserCodeError(
-        f"{stage}, your code raised {type(error).__name__}: {first_line} ({where}){what_to_set(text)}",
+        f"{stage}, your {who} raised {type(error).__name__}: {first_line} ({where}){what_to_set(text)}",
         details="Traceback of your code (most recent call last):\n" + details,
     )
+
+
+def _owner(frames: list, targets: tuple[tuple[str, str], ...]) -> str:
+    """`model (nets.Net)`: the setting whose `_target_` lives in the file of the deepest frame of
+    the user's that one target alone owns; "" when none does."""
+    import sys
+
+    for frame in reversed(frames):
+        owners = [
+            (key.removesuffix("._target_"), target)
+            for key, target in targets
+            if _module_file(target.rpartition(".")[0], sys.modules) == Path(frame.filename)
+        ]
+        if len(owners) == 1:
+            return f"{owners[0][0]} ({owners[0][1]})"
+    return ""
+
+
+def _module_file(module: str, loaded: dict) -> Optional[Path]:
+    file = getattr(loaded.get(module), "__file__", None)
+    return Path(file) if file else None
 
 
 CHANNELS = re.compile(r"expected input\[[\d, ]+\] to have (\d+) channels, but got (\d+) channels")

@@ -108,7 +108,7 @@ def _run(cfg: DictConfig, folder: RunFolder, hydra, ranks: distributed.Ranks) ->
     checkpoint = read_checkpoint(resume_from, map_location=device) if resume_from else None
     if checkpoint is not None:
         check_finite(checkpoint["model"], resume_from)
-    named = frozenset(target.split(".")[0] for _, target in targets(OmegaConf.to_container(cfg)))
+    named = tuple(targets(OmegaConf.to_container(cfg)))
     with users_code(lambda: "while the run was built", named=named):
         run = _start(cfg, folder, hydra, ranks, device, threads)
     if checkpoint is not None:
@@ -127,17 +127,19 @@ def _run(cfg: DictConfig, folder: RunFolder, hydra, ranks: distributed.Ranks) ->
 
 
 @contextlib.contextmanager
-def users_code(stage: Callable[[], str], theirs: bool = False, named: frozenset[str] = frozenset()):
+def users_code(stage: Callable[[], str], theirs: bool = False, named: tuple[tuple[str, str], ...] = ()):
     """An exception the user's code raised (a forward, a loss, a dataset's __getitem__, in this
-    process or a DataLoader worker) becomes one line naming the stage and the user's file; the
-    details keep the user's own frames (and those of the installed packages the config `named`).
-    A fault with no user frame keeps its traceback, unless only the user's code ran (`theirs`)."""
+    process or a DataLoader worker) becomes one line naming the stage, the setting whose
+    `_target_` it was and the user's file; the details keep the user's own frames (and those of
+    the installed packages the config's (key, `_target_`) pairs in `named` come from). A fault
+    with no user frame keeps its traceback, unless only the user's code ran (`theirs`)."""
     try:
         yield
     except (DlrunError, Interrupted):
         raise
     except Exception as error:
-        failed = failed_in_user_code(error, stage(), theirs, named)
+        packages = frozenset(target.split(".")[0] for _, target in named)
+        failed = failed_in_user_code(error, stage(), theirs, packages, named)
         if failed is None:
             raise
         raise failed from None

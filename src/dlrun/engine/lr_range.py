@@ -59,7 +59,7 @@ def find_lr(cfg: DictConfig) -> None:
     folder = Path(hydra.runtime.output_dir)
     ranks = Ranks()
     device, _ = set_up_process(cfg, hydra, ranks)
-    named = frozenset(target.split(".")[0] for _, target in targets(OmegaConf.to_container(cfg)))
+    named = tuple(targets(OmegaConf.to_container(cfg)))
     with users_code(lambda: "while the model was built", named=named):
         pending, task = checked(cfg, dict(hydra.runtime.choices))
         cfg, trainer, parts = assembled(cfg, pending, task, device, ranks)
