@@ -72,7 +72,7 @@ def try_case(case: Case, folder: Path) -> dict:
         while LIVE_HOLDERS:
             LIVE_HOLDERS.pop().kill()
     lines = [line for line in done.stderr.splitlines() if line.strip()]
-    warnings = [line for line in lines if line.startswith("warning: ")]
+    warnings = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("warning: ")]
     return {
         "clean": said_clearly(case, done.returncode, done.stdout, done.stderr, names),
         "hang": False,

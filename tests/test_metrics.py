@@ -2,6 +2,7 @@
 metric of the user's by `_target_` that joins it like dlrun's own."""
 
 import json
+import re
 import sys
 import textwrap
 
@@ -18,6 +19,14 @@ BRIER = """
         probabilities = outputs.softmax(dim=1)
         hot = probabilities.new_zeros(probabilities.shape).scatter_(1, labels[:, None], 1.0)
         return (probabilities - hot).pow(2).sum(dim=1).mean()
+
+
+    def per_sample(outputs, labels):
+        return (outputs.argmax(dim=1) == labels).float()
+
+
+    def verdict(outputs, labels):
+        return "fine"
 """
 BRIER_METRIC = "metrics=[{name: brier, _target_: scores_m.brier, better: min}]"
 
@@ -93,6 +102,22 @@ def test_a_users_metric_better_when_lower_decides_best_pt_that_way(dlrun, projec
 def test_a_metric_setting_that_cannot_work_is_one_line_before_any_data_is_read(dlrun, project, typed, named):
     result = dlrun(typed)
     assert result.code == 2 and named in result.err and result.err.count("\n") == 1, result.err
+
+
+@pytest.mark.parametrize(
+    "function, returned",
+    [("per_sample", r"Tensor of shape \[\d+\]"), ("verdict", "str 'fine'")],
+)
+def test_a_metric_that_returns_something_else_than_a_number_is_named(dlrun, project, function, returned):
+    result = dlrun(
+        f"metrics=[{{name: m, _target_: scores_m.{function}, better: max}}]", "trainer.batch_size=16"
+    )
+    assert result.code == 1
+    assert re.fullmatch(
+        rf"dlrun: error: metrics: m \(scores_m.{function}\) returned {returned}, not one number: it must "
+        r"return the batch's mean, as a float or a tensor of one element\n",
+        result.err,
+    ), result.err
 
 
 def test_eval_scores_the_runs_metrics_and_a_checkpoint_never_names_one_into_import(dlrun, project, tmp_path):

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from dlrun.errors import ConfigError
+from dlrun.errors import ConfigError, DlrunError
 
 MAX, MIN = "max", "min"
 CLASSIFICATION, RECONSTRUCTION = "classification", "reconstruction"
@@ -193,21 +193,44 @@ def _spec(entry: Any) -> MetricSpec:
     return MetricSpec(name, target, better, bool(entry.get("percent", False)))
 
 
-def mean_of(function: Callable) -> Callable[[Any, Any], tuple]:
+def mean_of(function: Callable, spec: MetricSpec) -> Callable[[Any, Any], tuple]:
     """The sums of a function that gives a batch's mean: mean x samples, and the samples."""
 
     def sums(outputs, targets) -> tuple:
         count = len(targets)
-        return function(outputs, targets) * count, count
+        mean = function(outputs, targets)
+        if not _one_number(mean):  # a type check: a tensor's value is never read here (no sync)
+            raise DlrunError(
+                f"metrics: {spec.name} ({spec.target}) returned {_described(mean)}, not one number: "
+                "it must return the batch's mean, as a float or a tensor of one element"
+            )
+        return mean * count, count
 
     return sums
+
+
+def _one_number(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, float)):
+        return True
+    numel = getattr(value, "numel", None)  # a tensor; numpy's scalars and arrays have `size`
+    size = numel() if callable(numel) else getattr(value, "size", None)
+    return size == 1 and hasattr(value, "__float__")
+
+
+def _described(value: Any) -> str:
+    shape = getattr(value, "shape", None)
+    if shape is not None:
+        return f"{type(value).__name__} of shape {list(shape)}"
+    return f"{type(value).__name__} {str(value)[:40]!r}"
 
 
 def from_spec(spec: MetricSpec, function: Optional[Callable] = None) -> Metric:
     """The table's entry for an entry of `metrics`: a built-in, or the user's located function."""
     if spec.target is None:
         return BUILT_IN[spec.name]
-    return Metric(spec.name, spec.better, spec.percent, sums=mean_of(function), value=_ratio)
+    return Metric(spec.name, spec.better, spec.percent, sums=mean_of(function, spec), value=_ratio)
 
 
 # -- classification's per-class figures ------------------------------------------------------------
