@@ -189,6 +189,35 @@ def test_a_dataset_that_raises_in_a_dataloader_worker(dlrun, tmp_path, monkeypat
     )
 
 
+SLOW_ROWS = """
+    import time
+
+    import torch
+
+
+    class SlowRows(torch.utils.data.Dataset):
+        def __len__(self):
+            return 240
+
+        def __getitem__(self, index):
+            time.sleep(0.006)  # a file read over a slow network, say: the model waits for it
+            return torch.full((4,), float(index % 2)), index % 2
+"""
+
+
+def test_a_dataset_slower_than_the_model_is_said_once_with_what_to_set(dlrun, tmp_path, monkeypatch):
+    configs = {"dataset/slow": "_target_: {module}.SlowRows\nin_memory: false\nnum_workers: 0\n"}
+    module_project(tmp_path, monkeypatch, "slow_rows", SLOW_ROWS, configs)
+    result = dlrun("dataset=slow", "model=linear", "trainer.epochs=2", "trainer.batch_size=16")
+    assert result.code == 0, result.err
+    said = " ".join(result.out.split())  # the terminal folds long lines
+    assert said.count("training waited for batches") == 1  # the first epoch only
+    assert "epoch 1: training waited for batches" in said
+    assert "set dataset.num_workers=2 (now 0" in said
+    held = dlrun("trainer.epochs=2")  # wine, held in memory: never waits
+    assert "waited for batches" not in held.out
+
+
 def test_lazy_layers_train_resume_evaluate_and_predict(dlrun, tmp_path, monkeypatch):
     from dlrun import cli
 

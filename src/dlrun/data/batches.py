@@ -11,6 +11,7 @@ already done is enough to replay an epoch exactly after a crash.
 """
 
 import logging
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from itertools import islice
@@ -157,6 +158,9 @@ class TensorBatches:
     def source(self) -> str:
         return f"held on {self.inputs.device.type}"
 
+    def starved(self, epoch_seconds: float, epoch: int) -> str:
+        return ""  # slicing a tensor on the device never keeps a step waiting
+
     def __len__(self) -> int:
         return batch_count(self.num_samples, self.batch_size, self.world_size)
 
@@ -281,6 +285,9 @@ def _note_more_workers_than_cores(workers: int) -> None:
         )
 
 
+STARVED_EPOCH_SECONDS = 1.0  # shorter epochs are mostly start-up: their waits say little
+
+
 class LoaderBatches:
     """Batches from a DataLoader (files decoded in workers), moved to the device and prepared."""
 
@@ -290,6 +297,8 @@ class LoaderBatches:
         self.prepare = prepare
         self.origin = origin  # where the items come from (a folder, a dataset class), for messages
         self.generator = loader.generator
+        self.waited = 0.0  # seconds the loop waited for a batch this epoch, start-up left out
+        self.starved_said = False
         # pinned host memory lets the copy to the GPU overlap with compute
         self.non_blocking = device.type == "cuda" and loader.pin_memory
 
@@ -306,6 +315,21 @@ class LoaderBatches:
     def source(self) -> str:
         return f"read by {self.loader.num_workers} DataLoader worker(s)"
 
+    def starved(self, epoch_seconds: float, epoch: int) -> str:
+        """Once per run, where the loop spent most of an epoch of at least a second waiting for
+        batches: what reads them is slower than the model, and what to set; "" otherwise."""
+        waited, self.waited = self.waited, 0.0
+        if self.starved_said or epoch_seconds < STARVED_EPOCH_SECONDS or waited < epoch_seconds / 2:
+            return ""
+        self.starved_said = True
+        workers = self.loader.num_workers
+        more = f"raise dataset.num_workers (now {workers}" if workers else "set dataset.num_workers=2 (now 0"
+        return (
+            f"epoch {epoch}: training waited for batches {waited:.1f} s of {epoch_seconds:.1f} s "
+            f"({waited / epoch_seconds:.0%}): reading {self.origin or 'the data'} is slower than the model "
+            f"trains; {more}, {usable_cpus()} CPU(s) here), or make its loading faster"
+        )
+
     def __len__(self) -> int:
         return len(self.loader)
 
@@ -320,8 +344,9 @@ class LoaderBatches:
             yield (self.prepare(x) if self.prepare is not None else x), y
 
     def _checked(self) -> Iterator[Batch]:
-        iterator = iter(self.loader)
+        iterator, started = iter(self.loader), False
         while True:
+            asked = time.perf_counter()
             try:
                 batch = next(iterator)
             except StopIteration:
@@ -340,4 +365,7 @@ class LoaderBatches:
                 raise DataError(
                     f"cannot decode an image in {self.origin}: {str(error).splitlines()[0]}"
                 ) from None
+            if started:  # the first batch also waits for the workers to start
+                self.waited += time.perf_counter() - asked
+            started = True
             yield batch

@@ -153,6 +153,9 @@ def _epochs(parts: Parts, state: TrainingState, out: Outputs, trainer: Trainer) 
         if "ema" in parts.extras:  # validation scored the average: the raw weights once too
             score_raw_weights(parts, out, trainer, state.position.global_step)
         warn_if_diverging(state, out, lr)
+        starved = parts.data.train.starved(seconds, state.position.epoch)
+        if starved and parts.ranks.is_main:
+            out.terminal.warn(starved)
         out.checkpoints.save(
             (out.folder.last, out.folder.best) if improved else (out.folder.last,), parts, state
         )
