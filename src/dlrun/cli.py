@@ -55,6 +55,11 @@ def predict_main() -> None:
     _program("dlrun-predict", _dlrun_predict)
 
 
+def export_main() -> None:
+    """`dlrun-export ckpt=PATH [format=onnx|torch_export|torchscript] [output=FILE]`."""
+    _program("dlrun-export", _dlrun_export)
+
+
 def lr_find_main() -> None:
     """`dlrun-lr-find [the overrides of a run]`: the learning-rate range test for that run."""
     _program("dlrun-lr-find", _dlrun_lr_find)
@@ -407,6 +412,17 @@ def _dlrun_predict() -> None:
     from dlrun.commands.predict import predict_from_checkpoint
 
     predict_from_checkpoint(cfg, Trust(project, tuple(cfg.allow)))
+
+
+def _dlrun_export() -> None:
+    from dlrun.checkpoints.trust import Trust
+    from dlrun.config import schema
+
+    cfg = _parse_cli("dlrun-export", schema.ExportConfig)
+    project = _enter_project()
+    from dlrun.commands.export import export_checkpoint
+
+    export_checkpoint(cfg, Trust(project, tuple(cfg.allow)))
 
 
 def _parse_cli(program: str, node: type) -> DictConfig:

@@ -4,24 +4,23 @@ import json
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from rich.table import Table
 
 from dlrun import metrics
 from dlrun.checkpoints.trust import Trust
-from dlrun.commands.restore import criterion_for, restore
+from dlrun.commands.restore import criterion_for, restore, restored_data
 from dlrun.data import LoadOptions
-from dlrun.engine.build import build_data, build_metrics
+from dlrun.engine.build import build_metrics
 from dlrun.engine.runtime import Precision, select_device
 from dlrun.engine.train import evaluate
-from dlrun.errors import ConfigError, DataError
+from dlrun.errors import DataError
 from dlrun.reporting.terminal import make_console, per_class_table
 
 
 def evaluate_checkpoint(cfg: DictConfig, trust: Trust) -> dict[str, Any]:
     device = select_device(cfg.device)
     restored = restore(cfg.ckpt, device, trust, data_too=True)
-    dataset_cfg = _dataset_config(restored.cfg.dataset, cfg.dataset)
     facts = restored.facts
     batch_size = cfg.batch_size or restored.cfg.trainer.eval_batch_size or 4 * restored.cfg.trainer.batch_size
     options = LoadOptions(
@@ -31,8 +30,7 @@ def evaluate_checkpoint(cfg: DictConfig, trust: Trust) -> dict[str, Any]:
         eval_batch_size=batch_size,
         device=device,
     )
-    data = build_data(dataset_cfg, options)
-    _check_same_data(data.facts, facts)
+    data = restored_data(restored, cfg.dataset, options)
     split = data.test if cfg.split == "test" else data.val
     if split is None:
         raise DataError(f"this dataset has no {cfg.split} split; use split=val")
@@ -63,26 +61,6 @@ def evaluate_checkpoint(cfg: DictConfig, trust: Trust) -> dict[str, Any]:
     output.write_text(json.dumps(report, indent=2) + "\n")
     _print(report, facts.class_names, output, table)
     return report
-
-
-def _dataset_config(saved: DictConfig, overrides: Any) -> DictConfig:
-    """The run's dataset config, with the user's replacements (a new root or path) on top."""
-    given = OmegaConf.to_container(overrides) if not isinstance(overrides, dict) else overrides
-    unknown = sorted(set(given) - set(saved))
-    if unknown:
-        raise ConfigError(
-            f"dataset.{unknown[0]} is not a setting of this run's dataset; it has: {', '.join(saved)}"
-        )
-    return OmegaConf.merge(saved, given)
-
-
-def _check_same_data(found, expected) -> None:
-    if found.class_names != expected.class_names or found.input_shape != expected.input_shape:
-        raise DataError(
-            f"the data found ({found.num_classes} classes, inputs {found.input_shape}) is not what the model "
-            f"was trained on ({expected.num_classes} classes, inputs {expected.input_shape}); "
-            "check dataset.root"
-        )
 
 
 def _print(report: dict, class_names: list[str], output: Path, table: dict[str, metrics.Metric]) -> None:

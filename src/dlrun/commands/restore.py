@@ -7,6 +7,7 @@ it for this call; never code the file alone names.
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -15,9 +16,10 @@ from dlrun.checkpoints.files import check_finite
 from dlrun.checkpoints.format import read_checkpoint
 from dlrun.checkpoints.trust import Trust
 from dlrun.config.project import importable
+from dlrun.data import Data, LoadOptions
 from dlrun.data.facts import Facts
-from dlrun.engine.build import build_loss, build_model
-from dlrun.errors import CheckpointError, one_line
+from dlrun.engine.build import build_data, build_loss, build_model
+from dlrun.errors import CheckpointError, ConfigError, DataError, one_line
 
 
 @dataclass
@@ -57,3 +59,24 @@ def restore(path: str, device: torch.device, trust: Trust, data_too: bool = Fals
 
 def criterion_for(restored: Restored) -> torch.nn.Module:
     return build_loss(restored.cfg.loss, restored.facts)
+
+
+def restored_data(restored: Restored, overrides: Any, options: LoadOptions) -> Data:
+    """The run's data, read again with the run's dataset settings and the user's replacements
+    (`dataset.root=DIR` where it moved); refused when it is not what the model was trained on."""
+    saved = restored.cfg.dataset
+    given = OmegaConf.to_container(overrides) if not isinstance(overrides, dict) else overrides
+    unknown = sorted(set(given) - set(saved))
+    if unknown:
+        raise ConfigError(
+            f"dataset.{unknown[0]} is not a setting of this run's dataset; it has: {', '.join(saved)}"
+        )
+    data = build_data(OmegaConf.merge(saved, given), options)
+    found, expected = data.facts, restored.facts
+    if found.class_names != expected.class_names or found.input_shape != expected.input_shape:
+        raise DataError(
+            f"the data found ({found.num_classes} classes, inputs {found.input_shape}) is not what the model "
+            f"was trained on ({expected.num_classes} classes, inputs {expected.input_shape}); "
+            "check dataset.root"
+        )
+    return data

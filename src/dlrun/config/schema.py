@@ -181,6 +181,12 @@ class Format(str, Enum):
     JSON = "json"
 
 
+class ExportFormat(str, Enum):
+    ONNX = "onnx"
+    TORCH_EXPORT = "torch_export"
+    TORCHSCRIPT = "torchscript"
+
+
 # ---------------------------------------------------------------------------------------------
 # dataset
 
@@ -804,6 +810,26 @@ class PredictConfig:
     allow: list[str] = described([], "modules of yours the checkpoint may name: allow=[mypackage]")
 
 
+@dataclass
+class ExportConfig:
+    """Export a dlrun checkpoint's model for use outside dlrun: ONNX (onnxruntime, serving stacks),
+    a torch.export program (.pt2) or TorchScript, with its preprocessing facts beside it as JSON,
+    checked on a batch of the run's data against the PyTorch model."""
+
+    ckpt: str = path(help="the checkpoint, e.g. runs/<date>/<run>/checkpoints/best.pt")
+    format: str = one_of(ExportFormat, ExportFormat.ONNX, help="onnx, torch_export or torchscript")
+    output: Optional[str] = path(
+        None, help="the file (default: beside the checkpoint: best.onnx, best.pt2, best.torchscript.pt)"
+    )
+    tolerance: float = within(
+        "(0, inf)",
+        1e-4,
+        help="the largest difference from the PyTorch model allowed, relative to its largest output",
+    )
+    dataset: Any = described({}, "replacements for the run's dataset settings: dataset.root=DIR")
+    allow: list[str] = described([], "modules of yours the checkpoint may name: allow=[mypackage]")
+
+
 # Settings (key prefixes) that say how a run is carried out, not what it computes: a resumed run
 # may change them, they are no HPARAMS columns, and sweep job folders are not named after them.
 BOOKKEEPING = (
@@ -832,7 +858,7 @@ def path_settings() -> tuple[str, ...]:
     for group, options in OPTIONS.items():
         for node in options.values():
             keys |= {f"{group}.{f.name}" for f in fields(schema_of(node)) if f.metadata.get("path")}
-    for prefix, node in (("trainer.", Trainer), ("", EvalConfig), ("", PredictConfig)):
+    for prefix, node in (("trainer.", Trainer), ("", EvalConfig), ("", PredictConfig), ("", ExportConfig)):
         keys |= {f"{prefix}{f.name}" for f in fields(node) if f.metadata.get("path")}
     return tuple(sorted(keys))
 

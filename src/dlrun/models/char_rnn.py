@@ -1,7 +1,9 @@
 """Character-level recurrent classifier (surnames -> language), trained in padded batches.
 
 Token 0 is padding. Each batch is packed by length, so the recurrent layer reads every name only
-up to its last letter, in one call for the whole batch.
+up to its last letter, in one call for the whole batch. Packed sequences cannot be exported
+(ONNX, torch.export): an exported model reads the padded batch instead and takes each name's
+output at its last letter, the same numbers for a one-directional layer.
 """
 
 import torch
@@ -39,6 +41,8 @@ class CharRNN(nn.Module):
             inputs = self.embedding(tokens)
         else:
             inputs = nn.functional.one_hot(tokens, self.vocab_size).float()
+        if torch.compiler.is_exporting() or torch.jit.is_tracing():
+            return self.fc(self.dropout(self._at_last_letters(inputs, lengths)))
         # packing needs the lengths on the CPU (one small copy per batch)
         packed = pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
         _, hidden = self.rnn(packed)
@@ -48,3 +52,16 @@ class CharRNN(nn.Module):
         top = hidden[-self.directions :]
         last = torch.cat(list(top), dim=1)
         return self.fc(self.dropout(last))
+
+    def _at_last_letters(self, inputs: Tensor, lengths: Tensor) -> Tensor:
+        """The top layer's output at each name's last letter, read over the padded batch: what
+        packing gives, for a layer that reads one way (its output there has seen no padding)."""
+        if self.directions == 2:
+            raise NotImplementedError(
+                "a bidirectional char_rnn reads names backwards from their last letter, which only "
+                "packed sequences do, and those cannot be exported: train with model.bidirectional=false "
+                "to export"
+            )
+        outputs, _ = self.rnn(inputs)
+        last = (lengths - 1).view(-1, 1, 1).expand(-1, 1, outputs.shape[2])
+        return outputs.gather(1, last).squeeze(1)
