@@ -306,7 +306,7 @@ def trained(dlrun, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("target", ["os.system", "builtins.eval", "subprocess.Popen", "evil_marker.Net"])
-@pytest.mark.parametrize("program", ["eval", "predict"])
+@pytest.mark.parametrize("program", ["eval", "predict", "export"])
 def test_code_a_checkpoint_names_is_refused_unless_allowed(
     dlrun, trained, tmp_path, monkeypatch, target, program
 ):
@@ -316,7 +316,11 @@ def test_code_a_checkpoint_names_is_refused_unless_allowed(
     state = read_checkpoint(trained.run_dir / "checkpoints" / "best.pt")
     state["config"]["model"]["_target_"] = target
     write_checkpoint(tmp_path / "hostile.pt", {k: v for k, v in state.items() if k != "format"})
-    main, extra = (cli.eval_main, []) if program == "eval" else (cli.predict_main, ["inputs=[[0.1,0.2]]"])
+    main, extra = {
+        "eval": (cli.eval_main, []),
+        "predict": (cli.predict_main, ["inputs=[[0.1,0.2]]"]),
+        "export": (cli.export_main, []),
+    }[program]
     result = dlrun(f"ckpt={tmp_path / 'hostile.pt'}", *extra, program=main)
     assert result.code == 1 and f"names model._target_={target}, code you have not allowed" in result.err
     assert not marker.exists() and "evil_marker" not in sys.modules
@@ -336,6 +340,25 @@ def test_the_project_folder_allows_its_own_modules_and_allow_adds_others(
     assert refused.code == 1 and "allow=[nets_g]" in refused.err
     allowed = dlrun(f"ckpt={best}", "inputs=[[0.1,0.2]]", "allow=[nets_g]", program=cli.predict_main)
     assert allowed.code == 0, allowed.err  # nets_g is still importable in this process
+
+
+def test_a_model_of_the_users_exports_from_its_project_and_elsewhere_only_when_allowed(
+    dlrun, trained, tmp_path, monkeypatch
+):
+    best = trained.run_dir / "checkpoints" / "best.pt"
+    exported = dlrun(f"ckpt={best}", program=cli.export_main)
+    assert exported.code == 0, exported.err
+    assert "exported nets_g.TinyNet as onnx" in exported.out and best.with_suffix(".onnx").is_file()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    output = f"output={elsewhere / 'tiny.onnx'}"
+    refused = dlrun(f"ckpt={best}", output, program=cli.export_main)
+    assert refused.code == 1 and "allow=[nets_g]" in refused.err
+    assert not (elsewhere / "tiny.onnx").exists()
+    allowed = dlrun(f"ckpt={best}", output, "allow=[nets_g,blobs_g]", program=cli.export_main)
+    assert allowed.code == 0, allowed.err
+    assert (elsewhere / "tiny.onnx").is_file() and (elsewhere / "tiny.onnx.json").is_file()
 
 
 def test_a_resume_never_imports_what_its_checkpoint_names(dlrun, trained, tmp_path):

@@ -7,7 +7,10 @@ one input of it alone (the batch size is free), and its answers are compared wit
 model's: beyond `tolerance` the file is not kept.
 """
 
+import contextlib
+import io
 import json
+import logging
 import os
 import re
 import sys
@@ -100,7 +103,7 @@ def _export(export_format: str, model: nn.Module, examples: Tensor, path: Path, 
     """Write `model` to `path`; the exported model read back from it, as a function."""
     exporter = {"onnx": _onnx, "torch_export": _torch_export, "torchscript": _torchscript}[export_format]
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _torch_logs_quiet():
             warnings.simplefilter("ignore")  # the exporters' notes on tracing and opsets
             return exporter(model, examples, path)
     except ImportError as error:
@@ -109,6 +112,21 @@ def _export(export_format: str, model: nn.Module, examples: Tensor, path: Path, 
         raise
     except Exception as error:
         raise DlrunError(cannot_export(error, export_format, target)) from None
+
+
+@contextlib.contextmanager
+def _torch_logs_quiet():
+    """torch.export logs and prints what it could not trace (graphs, symbol names) before it
+    raises: the one line dlrun-export ends with says it instead."""
+    logger = logging.getLogger("torch")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    said = io.StringIO()  # and the graphs it prints of the code it could not follow
+    try:
+        with contextlib.redirect_stdout(said), contextlib.redirect_stderr(said):
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 def _dynamic(examples: Tensor, length: bool = True) -> tuple[dict, ...]:
