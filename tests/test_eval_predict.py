@@ -63,7 +63,8 @@ def test_eval_without_ckpt_prints_usage(dlrun):
 
 
 @pytest.mark.parametrize(
-    "program,schema", [(cli.eval_main, "EvalConfig"), (cli.predict_main, "PredictConfig")]
+    "program,schema",
+    [(cli.eval_main, "EvalConfig"), (cli.predict_main, "PredictConfig"), (cli.export_main, "ExportConfig")],
 )
 def test_the_usage_is_the_programs_schema(dlrun, program, schema):
     """Every argument of the schema, its values, its default and what it is for; nothing written
@@ -78,6 +79,8 @@ def test_the_usage_is_the_programs_schema(dlrun, program, schema):
         assert field.name in usage and field.metadata["help"] in text, field.name
     if program is cli.eval_main:
         assert "ckpt=PATH [split=test|val] [output=PATH]" in usage and "[dataset.KEY=VALUE]" in usage
+    elif program is cli.export_main:
+        assert "ckpt=PATH [format=onnx|torch_export|torchscript] [output=PATH]" in usage
     else:
         assert "ckpt=PATH inputs=[...] [topk=3] [format=table|json]" in usage
 
