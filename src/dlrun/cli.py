@@ -60,6 +60,11 @@ def export_main() -> None:
     _program("dlrun-export", _dlrun_export)
 
 
+def serve_main() -> None:
+    """`dlrun-serve ckpt=PATH [host=127.0.0.1] [port=8000]`."""
+    _program("dlrun-serve", _dlrun_serve)
+
+
 def lr_find_main() -> None:
     """`dlrun-lr-find [the overrides of a run]`: the learning-rate range test for that run."""
     _program("dlrun-lr-find", _dlrun_lr_find)
@@ -423,6 +428,17 @@ def _dlrun_export() -> None:
     from dlrun.commands.export import export_checkpoint
 
     export_checkpoint(cfg, Trust(project, tuple(cfg.allow)))
+
+
+def _dlrun_serve() -> None:
+    from dlrun.checkpoints.trust import Trust
+    from dlrun.config import schema
+
+    cfg = _parse_cli("dlrun-serve", schema.ServeConfig)
+    project = _enter_project()
+    from dlrun.commands.serve import serve_checkpoint
+
+    serve_checkpoint(cfg, Trust(project, tuple(cfg.allow)))
 
 
 def _parse_cli(program: str, node: type) -> DictConfig:

@@ -39,19 +39,24 @@ def predict_from_checkpoint(cfg: DictConfig, trust: Trust) -> list[dict[str, Any
     batch = prepare_inputs(inputs, facts, device)  # as the run prepared its own data
     with torch.no_grad():
         probabilities = restored.model(batch).float().softmax(dim=1)
-    top = probabilities.topk(min(cfg.topk, facts.num_classes), dim=1)
-    results = [
+    results = ranked(inputs, probabilities, facts.class_names, cfg.topk)
+    _print(results, cfg.format)
+    return results
+
+
+def ranked(inputs: list[Any], probabilities: torch.Tensor, class_names: list[str], topk: int) -> list[dict]:
+    """Each input with its `topk` classes, most probable first."""
+    top = probabilities.topk(min(topk, len(class_names)), dim=1)
+    return [
         {
             "input": item,
             "predictions": [
-                {"class": facts.class_names[i], "probability": round(p, 6)}
+                {"class": class_names[i], "probability": round(p, 6)}
                 for p, i in zip(values.tolist(), indices.tolist())
             ],
         }
         for item, values, indices in zip(inputs, top.values, top.indices)
     ]
-    _print(results, cfg.format)
-    return results
 
 
 def image_files(inputs: list[Any]) -> list[str]:

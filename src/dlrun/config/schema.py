@@ -830,6 +830,27 @@ class ExportConfig:
     allow: list[str] = described([], "modules of yours the checkpoint may name: allow=[mypackage]")
 
 
+@dataclass
+class ServeConfig:
+    """Serve a dlrun checkpoint over HTTP: POST /predict takes what dlrun-predict takes (image files
+    as multipart/form-data, table rows as JSON, names as JSON or plain text, one per line) and
+    answers the class probabilities; GET /health; a page at / to try it in a browser. Requests
+    that arrive together are answered from one batch."""
+
+    ckpt: str = path(help="the checkpoint, e.g. runs/<date>/<run>/checkpoints/best.pt")
+    host: str = described("127.0.0.1", "the address to listen on (0.0.0.0: every network this machine is on)")
+    port: int = within("[1, 65535]", 8000, help="the port to listen on")
+    topk: int = within(
+        "[1, inf)", 3, help="classes listed first in each answer (all probabilities are there too)"
+    )
+    max_batch: int = within("[1, inf)", 64, help="the most inputs one run of the model takes")
+    batch_wait_ms: float = within(
+        "[0, inf)", 2.0, help="how long a request waits for others to share its batch"
+    )
+    device: str = described("cpu", "auto, cpu, cuda, cuda:N or mps")
+    allow: list[str] = described([], "modules of yours the checkpoint may name: allow=[mypackage]")
+
+
 # Settings (key prefixes) that say how a run is carried out, not what it computes: a resumed run
 # may change them, they are no HPARAMS columns, and sweep job folders are not named after them.
 BOOKKEEPING = (
@@ -858,7 +879,13 @@ def path_settings() -> tuple[str, ...]:
     for group, options in OPTIONS.items():
         for node in options.values():
             keys |= {f"{group}.{f.name}" for f in fields(schema_of(node)) if f.metadata.get("path")}
-    for prefix, node in (("trainer.", Trainer), ("", EvalConfig), ("", PredictConfig), ("", ExportConfig)):
+    for prefix, node in (
+        ("trainer.", Trainer),
+        ("", EvalConfig),
+        ("", PredictConfig),
+        ("", ExportConfig),
+        ("", ServeConfig),
+    ):
         keys |= {f"{prefix}{f.name}" for f in fields(node) if f.metadata.get("path")}
     return tuple(sorted(keys))
 

@@ -1,9 +1,12 @@
 """Image files for predictions, prepared as the run's validation images were."""
 
+import io
 import re
 import sys
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Union
 
 import torch
 
@@ -19,7 +22,8 @@ def prepare_images(inputs: list, facts: Facts, device: torch.device) -> torch.Te
     channels = facts.input_shape[0]
     transform = _transform(facts)
     mode = "L" if channels == 1 else "RGB"
-    images = [_read(Path(str(item)).expanduser(), transform, mode, facts) for item in inputs]
+    sources = [item if isinstance(item, Upload) else Path(str(item)).expanduser() for item in inputs]
+    images = [_read(source, transform, mode, facts) for source in sources]
     batch = torch.stack(images).to(device)
     if list(batch.shape[1:]) != list(facts.input_shape):
         raise DataError(
@@ -31,13 +35,25 @@ def prepare_images(inputs: list, facts: Facts, device: torch.device) -> torch.Te
     return Normalize(facts.mean, facts.std, device)(batch)
 
 
-def _read(file: Path, transform, mode: str, facts: Facts) -> torch.Tensor:
+@dataclass
+class Upload:
+    """An image file's bytes, as an HTTP client sent them (dlrun-serve): read from memory, named
+    by the file name the client gave."""
+
+    name: str
+    data: bytes
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def _read(file: Union[Path, Upload], transform, mode: str, facts: Facts) -> torch.Tensor:
     from PIL import Image, UnidentifiedImageError
 
     try:
         with warnings.catch_warnings(record=True) as said:
             warnings.simplefilter("always", Image.DecompressionBombWarning)
-            with Image.open(file) as image:
+            with Image.open(io.BytesIO(file.data) if isinstance(file, Upload) else file) as image:
                 prepared = transform(image.convert(mode))
     except FileNotFoundError:
         raise DataError(f"image file not found: {file}") from None
