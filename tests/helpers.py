@@ -4,6 +4,7 @@ import contextlib
 import importlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import urllib.request
 from pathlib import Path
 from typing import Optional
 
+import requests
 from hydra import compose, initialize_config_dir
 from tensorboard.plugins.hparams import plugin_data_pb2
 
@@ -156,3 +158,40 @@ def continued(dlrun, settings: list[str], stopped_after: int, epochs: int):
         "trainer.resume_force=true",
         run_dir=first.run_dir,
     )
+
+
+SERVE = str(Path(sys.executable).parent / "dlrun-serve")  # the one installed beside this Python
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serving(checkpoint: Path, *settings: str, cwd: Path):
+    """`dlrun-serve` on a free port, once /health answers: yields its address and the process."""
+    port = free_port()
+    process = subprocess.Popen(
+        [SERVE, f"ckpt={checkpoint}", f"port={port}", *settings],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, process.communicate()
+            with contextlib.suppress(requests.ConnectionError):
+                if requests.get(f"{base}/health", timeout=5).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, "dlrun-serve did not answer"
+            time.sleep(0.1)
+        yield base, process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            process.communicate(timeout=30)

@@ -59,6 +59,8 @@ NEEDS = [
     (r"hparams_search=|hydra/launcher=(joblib|slurm)", r"needs the sweep extra"),
     (r"mlflow", r"needs the mlflow extra"),
     (r"model=timm", r"needs timm"),
+    (r"dlrun-export(?!.*format=(torch_export|torchscript))", r"needs the onnx extra"),
+    (r"dlrun-serve", r"needs the serve extra"),
     (r"\.\./shared/data", r"needs"),
 ]
 

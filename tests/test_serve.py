@@ -2,13 +2,9 @@
 by a real client (requests), concurrently and with bad inputs, its page opened in Debian's
 chromium; the answers are dlrun-predict's."""
 
-import contextlib
 import json
-import shutil
 import signal
-import socket
 import subprocess
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,43 +13,7 @@ import requests
 
 from dlrun import cli
 from tests import datasets
-from tests.helpers import FEW_STEPS
-
-SERVE = shutil.which("dlrun-serve") or str(Path(__file__).parents[1] / ".venv" / "bin" / "dlrun-serve")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@contextlib.contextmanager
-def serving(checkpoint: Path, *settings: str, cwd: Path):
-    """`dlrun-serve` on a free port, once /health answers: yields its address and the process."""
-    port = free_port()
-    process = subprocess.Popen(
-        [SERVE, f"ckpt={checkpoint}", f"port={port}", *settings],
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, process.communicate()
-            with contextlib.suppress(requests.ConnectionError):
-                if requests.get(f"{base}/health", timeout=5).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, "dlrun-serve did not answer"
-            time.sleep(0.1)
-        yield base, process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            process.communicate(timeout=30)
+from tests.helpers import FEW_STEPS, SERVE, serving
 
 
 def predicted(dlrun, checkpoint: Path, inputs: str) -> list[dict]:

@@ -2,17 +2,19 @@
 the rule that a checkpoint never makes dlrun import code the user did not allow."""
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import requests
 import torch
 
 from dlrun import cli
 from dlrun.checkpoints.format import read_checkpoint, write_checkpoint
 from dlrun.checkpoints.trust import Trust
 from tests import datasets
-from tests.helpers import FEW_STEPS, project
+from tests.helpers import FEW_STEPS, SERVE, free_port, project, serving
 
 NETS = """
     import math
@@ -306,7 +308,7 @@ def trained(dlrun, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("target", ["os.system", "builtins.eval", "subprocess.Popen", "evil_marker.Net"])
-@pytest.mark.parametrize("program", ["eval", "predict", "export"])
+@pytest.mark.parametrize("program", ["eval", "predict", "export", "serve"])
 def test_code_a_checkpoint_names_is_refused_unless_allowed(
     dlrun, trained, tmp_path, monkeypatch, target, program
 ):
@@ -320,6 +322,7 @@ def test_code_a_checkpoint_names_is_refused_unless_allowed(
         "eval": (cli.eval_main, []),
         "predict": (cli.predict_main, ["inputs=[[0.1,0.2]]"]),
         "export": (cli.export_main, []),
+        "serve": (cli.serve_main, [f"port={free_port()}"]),  # refused before it listens
     }[program]
     result = dlrun(f"ckpt={tmp_path / 'hostile.pt'}", *extra, program=main)
     assert result.code == 1 and f"names model._target_={target}, code you have not allowed" in result.err
@@ -359,6 +362,22 @@ def test_a_model_of_the_users_exports_from_its_project_and_elsewhere_only_when_a
     allowed = dlrun(f"ckpt={best}", output, "allow=[nets_g,blobs_g]", program=cli.export_main)
     assert allowed.code == 0, allowed.err
     assert (elsewhere / "tiny.onnx").is_file() and (elsewhere / "tiny.onnx.json").is_file()
+
+
+def test_a_model_of_the_users_is_served_from_its_project_and_elsewhere_only_when_allowed(trained, tmp_path):
+    best = trained.run_dir / "checkpoints" / "best.pt"
+    rows = {"inputs": [[0.1, 0.2], [2.0, 2.1]]}
+    with serving(best, cwd=tmp_path / "proj") as (base, _):
+        answer = requests.post(f"{base}/predict", json=rows).json()
+    assert [item["predictions"][0]["class"] for item in answer["predictions"]] == ["low", "high"]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    refused = subprocess.run(
+        [SERVE, f"ckpt={best}", f"port={free_port()}"], cwd=elsewhere, capture_output=True, text=True
+    )
+    assert refused.returncode == 1 and "allow=[nets_g]" in refused.stderr and refused.stdout == ""
+    with serving(best, "allow=[nets_g]", cwd=elsewhere) as (base, _):
+        assert requests.post(f"{base}/predict", json=rows).status_code == 200
 
 
 def test_a_resume_never_imports_what_its_checkpoint_names(dlrun, trained, tmp_path):
