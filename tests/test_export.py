@@ -3,6 +3,7 @@ prepared from its JSON alone (no dlrun code), gives the classes dlrun-predict gi
 be exported, or exports wrongly, is refused in one line and leaves no file."""
 
 import json
+import sys
 import unicodedata
 
 import numpy as np
@@ -204,3 +205,12 @@ def test_a_bidirectional_names_model_says_why_it_cannot_be_exported(dlrun, data_
     refused = dlrun(f"ckpt={run.run_dir / 'checkpoints' / 'best.pt'}", program=cli.export_main)
     assert refused.code == 1
     assert "train with model.bidirectional=false to export" in refused.err
+
+
+def test_without_the_onnx_extra_the_line_says_what_to_install(dlrun, monkeypatch):
+    best = dlrun(*FEW_STEPS).run_dir / "checkpoints" / "best.pt"
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed
+    result = dlrun(f"ckpt={best}", program=cli.export_main)
+    assert result.code == 1
+    assert 'dlrun-export: error: format=onnx needs onnxruntime: pip install "dlrun[onnx]"' in result.err
+    assert sorted(path.name for path in best.parent.iterdir()) == ["best.pt", "last.pt"]

@@ -5,6 +5,7 @@ chromium; the answers are dlrun-predict's."""
 import json
 import signal
 import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -185,3 +186,14 @@ def test_the_page_answers_a_name_typed_into_it(names_model, tmp_path):
     top = expected["predictions"][0]["predictions"][0]
     assert shown.splitlines()[0] == "Jones"
     assert top["class"] in shown and f"{100 * top['probability']:.1f} %" in shown
+
+
+def test_without_the_serve_extra_the_line_says_what_to_install(dlrun, monkeypatch):
+    best = dlrun(*FEW_STEPS).run_dir / "checkpoints" / "best.pt"
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if it were not installed
+    result = dlrun(f"ckpt={best}", program=cli.serve_main)
+    assert result.code == 1
+    assert result.err == (
+        'dlrun-serve: error: dlrun-serve needs uvicorn: pip install "dlrun[serve]" (or, in a checkout, '
+        'pip install -e ".[serve]")\n'
+    )

@@ -35,9 +35,15 @@ log = logging.getLogger("dlrun")
 PAGE = Path(__file__).with_name("serve_page.html")
 
 
-def serve_checkpoint(cfg: DictConfig, trust: Trust) -> None:
-    import uvicorn
+INSTALL_SERVE = 'pip install "dlrun[serve]" (or, in a checkout, pip install -e ".[serve]")'
 
+
+def serve_checkpoint(cfg: DictConfig, trust: Trust) -> None:
+    try:
+        import fastapi  # noqa: F401 - the app is built with it below
+        import uvicorn
+    except ImportError as error:
+        raise DlrunError(f"dlrun-serve needs {error.name}: {INSTALL_SERVE}") from None
     restored = restore(cfg.ckpt, select_device(cfg.device), trust)
     if restored.facts.task != "classification":
         raise ConfigError(f"{restored.path} is an autoencoder: it reconstructs, it does not classify")
