@@ -40,6 +40,22 @@ def export_checkpoint(cfg: DictConfig, trust: Trust) -> dict[str, Any]:
     restored = restore(cfg.ckpt, device, trust, data_too=True)
     examples, origin = _examples(restored, cfg.dataset, device)
     output = Path(cfg.output).expanduser() if cfg.output else _beside(restored.path, cfg.format)
+    difference, any_length = _written_if_close(cfg, restored, examples, origin, output)
+    described = _description(restored, cfg.format, output, origin, difference, any_length)
+    facts_file = output.with_name(output.name + ".json")
+    facts_file.write_text(json.dumps(described, indent=2) + "\n")
+    console = make_console()
+    console.print(f"exported {described['model']} as {cfg.format}: {shell_path(output)}")
+    console.print(f"how to prepare its inputs: {shell_path(facts_file)}")
+    console.print(f"checked on {origin}: largest difference from the PyTorch model {difference:.2e}")
+    return described
+
+
+def _written_if_close(
+    cfg: DictConfig, restored: Restored, examples: Tensor, origin: str, output: Path
+) -> tuple[float, bool]:
+    """Export to a temporary name, read the file back, compare; renamed to `output` only when it
+    answers as the PyTorch model does. (the largest difference, whether names of any length go)"""
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(f".{output.stem}.partial{output.suffix}")  # torch.export wants .pt2
     target = restored.cfg.model._target_
@@ -48,26 +64,18 @@ def export_checkpoint(cfg: DictConfig, trust: Trust) -> dict[str, Any]:
     try:
         run = _export(cfg.format, restored.model, examples, partial, target)
         difference, any_length = _difference(run, examples, expected)
+        allowed = cfg.tolerance * max(1.0, expected.abs().max().item())
+        if difference > allowed:
+            raise DlrunError(
+                f"the {cfg.format} export of {target} differs from the PyTorch model by up to "
+                f"{difference:.3g} on {origin} (allowed: {allowed:.3g}, tolerance={cfg.tolerance}); not "
+                "written. A larger tolerance=... accepts it"
+            )
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
-    allowed = cfg.tolerance * max(1.0, expected.abs().max().item())
-    if difference > allowed:
-        partial.unlink(missing_ok=True)
-        raise DlrunError(
-            f"the {cfg.format} export of {target} differs from the PyTorch model by up to {difference:.3g} "
-            f"on {origin} (allowed: {allowed:.3g}, tolerance={cfg.tolerance}); not written. A larger "
-            "tolerance=... accepts it"
-        )
     os.replace(partial, output)
-    described = _description(restored, cfg.format, output, origin, difference, any_length)
-    facts_file = output.with_name(output.name + ".json")
-    facts_file.write_text(json.dumps(described, indent=2) + "\n")
-    console = make_console()
-    console.print(f"exported {target} as {cfg.format}: {shell_path(output)}")
-    console.print(f"how to prepare its inputs: {shell_path(facts_file)}")
-    console.print(f"checked on {origin}: largest difference from the PyTorch model {difference:.2e}")
-    return described
+    return difference, any_length
 
 
 def _beside(checkpoint: Path, export_format: str) -> Path:
