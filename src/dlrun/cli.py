@@ -74,6 +74,7 @@ def _program(name: str, body: Callable[[], None]) -> None:
     """Signals first, then the program; the run folders it locked are released however it ends."""
 
     def run() -> None:
+        STOP.program = name
         STOP.install()
         # a log file on a full disk: the run's own error says so in one line, instead of a
         # "--- Logging error ---" traceback for every record
@@ -482,7 +483,7 @@ def _report_errors(run: Callable[[], object], program: str) -> None:
         _report_user_errors(run, program)
     except (Interrupted, KeyboardInterrupt) as stop:
         stop = stop if isinstance(stop, Interrupted) else Interrupted(2)  # Ctrl-C before the handler
-        STOP.stopping = True  # from this line on, another signal ends the process quietly
+        STOP.stopping = STOP.said = True  # from this line on, another signal ends the process quietly
         _say(f"{program}: {stop}")
         raise SystemExit(stop.exit_code) from None
 

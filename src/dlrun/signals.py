@@ -38,6 +38,8 @@ class StopRequest:
         self.deferring = False
         self._previous: dict[int, object] = {}
         self.stopping = False  # an Interrupted is on its way out: a further signal leaves at once
+        self.said = False  # the command's last line is out
+        self.program = "dlrun"  # the command, for the line said on leaving
         self.own_process = True  # False where a test calls the command in its own process
 
     def __bool__(self) -> bool:
@@ -46,7 +48,7 @@ class StopRequest:
     def install(self, extra: tuple[int, ...] = ()) -> "StopRequest":
         """Take over SIGINT and SIGTERM, and the `extra` signals (SIGUSR1 in a SLURM job), from the
         main thread; signals reach only it."""
-        self.signum, self.stopping = None, False
+        self.signum, self.stopping, self.said = None, False, False
         if threading.current_thread() is threading.main_thread() and not self._previous:
             for signum in (*self.SIGNALS, *extra):
                 self._previous[signum] = signal.signal(signum, self._handle)
@@ -65,7 +67,7 @@ class StopRequest:
             self.restore()
             return
         for signum in self._previous:
-            signal.signal(signum, _leave)
+            signal.signal(signum, self.leave)
         self._previous.clear()
 
     @contextlib.contextmanager
@@ -85,18 +87,22 @@ class StopRequest:
         if self.deferring and first:
             return
         if self.stopping and self.own_process:
-            _leave(self.signum)
+            self.leave(self.signum)
         self.stopping = True
         raise Interrupted(signum)
 
-
-def _leave(signum: int, frame=None) -> None:
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()  # a piped stdout is block-buffered: what was printed still arrives
-        except Exception:  # noqa: S110 - interrupted mid-write: leave all the same
-            pass
-    os._exit(128 + signum)
+    def leave(self, signum: int, frame=None) -> None:
+        """End the process now, with the signal's code, and its line if the command has not said
+        its last one yet (a signal that lands while the first one is still unwinding)."""
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()  # a piped stdout is block-buffered: what was printed still arrives
+                if stream is sys.stderr and not self.said:
+                    stream.write(f"{self.program}: stopped by {signal.Signals(signum).name}\n")
+                    stream.flush()
+            except Exception:  # noqa: S110 - interrupted mid-write: leave all the same
+                pass
+        os._exit(128 + signum)
 
 
 # the process's one stop request: the command line installs it, the training loop reads it
