@@ -160,8 +160,11 @@ def test_a_killed_dataloader_worker_ends_in_one_line_with_the_resume_command(tmp
     assert code == 1 and "a data-loading process died" in line
     # torch words it by which of its checks saw the worker go first
     assert "killed by signal" in line or "exited unexpectedly" in line
-    # SIGKILL is what the kernel's out-of-memory killer sends: only then is memory the guess
-    assert ("out of memory?" in line) == (signum == signal.SIGKILL)
+    # SIGKILL is what the kernel's out-of-memory killer sends: memory is the guess unless torch
+    # names another signal (it may only have seen the worker vanish: "exited unexpectedly")
+    named_another = "killed by signal" in line and "Killed" not in line
+    assert ("out of memory?" in line) == (not named_another)
+    assert not named_another or signum == signal.SIGTERM
     assert f"{folder / 'checkpoints' / 'last.pt'} is intact" in line and line.endswith("trainer.resume=auto")
     loads(folder / "checkpoints" / "last.pt")
     assert no_temporaries(folder)

@@ -74,8 +74,7 @@ def _program(name: str, body: Callable[[], None]) -> None:
     """Signals first, then the program; the run folders it locked are released however it ends."""
 
     def run() -> None:
-        STOP.program = name
-        STOP.install()
+        STOP.install(command=name)
         # a log file on a full disk: the run's own error says so in one line, instead of a
         # "--- Logging error ---" traceback for every record
         logging.raiseExceptions = False

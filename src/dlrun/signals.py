@@ -39,16 +39,19 @@ class StopRequest:
         self._previous: dict[int, object] = {}
         self.stopping = False  # an Interrupted is on its way out: a further signal leaves at once
         self.said = False  # the command's last line is out
-        self.program = "dlrun"  # the command, for the line said on leaving
+        # the command-line program this process runs (dlrun-eval...): only it leaves at once on a
+        # further signal; a sweep's or SLURM's job hands its end to its launcher (submitit
+        # requeues after the signal), as before
+        self.command: Optional[str] = None
         self.own_process = True  # False where a test calls the command in its own process
 
     def __bool__(self) -> bool:
         return self.signum is not None
 
-    def install(self, extra: tuple[int, ...] = ()) -> "StopRequest":
-        """Take over SIGINT and SIGTERM, and the `extra` signals (SIGUSR1 in a SLURM job), from the
-        main thread; signals reach only it."""
-        self.signum, self.stopping, self.said = None, False, False
+    def install(self, extra: tuple[int, ...] = (), command: Optional[str] = None) -> "StopRequest":
+        """Take over SIGINT and SIGTERM, and the `extra` signals (SIGUSR2 in a SLURM job), from the
+        main thread; signals reach only it. `command`: the program, where this process runs one."""
+        self.signum, self.stopping, self.said, self.command = None, False, False, command
         if threading.current_thread() is threading.main_thread() and not self._previous:
             for signum in (*self.SIGNALS, *extra):
                 self._previous[signum] = signal.signal(signum, self._handle)
@@ -86,7 +89,7 @@ class StopRequest:
         self.signum = self.signum or signum
         if self.deferring and first:
             return
-        if self.stopping and self.own_process:
+        if self.stopping and self.own_process and self.command:
             self.leave(self.signum)
         self.stopping = True
         raise Interrupted(signum)
@@ -98,7 +101,7 @@ class StopRequest:
             try:
                 stream.flush()  # a piped stdout is block-buffered: what was printed still arrives
                 if stream is sys.stderr and not self.said:
-                    stream.write(f"{self.program}: stopped by {signal.Signals(signum).name}\n")
+                    stream.write(f"{self.command or 'dlrun'}: stopped by {signal.Signals(signum).name}\n")
                     stream.flush()
             except Exception:  # noqa: S110 - interrupted mid-write: leave all the same
                 pass

@@ -94,7 +94,10 @@ def _worker_died(error: BaseException) -> str:
     said = one_line(error).rstrip(". ")
     if not said.startswith("DataLoader worker"):
         return ""
-    return f"{said}: out of memory?" if "Killed" in said else said
+    # the out-of-memory killer sends SIGKILL: a worker that torch saw killed by another signal
+    # (Terminated, Segmentation fault) was not out of memory; one it only saw vanish may have been
+    named_another = "killed by signal" in said and "Killed" not in said
+    return said if named_another else f"{said}: out of memory?"
 
 
 def _run(cfg: DictConfig, folder: RunFolder, hydra, ranks: distributed.Ranks) -> float:
