@@ -197,3 +197,26 @@ def test_without_the_serve_extra_the_line_says_what_to_install(dlrun, monkeypatc
         'dlrun-serve: error: dlrun-serve needs uvicorn: pip install "dlrun[serve]" (or, in a checkout, '
         'pip install -e ".[serve]")\n'
     )
+
+
+def test_a_request_given_up_while_it_waited_does_not_stop_the_answers_of_the_others():
+    import asyncio
+
+    import torch
+
+    from dlrun.commands.serve import Batcher
+
+    async def two_requests_one_given_up():
+        batcher = Batcher(torch.nn.Linear(3, 2), max_batch=8, wait_s=0.05)
+        running = asyncio.create_task(batcher.run())
+        gone = asyncio.create_task(batcher.probabilities(torch.zeros(1, 3)))
+        kept = asyncio.create_task(batcher.probabilities(torch.ones(2, 3)))
+        await asyncio.sleep(0)  # both are queued
+        gone.cancel()  # its client left
+        probabilities, batch = await asyncio.wait_for(kept, 5)
+        later, _ = await asyncio.wait_for(batcher.probabilities(torch.ones(1, 3)), 5)  # still serving
+        running.cancel()
+        return probabilities, batch, later
+
+    probabilities, batch, later = asyncio.run(two_requests_one_given_up())
+    assert probabilities.shape == (2, 2) and batch in (2, 3) and later.shape == (1, 2)

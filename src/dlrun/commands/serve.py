@@ -132,11 +132,14 @@ class Batcher:
             together = await asyncio.to_thread(self._forward, joined([item.inputs for item in waiting]))
         except Exception as error:  # the model itself failed: every request waiting hears why
             for item in waiting:
-                item.answer.set_exception(error)
+                if not item.answer.done():
+                    item.answer.set_exception(error)
             return
         start = 0
         for item in waiting:
-            item.answer.set_result((together[start : start + len(item.inputs)], len(together)))
+            # a request given up meanwhile (its client gone) must not stop the answers of the rest
+            if not item.answer.done():
+                item.answer.set_result((together[start : start + len(item.inputs)], len(together)))
             start += len(item.inputs)
 
     def _forward(self, inputs: Tensor) -> Tensor:
