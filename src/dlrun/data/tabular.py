@@ -11,6 +11,7 @@ import torch
 from dlrun.data import LoadOptions, Splits
 from dlrun.data.csv_checked import read_checked
 from dlrun.data.csv_columnar import read_columnar
+from dlrun.data.csv_table import is_number
 from dlrun.data.facts import Facts
 from dlrun.data.split import as_splits, split_order
 from dlrun.errors import ConfigError, DataError
@@ -123,7 +124,7 @@ def prepare_rows(inputs: list, facts: Facts, device: torch.device) -> torch.Tens
     rows = []
     for item in inputs:
         values = item if isinstance(item, list) else [item]
-        words = [value for value in values if isinstance(value, str) and not _is_number(value)]
+        words = [value for value in values if isinstance(value, str) and not is_number(value)]
         if words and len(values) == 1:
             raise ConfigError(
                 f"inputs: {words[0]!r} is not a row of numbers: this model was trained on rows of {width} "
@@ -150,14 +151,6 @@ def _example_row(facts: Facts, width: int) -> str:
         return ""
     means = facts.mean or [0.0] * width
     return f", as in inputs=[[{','.join(f'{value:.3g}' for value in means)}]] (the training mean)"
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 SEPARATORS = {",": '","', ";": '";"', "\t": "'\\t'", "|": '"|"'}  # as typed on the command line
