@@ -228,7 +228,8 @@ def cannot_export(error: BaseException, export_format: str, target: str) -> str:
         if "data-dependent" in text
         else ""
     )
-    return f"cannot export {target} as {export_format}: {type(innermost).__name__}: {first[:300]}{where}{fix}"
+    kind = "" if isinstance(innermost, DlrunError) else f"{type(innermost).__name__}: "  # dlrun's own reason
+    return f"cannot export {target} as {export_format}: {kind}{first[:300]}{where}{fix}"
 
 
 def _description(

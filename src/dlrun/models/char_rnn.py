@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from dlrun.errors import ConfigError
 from dlrun.models.row_rnn import recurrent_layer
 
 
@@ -57,7 +58,7 @@ class CharRNN(nn.Module):
         """The top layer's output at each name's last letter, read over the padded batch: what
         packing gives, for a layer that reads one way (its output there has seen no padding)."""
         if self.directions == 2:
-            raise NotImplementedError(
+            raise ConfigError(
                 "a bidirectional char_rnn reads names backwards from their last letter, which only "
                 "packed sequences do, and those cannot be exported: train with model.bidirectional=false "
                 "to export"
