@@ -23,6 +23,7 @@ from dlrun.signals import STOP, Interrupted
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
+    from dlrun.checkpoints.trust import Trust
     from dlrun.config.project import Project
 
 
@@ -397,52 +398,46 @@ def _remember(error: BaseException) -> None:
         _failures.append((ConfigError if user_input else DlrunError)(one_line(error)))
 
 
-def _dlrun_eval() -> None:
+def _checkpoint_command(program: str, schema_name: str) -> tuple[DictConfig, Trust]:
+    """(the arguments of a program that reads a checkpoint, checked against its schema; what the
+    checkpoint may make it import: the project folder it runs in, and allow=[...])."""
     from dlrun.checkpoints.trust import Trust
     from dlrun.config import schema
 
-    cfg = _parse_cli("dlrun-eval", schema.EvalConfig)
-    project = _enter_project()
+    cfg = _parse_cli(program, getattr(schema, schema_name))
+    return cfg, Trust(_enter_project(), tuple(cfg.allow))
+
+
+def _dlrun_eval() -> None:
+    cfg, trust = _checkpoint_command("dlrun-eval", "EvalConfig")
     from dlrun.commands.evaluate import evaluate_checkpoint
 
-    evaluate_checkpoint(cfg, Trust(project, tuple(cfg.allow)))
+    evaluate_checkpoint(cfg, trust)
 
 
 def _dlrun_predict() -> None:
-    from dlrun.checkpoints.trust import Trust
-    from dlrun.config import schema
-
-    cfg = _parse_cli("dlrun-predict", schema.PredictConfig)
-    project = _enter_project()
+    cfg, trust = _checkpoint_command("dlrun-predict", "PredictConfig")
     from dlrun.commands.predict import predict_from_checkpoint
 
-    predict_from_checkpoint(cfg, Trust(project, tuple(cfg.allow)))
+    predict_from_checkpoint(cfg, trust)
 
 
 def _dlrun_export() -> None:
-    from dlrun.checkpoints.trust import Trust
-    from dlrun.config import schema
-
-    cfg = _parse_cli("dlrun-export", schema.ExportConfig)
-    project = _enter_project()
+    cfg, trust = _checkpoint_command("dlrun-export", "ExportConfig")
     from dlrun.commands.export import export_checkpoint
 
-    export_checkpoint(cfg, Trust(project, tuple(cfg.allow)))
+    export_checkpoint(cfg, trust)
 
 
 def _dlrun_serve() -> None:
-    from dlrun.checkpoints.trust import Trust
-    from dlrun.config import schema
-
-    cfg = _parse_cli("dlrun-serve", schema.ServeConfig)
-    project = _enter_project()
+    cfg, trust = _checkpoint_command("dlrun-serve", "ServeConfig")
     from dlrun.commands.serve import serve_checkpoint
 
-    serve_checkpoint(cfg, Trust(project, tuple(cfg.allow)))
+    serve_checkpoint(cfg, trust)
 
 
 def _parse_cli(program: str, node: type) -> DictConfig:
-    """The `key=value` arguments of dlrun-eval or dlrun-predict, checked against their schema."""
+    """The `key=value` arguments of a checkpoint's program (dlrun-eval...), checked against its schema."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
