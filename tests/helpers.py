@@ -36,6 +36,25 @@ SMALL_IMAGES = [
 CONFIG_DIR = Path(cli.config_dir())
 
 
+def image_model(dlrun, tmp_path: Path) -> tuple[Path, Path]:
+    """(an image folder of 16x16 PNGs at tmp_path/bugs, the best.pt of a CNN's few steps on it,
+    read without transforms: a served or exported model reads the files as they are)."""
+    from tests import datasets
+
+    root = datasets.write_image_folder(tmp_path / "bugs", per_class=6, size=16)
+    run = dlrun(
+        "dataset=imagefolder",
+        f"dataset.root={root}",
+        "model=cnn",
+        "dataset.num_workers=0",
+        "dataset.train_transforms=[]",
+        "dataset.val_transforms=[]",
+        *FEW_STEPS,
+    )
+    assert run.code == 0, run.err
+    return root, run.run_dir / "checkpoints" / "best.pt"
+
+
 def small_mlp_on(data_root, dataset: str = "mnist") -> list[str]:
     """An image dataset from the tiny copy the tests write, through an MLP with 32 hidden units."""
     return [

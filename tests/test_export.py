@@ -13,7 +13,7 @@ import torch
 
 from dlrun import cli
 from tests import datasets
-from tests.helpers import FEW_STEPS
+from tests.helpers import FEW_STEPS, image_model
 
 WINE_ROWS = [
     [13.2, 1.78, 2.14, 11.2, 100, 2.65, 2.76, 0.26, 1.28, 4.38, 1.05, 3.4, 1050],
@@ -83,18 +83,7 @@ def test_a_names_model_in_onnx_answers_as_dlrun_predict(dlrun, data_root):
 def test_an_image_model_in_onnx_answers_as_dlrun_predict(dlrun, tmp_path):
     from PIL import Image
 
-    root = datasets.write_image_folder(tmp_path / "bugs", per_class=6, size=16)
-    run = dlrun(
-        "dataset=imagefolder",
-        f"dataset.root={root}",
-        "model=cnn",
-        "dataset.num_workers=0",
-        "dataset.train_transforms=[]",
-        "dataset.val_transforms=[]",
-        *FEW_STEPS,
-    )
-    assert run.code == 0, run.err
-    best = run.run_dir / "checkpoints" / "best.pt"
+    root, best = image_model(dlrun, tmp_path)
     described = exported(dlrun, best)
     assert described["input"]["shape"] == ["batch", 3, 16, 16]
     preparation = described["preparation"]

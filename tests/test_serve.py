@@ -13,8 +13,7 @@ import pytest
 import requests
 
 from dlrun import cli
-from tests import datasets
-from tests.helpers import FEW_STEPS, SERVE, serving
+from tests.helpers import FEW_STEPS, SERVE, image_model, serving
 
 
 def predicted(dlrun, checkpoint: Path, inputs: str) -> list[dict]:
@@ -57,18 +56,7 @@ def test_table_rows_and_image_files_get_dlrun_predicts_answers(dlrun, tmp_path):
     expected = predicted(dlrun, wine, json.dumps(rows).replace(" ", ""))
     assert answer["predictions"][0]["predictions"] == expected[0]["predictions"]
 
-    root = datasets.write_image_folder(tmp_path / "bugs", per_class=6, size=16)
-    images = dlrun(
-        "dataset=imagefolder",
-        f"dataset.root={root}",
-        "model=cnn",
-        "dataset.num_workers=0",
-        "dataset.train_transforms=[]",
-        "dataset.val_transforms=[]",
-        *FEW_STEPS,
-    )
-    assert images.code == 0, images.err
-    best = images.run_dir / "checkpoints" / "best.pt"
+    root, best = image_model(dlrun, tmp_path)
     files = sorted((root / "val" / "bees").glob("*.png"))[:2]
     with serving(best, cwd=tmp_path) as (base, _):
         sent = [("files", (file.name, file.read_bytes(), "image/png")) for file in files]
@@ -125,19 +113,10 @@ def test_a_bad_request_gets_a_4xx_and_one_line_and_the_server_serves_on(names_mo
 
 
 def test_an_image_model_takes_files_only_and_names_one_that_does_not_decode(dlrun, tmp_path):
-    root = datasets.write_image_folder(tmp_path / "bugs", per_class=6, size=16)
-    run = dlrun(
-        "dataset=imagefolder",
-        f"dataset.root={root}",
-        "model=cnn",
-        "dataset.num_workers=0",
-        "dataset.train_transforms=[]",
-        "dataset.val_transforms=[]",
-        *FEW_STEPS,
-    )
+    root, best = image_model(dlrun, tmp_path)
     secret = tmp_path / "secret.png"
     secret.write_bytes((root / "val" / "bees" / "000.png").read_bytes())
-    with serving(run.run_dir / "checkpoints" / "best.pt", cwd=tmp_path) as (base, _):
+    with serving(best, cwd=tmp_path) as (base, _):
         a_path = requests.post(f"{base}/predict", json={"inputs": [str(secret)]})  # never read
         broken = requests.post(f"{base}/predict", files=[("files", ("cut.png", b"\x89PNG\r\n", "image/png"))])
         empty = requests.post(f"{base}/predict", files=[("other", ("a.png", b"x", "image/png"))])
