@@ -403,6 +403,17 @@ def test_a_file_size_limit_before_the_first_checkpoint_is_one_line(tmp_path):
 # --- files that are not what they claim ----------------------------------------------------
 
 
+def one_epoch_on(root: Path, cwd: Path) -> tuple[int, str, str]:
+    """A CNN's epoch on the image folder `root`, files read as they are, val carved from train/."""
+    process = start(
+        ["dataset=imagefolder", f"dataset.root={root}", "model=cnn", "dataset.num_workers=0"]
+        + ["dataset.train_transforms=[]", "dataset.val_transforms=[]", "dataset.val_fraction=0.2"]
+        + ["trainer.epochs=1", QUIET, "hydra.run.dir=run"],
+        cwd,
+    )
+    return finish(process, timeout=120)
+
+
 def test_special_files_and_symlink_cycles_are_left_out_and_every_image_counted_once(tmp_path):
     root = datasets.write_image_folder(tmp_path / "images", per_class=5, size=16, val=False)
     ants, bees = root / "train" / "ants", root / "train" / "bees"
@@ -413,13 +424,7 @@ def test_special_files_and_symlink_cycles_are_left_out_and_every_image_counted_o
     (ants / "bees").symlink_to(bees)  # a link between class folders
     (bees / "loop").symlink_to(bees)  # a cycle
     (bees / "gone.png").symlink_to(tmp_path / "nowhere.png")  # a broken link
-    process = start(
-        ["dataset=imagefolder", f"dataset.root={root}", "model=cnn", "dataset.num_workers=0"]
-        + ["dataset.train_transforms=[]", "dataset.val_transforms=[]", "dataset.val_fraction=0.2"]
-        + ["trainer.epochs=1", QUIET, "hydra.run.dir=run"],
-        tmp_path,
-    )
-    code, out, err = finish(process, timeout=120)
+    code, out, err = one_epoch_on(root, tmp_path)
     server.close()
     assert code == 0, err
     assert "data: 2 classes, inputs [3, 16, 16], 8 train / 2 val" in out  # 10 real images
@@ -431,13 +436,7 @@ def test_a_class_folder_linked_to_nothing_and_images_beside_the_classes_are_said
     root = datasets.write_image_folder(tmp_path / "images", per_class=5, size=16, val=False)
     (root / "train" / "wasps").symlink_to(tmp_path / "unmounted" / "wasps")  # a disk not mounted
     os.replace(sorted((root / "train" / "ants").glob("*.png"))[0], root / "train" / "stray.png")
-    process = start(
-        ["dataset=imagefolder", f"dataset.root={root}", "model=cnn", "dataset.num_workers=0"]
-        + ["dataset.train_transforms=[]", "dataset.val_transforms=[]", "dataset.val_fraction=0.2"]
-        + ["trainer.epochs=1", QUIET, "hydra.run.dir=run"],
-        tmp_path,
-    )
-    code, out, err = finish(process, timeout=120)
+    code, out, err = one_epoch_on(root, tmp_path)
     assert code == 0, err
     assert "data: 2 classes" in out
     train = root / "train"
