@@ -2,6 +2,7 @@
 
 import errno
 import re
+import sys
 import sysconfig
 import traceback
 from pathlib import Path
@@ -278,8 +279,6 @@ def failed_in_user_code(
 def _owner(frames: list, targets: tuple[tuple[str, str], ...]) -> str:
     """`model (nets.Net)`: the setting whose `_target_` lives in the file of the deepest frame of
     the user's that one target alone owns; "" when none does."""
-    import sys
-
     for frame in reversed(frames):
         owners = [
             (key.removesuffix("._target_"), target)

@@ -111,12 +111,12 @@ def _run(cfg: DictConfig, folder: RunFolder, hydra, ranks: distributed.Ranks) ->
     checkpoint = read_checkpoint(resume_from, map_location=device) if resume_from else None
     if checkpoint is not None:
         check_finite(checkpoint["model"], resume_from)
-    named = tuple(targets(OmegaConf.to_container(cfg)))
-    with users_code(lambda: "while the run was built", named=named):
+    settings = tuple(targets(OmegaConf.to_container(cfg)))  # (key, _target_) of each
+    with users_code(lambda: "while the run was built", config_targets=settings):
         run = _start(cfg, folder, hydra, ranks, device, threads)
     if checkpoint is not None:
         _resume(run, checkpoint, resume_from)
-    with users_code(lambda: f"on a first batch of inputs {_shape(run.example)}", True, named):
+    with users_code(lambda: f"on a first batch of inputs {_shape(run.example)}", True, settings):
         check_first_batch(run.parts, run.example, run.cfg, run.choices, run.trainer)
         run.summary = summarize(run.parts.model, run.example[:2]) if run.example is not None else None
     if run.summary is not None and cfg.terminal.summary:
@@ -124,25 +124,27 @@ def _run(cfg: DictConfig, folder: RunFolder, hydra, ranks: distributed.Ranks) ->
     # everything that can refuse the run has been decided: only now is anything written
     if ranks.is_main:
         remove_stale_temporaries(folder.checkpoints)
-    with users_code(lambda: _where(run.state), named=named):
+    with users_code(lambda: _where(run.state), config_targets=settings):
         results = _train(run, hydra, resumed=checkpoint is not None, started=started)
     return _optimized(cfg, results)
 
 
 @contextlib.contextmanager
-def users_code(stage: Callable[[], str], theirs: bool = False, named: tuple[tuple[str, str], ...] = ()):
+def users_code(
+    stage: Callable[[], str], theirs: bool = False, config_targets: tuple[tuple[str, str], ...] = ()
+):
     """An exception the user's code raised (a forward, a loss, a dataset's __getitem__, in this
     process or a DataLoader worker) becomes one line naming the stage, the setting whose
     `_target_` it was and the user's file; the details keep the user's own frames (and those of
-    the installed packages the config's (key, `_target_`) pairs in `named` come from). A fault
+    the installed packages the config's (key, `_target_`) pairs in `config_targets` come from). A fault
     with no user frame keeps its traceback, unless only the user's code ran (`theirs`)."""
     try:
         yield
     except (DlrunError, Interrupted):
         raise
     except Exception as error:
-        packages = frozenset(target.split(".")[0] for _, target in named)
-        failed = failed_in_user_code(error, stage(), theirs, packages, named)
+        packages = frozenset(target.split(".")[0] for _, target in config_targets)
+        failed = failed_in_user_code(error, stage(), theirs, packages, config_targets)
         if failed is None:
             raise
         raise failed from None
