@@ -73,7 +73,7 @@ def test_a_job_signalled_before_its_time_limit_is_requeued_and_ends_bitwise_as_i
     job = job_once_training(tmp_path / "sweep")
     # what SLURM sends signal_delay_s before the time limit (submitit asks for it with --signal)
     subprocess.run(["scancel", "--signal=USR2", job], check=True)
-    release_when_requeued(job)
+    release_when_requeued(job, tmp_path / "sweep")
     output, _ = sweep.communicate(timeout=300)
     assert sweep.returncode == 0, output
     (folder,) = (tmp_path / "sweep").glob("0_*")
@@ -134,9 +134,11 @@ def job_once_training(sweep: Path) -> str:
     return submitted.split("_")[0]
 
 
-def release_when_requeued(job: str) -> None:
+def release_when_requeued(job: str, sweep: Path) -> None:
     """SLURM holds a requeued job about two minutes (Reason=BeginTime) before it may start
-    again: started now instead."""
+    again: started sooner here, once the killed run's processes are gone and the second in which
+    its node revoked the job's credential has passed (a launch from that same second is refused,
+    "Job credential revoked", and the job ends FAILED)."""
     deadline = time.monotonic() + 60
     while (
         "Reason=BeginTime"
@@ -144,6 +146,11 @@ def release_when_requeued(job: str) -> None:
     ):
         assert time.monotonic() < deadline, "the job was not requeued"
         time.sleep(0.2)
+    # srun and the job's Python name the job's folder on their command lines
+    while subprocess.run(["pgrep", "-f", str(sweep / ".submitit")], capture_output=True).returncode == 0:
+        assert time.monotonic() < deadline, "the requeued job's first run did not end"
+        time.sleep(0.2)
+    time.sleep(1.5)
     subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
 
 
