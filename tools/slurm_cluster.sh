@@ -83,9 +83,12 @@ PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP OverSubscr
 EOF
 }
 
+# a controller that runs answers at once; with none, sinfo retries for 9 s before it says so
+answers() { timeout 3 sinfo -h -o "%T" 2>/dev/null; }
+
 wait_idle() {
     for _ in $(seq 60); do
-        if sinfo -h -o "%T" 2>/dev/null | grep -qE "^(idle|mixed|allocated)"; then
+        if answers | grep -qE "^(idle|mixed|allocated)"; then
             return
         fi
         sleep 1
@@ -96,7 +99,7 @@ wait_idle() {
 
 case "$action" in
     start)
-        if sinfo -h -o "%T" 2>/dev/null | grep -qE "^(idle|mixed|allocated)"; then
+        if answers | grep -qE "^(idle|mixed|allocated)"; then
             say "a cluster already answers: using it"
             exit 0
         fi
