@@ -114,10 +114,12 @@ def test_a_metric_that_returns_something_else_than_a_number_is_named(dlrun, proj
     )
     assert result.code == 1
     assert re.fullmatch(
-        rf"dlrun: error: metrics: m \(scores_m.{function}\) returned {returned}, not one number: it must "
+        rf"dlrun: error: validating after epoch 1 \(step 7\), your metric m \(scores_m.{function}\) returned "
+        rf"{returned}, not one number: it must "
         r"return the batch's mean, as a float or a tensor of one element\n",
         result.err,
     ), result.err
+    assert (result.run_dir / "error.txt").read_text().startswith(result.err[len("dlrun: error: ") : -1])
 
 
 def test_eval_scores_the_runs_metrics_and_a_checkpoint_never_names_one_into_import(dlrun, project, tmp_path):

@@ -5,6 +5,7 @@ folder outside the repository."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -70,6 +71,22 @@ FAULTY = """
             return self.fc(x)
 
 
+    class FailsWhenScored(nn.Module):  # trains; its `at`-th batch scored after training raises
+        def __init__(self, in_shape, num_classes, at=1):
+            super().__init__()
+            self.fc = nn.Linear(in_shape[0], num_classes)
+            self.at, self.trained, self.scored = at, False, 0
+
+        def forward(self, x):
+            if self.training:
+                self.trained = True
+            elif self.trained:
+                self.scored += 1
+                if self.scored == self.at:
+                    raise ValueError(f"scored batch {self.at} is bad")
+            return self.fc(x)
+
+
     class Lazy(nn.Module):
         def __init__(self, num_classes):
             super().__init__()
@@ -111,6 +128,7 @@ def outsider(tmp_path, monkeypatch, tag: str):
             "configs/model/examples_net.yaml": f"_target_: examples_net_{tag}.Net\n",
             "configs/model/step_five.yaml": f"_target_: faulty_{tag}.FailsAtStepFive\n",
             "configs/model/lazy.yaml": f"_target_: faulty_{tag}.Lazy\n",
+            "configs/model/fails_scored.yaml": f"_target_: faulty_{tag}.FailsWhenScored\nat: 1\n",
             "configs/loss/picky.yaml": f"_target_: faulty_{tag}.PickyLoss\n",
             "configs/dataset/rows.yaml": f"_target_: faulty_{tag}.Rows\nin_memory: false\nnum_workers: 1\n",
         },
@@ -165,6 +183,24 @@ def test_a_forward_that_fails_at_step_five_keeps_the_line_in_the_run_folder(dlru
     reason = line.removeprefix("dlrun: error: ")
     assert (result.run_dir / "error.txt").read_text().startswith(reason)
     assert reason in (result.run_dir / "dlrun.log").read_text()
+
+
+@pytest.mark.parametrize(
+    "at, stage",
+    # wine in batches of 64: one validation batch an epoch, then best.pt is scored on test
+    [(1, r"validating after epoch 1 \(step 2\)"), (2, "scoring best.pt on test")],
+)
+def test_a_model_that_fails_while_a_split_is_scored_is_named_with_the_split(
+    dlrun, tmp_path, monkeypatch, at, stage
+):
+    outsider(tmp_path, monkeypatch, f"g{at}")
+    result = dlrun("model=fails_scored", f"model.at={at}", "trainer.batch_size=64", "trainer.epochs=1")
+    assert result.code == 1
+    line = one_line_then_own_frames(result, f"scored batch {at} is bad")[0]
+    assert re.fullmatch(
+        rf"dlrun: error: {stage}, your model \(faulty_g{at}.FailsWhenScored\) raised ValueError: .+", line
+    ), line
+    assert (result.run_dir / "error.txt").read_text().startswith(line.removeprefix("dlrun: error: "))
 
 
 def test_a_loss_that_raises_is_named_at_its_step(dlrun, tmp_path, monkeypatch):

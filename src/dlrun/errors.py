@@ -40,6 +40,11 @@ class UserCodeError(DlrunError):
         self.details = details
 
 
+class WrongReturn(DlrunError):
+    """The user's code returned what dlrun cannot use; the run's line puts the stage in front
+    (engine/experiment.py, users_code)."""
+
+
 # Hydra's composition messages are several lines; these parts only repeat what the rest says.
 _NOISE = (
     re.compile(r"^Config search path:"),

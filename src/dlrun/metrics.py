@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from dlrun.errors import ConfigError, DlrunError
+from dlrun.errors import ConfigError, WrongReturn
 
 MAX, MIN = "max", "min"
 CLASSIFICATION, RECONSTRUCTION = "classification", "reconstruction"
@@ -200,8 +200,8 @@ def mean_of(function: Callable, spec: MetricSpec) -> Callable[[Any, Any], tuple]
         count = len(targets)
         mean = function(outputs, targets)
         if not _one_number(mean):  # a type check: a tensor's value is never read here (no sync)
-            raise DlrunError(
-                f"metrics: {spec.name} ({spec.target}) returned {_described(mean)}, not one number: "
+            raise WrongReturn(
+                f"your metric {spec.name} ({spec.target}) returned {_described(mean)}, not one number: "
                 "it must return the batch's mean, as a float or a tensor of one element"
             )
         return mean * count, count

@@ -37,7 +37,15 @@ from dlrun.engine.build import build_data, build_sinks, check_targets
 from dlrun.engine.first_batch import check_first_batch
 from dlrun.engine.state import CheckpointFiles, Monitor, Outputs, Parts, TrainingState, restore
 from dlrun.engine.train import build_parts, evaluate, fit
-from dlrun.errors import DISK_REFUSED, ConfigError, DlrunError, failed_in_user_code, one_line
+from dlrun.errors import (
+    DISK_REFUSED,
+    ConfigError,
+    DlrunError,
+    UserCodeError,
+    WrongReturn,
+    failed_in_user_code,
+    one_line,
+)
 from dlrun.machine import SlowSteps, usable_cpus
 from dlrun.models.summary import ModelSummary, parameter_counts, summarize
 from dlrun.quoting import shell_path
@@ -137,9 +145,12 @@ def users_code(
     process or a DataLoader worker) becomes one line naming the stage, the setting whose
     `_target_` it was and the user's file; the details keep the user's own frames (and those of
     the installed packages the config's (key, `_target_`) pairs in `config_targets` come from). A fault
-    with no user frame keeps its traceback, unless only the user's code ran (`theirs`)."""
+    with no user frame keeps its traceback, unless only the user's code ran (`theirs`). What the
+    user's code returned wrong (WrongReturn) gets the stage in front of its line."""
     try:
         yield
+    except WrongReturn as error:
+        raise UserCodeError(f"{stage()}, {error}") from None
     except (DlrunError, Interrupted):
         raise
     except Exception as error:
@@ -152,6 +163,10 @@ def users_code(
 
 def _where(state: TrainingState) -> str:
     position = state.position
+    if state.scoring == "val":  # the epoch is counted once its validation is done
+        return f"validating after epoch {position.epoch + 1} (step {position.global_step})"
+    if state.scoring is not None:
+        return f"scoring best.pt on {state.scoring}"
     return f"at step {position.global_step + 1} (epoch {position.epoch + 1})"
 
 
@@ -423,7 +438,8 @@ def _finish(
         split = data.test if data.test is not None else data.val
         limit = trainer.limit_test_batches
         steps = len(split) if limit is None else min(limit, len(split))
-        with out.terminal.pass_progress(f"scoring best.pt on {split_name}", steps) as progress:
+        scoring = out.terminal.pass_progress(f"scoring best.pt on {split_name}", steps)
+        with scoring as progress, state.scored(split_name):
             final = evaluate(
                 parts.evaluator,
                 split,

@@ -3,12 +3,15 @@
 - Parts: built once at the start (the model and what trains it, the data, the metrics); a
   checkpoint keeps their state dicts.
 - TrainingState: where training stands and what it found (position, monitors, history, the data
-  order's generator): exactly what a checkpoint keeps besides the parts' state dicts.
+  order's generator): exactly what a checkpoint keeps besides the parts' state dicts, and, never
+  saved, the split being scored at the moment.
 - Outputs: where results go (the terminal, the loggers, the checkpoint files); nothing of theirs
   is saved.
 """
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -241,10 +244,19 @@ class TrainingState:
     last_val: dict[str, float] = field(default_factory=dict)
     best_val: Optional[Scores] = None
     history: list[dict[str, Any]] = field(default_factory=list)  # one row of figures per epoch
+    scoring: Optional[str] = None  # "val" or "test" while a split is scored: error lines say so
 
     @property
     def stopped_early(self) -> bool:
         return self.early is not None and self.early.should_stop
+
+    @contextlib.contextmanager
+    def scored(self, split: str) -> Iterator[None]:
+        """While `split` is scored. An error leaves `scoring` set: the line about it is written
+        after this block has been left."""
+        self.scoring = split
+        yield
+        self.scoring = None
 
     def state_dict(self) -> dict[str, Any]:
         return {

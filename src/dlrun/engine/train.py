@@ -128,7 +128,8 @@ def _epochs(parts: Parts, state: TrainingState, out: Outputs, trainer: Trainer) 
         if trained.interrupted:
             save_and_stop(parts, state, out)
         # every process validates on the whole split: they all take the same decisions after it
-        evaluation = validate(parts, parts.evaluator, trainer)
+        with state.scored("val"):
+            evaluation = validate(parts, parts.evaluator, trainer)
         lr = used_lr(parts, state.position.global_step)  # this epoch's, before the scheduler moves it
         state.last_val = {f"val/{name}": value for name, value in evaluation.metrics.items()}
         parts.schedule.after_epoch(state.last_val, state.position.global_step)
@@ -151,7 +152,8 @@ def _epochs(parts: Parts, state: TrainingState, out: Outputs, trainer: Trainer) 
         seconds = time.perf_counter() - started
         report_epoch(parts, state, out, trained, evaluation, lr, improved, seconds, trainer.epochs)
         if "ema" in parts.extras:  # validation scored the average: the raw weights once too
-            score_raw_weights(parts, out, trainer, state.position.global_step)
+            with state.scored("val"):
+                score_raw_weights(parts, out, trainer, state.position.global_step)
         warn_if_diverging(state, out, lr)
         starved = parts.data.train.starved(seconds, state.position.epoch)
         if starved and parts.ranks.is_main:
