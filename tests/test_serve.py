@@ -40,6 +40,14 @@ def test_names_as_json_or_text_get_dlrun_predicts_answers_with_every_probability
         as_text = requests.post(
             f"{base}/predict", data="Jones\nSatō\nDubois\n".encode(), headers={"Content-Type": "text/plain"}
         ).json()
+        misspelt = requests.post(f"{base}/predict", json={"inputs": ["Jones3", "Satō"]}).json()
+    # what the model left out of an input is told to the client, not only to the server's stderr
+    assert misspelt["warnings"] == [
+        "inputs: 'Jones3' has characters the model never saw in training (3), left out: "
+        "the answer is for 'Jones'"
+    ]
+    assert misspelt["predictions"][0]["predictions"] == expected[0]["predictions"]
+    assert as_json["warnings"] == as_text["warnings"] == []
     for answer in (as_json, as_text):
         assert [item["predictions"] for item in answer["predictions"]] == [
             item["predictions"] for item in expected
@@ -154,7 +162,7 @@ def test_the_page_answers_a_name_typed_into_it(names_model, tmp_path):
         try:
             page = chromium.new_page(viewport={"width": 900, "height": 700})
             page.goto(f"{base}/")
-            page.fill("#text", "Jones")
+            page.fill("#text", "Jones3")  # the model never saw the digit: the page says so
             page.click("#go")
             page.wait_for_selector(".row")
             page.screenshot(path=str(tmp_path / "serve_page.png"))
@@ -163,7 +171,11 @@ def test_the_page_answers_a_name_typed_into_it(names_model, tmp_path):
             chromium.close()
             playwright.stop()
     top = expected["predictions"][0]["predictions"][0]
-    assert shown.splitlines()[0] == "Jones"
+    assert shown.splitlines()[:2] == [
+        "warning: inputs: 'Jones3' has characters the model never saw in training (3), left out: "
+        "the answer is for 'Jones'",
+        "Jones3",
+    ]
     assert top["class"] in shown and f"{100 * top['probability']:.1f} %" in shown
 
 

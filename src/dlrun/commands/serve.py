@@ -182,10 +182,11 @@ def service(restored: Restored, cfg: DictConfig):
 
     @app.post("/predict")
     async def predict(request: Request):
+        warnings: list[str] = []  # what an input lost on the way: the client is told, not our log
         try:
             with batcher.reading():
                 inputs = await _inputs(request, facts.kind)
-                prepared = prepare_inputs(inputs, facts, torch.device("cpu"))
+                prepared = prepare_inputs(inputs, facts, torch.device("cpu"), warnings.append)
             probabilities, batch = await batcher.probabilities(prepared.to(_device(restored)))
         except ClientError as error:
             return JSONResponse({"error": str(error)}, status_code=error.status)
@@ -198,7 +199,7 @@ def service(restored: Restored, cfg: DictConfig):
         answers = ranked(shown, probabilities, facts.class_names, cfg.topk)
         for answer, row in zip(answers, probabilities.tolist()):
             answer["probabilities"] = {name: round(p, 6) for name, p in zip(facts.class_names, row)}
-        return {"predictions": answers, "batch": batch}
+        return {"predictions": answers, "batch": batch, "warnings": warnings}
 
     @app.exception_handler(RequestValidationError)
     async def unreadable(request: Request, error: RequestValidationError):

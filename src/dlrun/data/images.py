@@ -2,8 +2,8 @@
 
 import io
 import re
-import sys
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
@@ -16,14 +16,16 @@ from dlrun.data.imagefolder import pipeline
 from dlrun.errors import DataError
 
 
-def prepare_images(inputs: list, facts: Facts, device: torch.device) -> torch.Tensor:
+def prepare_images(
+    inputs: list, facts: Facts, device: torch.device, warn: Callable[[str], None]
+) -> torch.Tensor:
     """Image files through the run's validation transforms (or resized to the input size of data
     held in memory), then normalized on the device like every training batch."""
     channels = facts.input_shape[0]
     transform = _transform(facts)
     mode = "L" if channels == 1 else "RGB"
     sources = [item if isinstance(item, Upload) else Path(str(item)).expanduser() for item in inputs]
-    images = [_read(source, transform, mode, facts) for source in sources]
+    images = [_read(source, transform, mode, facts, warn) for source in sources]
     batch = torch.stack(images).to(device)
     if list(batch.shape[1:]) != list(facts.input_shape):
         raise DataError(
@@ -47,7 +49,9 @@ class Upload:
         return self.name
 
 
-def _read(file: Union[Path, Upload], transform, mode: str, facts: Facts) -> torch.Tensor:
+def _read(
+    file: Union[Path, Upload], transform, mode: str, facts: Facts, warn: Callable[[str], None]
+) -> torch.Tensor:
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -63,7 +67,7 @@ def _read(file: Union[Path, Upload], transform, mode: str, facts: Facts) -> torc
         raise DataError(f"cannot read {file} as an image: {error}") from None
     for warning in said:
         if issubclass(warning.category, Image.DecompressionBombWarning):
-            print(f"warning: {file} is an image of {_pixels(warning.message)}: read anyway", file=sys.stderr)
+            warn(f"{file} is an image of {_pixels(warning.message)}: read anyway")
     return prepared
 
 

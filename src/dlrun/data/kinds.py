@@ -4,6 +4,9 @@ dlrun-predict asks here, so a new kind of data adds its preparation beside its l
 below, and never touches the command.
 """
 
+import sys
+from collections.abc import Callable
+
 import torch
 
 from dlrun.data.facts import Facts
@@ -19,5 +22,13 @@ PREPARE = {
 }
 
 
-def prepare_inputs(inputs: list, facts: Facts, device: torch.device) -> torch.Tensor:
-    return PREPARE[facts.kind](inputs, facts, device)
+def on_stderr(note: str) -> None:
+    print(f"warning: {note}", file=sys.stderr)
+
+
+def prepare_inputs(
+    inputs: list, facts: Facts, device: torch.device, warn: Callable[[str], None] = on_stderr
+) -> torch.Tensor:
+    """`inputs` as the model reads them. `warn` is told what an input lost on the way (characters
+    the model never saw): dlrun-predict says it on stderr, dlrun-serve in its answer."""
+    return PREPARE[facts.kind](inputs, facts, device, warn)

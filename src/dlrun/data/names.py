@@ -6,8 +6,8 @@ stored as one padded tensor of character ids (0 pads) with a stratified, seeded 
 """
 
 import string
-import sys
 import unicodedata
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -85,15 +85,17 @@ def _read(files: list[Path]) -> tuple[list[str], list[int]]:
     return names, labels
 
 
-def prepare_names(inputs: list, facts: Facts, device: torch.device) -> torch.Tensor:
+def prepare_names(
+    inputs: list, facts: Facts, device: torch.device, warn: Callable[[str], None]
+) -> torch.Tensor:
     """Names as training read them: folded to ASCII, encoded with the run's vocabulary. A name
-    with no character of the vocabulary is refused; characters left out are said."""
-    names = [_name_for(item, facts.vocab) for item in inputs]
+    with no character of the vocabulary is refused; characters left out are told to `warn`."""
+    names = [_name_for(item, facts.vocab, warn) for item in inputs]
     length = max(facts.input_shape[0], max(len(name) for name in names))
     return encode(names, facts.vocab, length).to(device)
 
 
-def _name_for(item, vocab: str) -> str:
+def _name_for(item, vocab: str, warn: Callable[[str], None]) -> str:
     """`item` as the model reads it: the characters of its vocabulary, after folding."""
     if isinstance(item, (list, dict)):
         raise ConfigError(
@@ -113,9 +115,8 @@ def _name_for(item, vocab: str) -> str:
     seen = set(unicodedata.normalize("NFD", typed.strip())) - set(vocab)
     unknown = sorted(char for char in seen if unicodedata.category(char) != "Mn")  # accents fold away
     if unknown:
-        print(
-            f"warning: inputs: {typed!r} has characters the model never saw in training "
-            f"({' '.join(unknown)}), left out: the answer is for {read!r}",
-            file=sys.stderr,
+        warn(
+            f"inputs: {typed!r} has characters the model never saw in training "
+            f"({' '.join(unknown)}), left out: the answer is for {read!r}"
         )
     return read

@@ -3,6 +3,7 @@
 import logging
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -117,9 +118,12 @@ def standardizer(train: torch.Tensor, standardize: bool = True) -> tuple[list[fl
     return mean.tolist(), std.tolist()
 
 
-def prepare_rows(inputs: list, facts: Facts, device: torch.device) -> torch.Tensor:
+def prepare_rows(
+    inputs: list, facts: Facts, device: torch.device, warn: Callable[[str], None]
+) -> torch.Tensor:
     """Rows of numbers prepared as training prepared the table (standardized with the run's
-    training statistics), shaped as the inputs; also any other data given as numbers."""
+    training statistics), shaped as the inputs; also any other data given as numbers. A row is
+    used whole or refused: nothing to `warn` of."""
     width = math.prod(facts.input_shape)
     rows = []
     for item in inputs:
