@@ -50,6 +50,17 @@ def test_eval_on_val_with_a_moved_data_folder_and_an_output_path(dlrun, mnist_ru
     assert json.loads(output.read_text())["split"] == "val"
 
 
+def test_a_folder_named_with_brackets_is_printed_as_it_is(dlrun, tmp_path):
+    """rich reads `[bold]` as a style; in a path of the user's it is part of the name."""
+    run = dlrun("trainer.epochs=1", run_dir=tmp_path / "[bold]x")
+    best = run.run_dir / "checkpoints" / "best.pt"
+    assert best.is_file() and "[bold]x" in run.out
+    evaluated = dlrun(f"ckpt={best}", program=cli.eval_main)
+    assert evaluated.code == 0, evaluated.err
+    assert f"checkpoint: {best}\n" in evaluated.out
+    assert f"written to {best.with_suffix('.test.json')}\n" in evaluated.out
+
+
 def test_eval_refuses_a_setting_the_dataset_does_not_have(dlrun, mnist_run):
     result = dlrun(
         f"ckpt={mnist_run.run_dir / 'checkpoints' / 'last.pt'}", "dataset.colour=blue", program=cli.eval_main

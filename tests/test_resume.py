@@ -225,7 +225,7 @@ def test_the_resumed_run_continues_the_same_tensorboard_log(dlrun, resume_data, 
 
 @pytest.mark.parametrize("signum,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_stop_signal_saves_flushes_and_exits(dlrun, resume_data, reference, tmp_path, signum, code):
-    folder = tmp_path / "run"
+    folder = tmp_path / ("run-in-a-folder-whose-name-takes-the-warning-past-140-columns-" + "x" * 40)
     last = folder / "checkpoints" / "last.pt"
     process = subprocess.Popen(
         launch(resume_data, folder), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -236,7 +236,7 @@ def test_a_stop_signal_saves_flushes_and_exits(dlrun, resume_data, reference, tm
     process.send_signal(signum)
     out, err = process.communicate(timeout=120)
     assert process.returncode == code, err
-    assert "state saved" in out
+    assert f"; state saved to {last}\n" in out  # whole on its line, whatever its length: copied as is
     state = read_checkpoint(last)
     assert 0 < state["position"]["global_step"] < EPOCHS * 68
     resume(dlrun, resume_data, folder)

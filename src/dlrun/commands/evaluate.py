@@ -65,7 +65,7 @@ def evaluate_checkpoint(cfg: DictConfig, trust: Trust) -> dict[str, Any]:
 
 def _print(report: dict, class_names: list[str], output: Path, table: dict[str, metrics.Metric]) -> None:
     console = make_console()
-    console.print(f"checkpoint: {report['checkpoint']}")
+    console.print(f"checkpoint: {report['checkpoint']}", soft_wrap=True)  # a path is copied whole
     figures = Table(title=f"{report['split']} split", show_header=False)
     figures.add_row("samples", f"{report['samples']:,}")
     for name in table:
@@ -77,7 +77,7 @@ def _print(report: dict, class_names: list[str], output: Path, table: dict[str, 
         console.print(
             _confusion_table(class_names, report["confusion_matrix"]["rows_true_columns_predicted"])
         )
-    console.print(f"written to {output}")
+    console.print(f"written to {output}", soft_wrap=True)
 
 
 def _confusion_table(names: list[str], rows: list[list[int]]) -> Table:

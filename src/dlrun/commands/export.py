@@ -45,9 +45,11 @@ def export_checkpoint(cfg: DictConfig, trust: Trust) -> dict[str, Any]:
     facts_file = output.with_name(output.name + ".json")
     facts_file.write_text(json.dumps(described, indent=2) + "\n")
     console = make_console()
-    console.print(f"exported {described['model']} as {cfg.format}: {shell_path(output)}")
-    console.print(f"how to prepare its inputs: {shell_path(facts_file)}")
-    console.print(f"checked on {origin}: largest difference from the PyTorch model {difference:.2e}")
+    console.print(f"exported {described['model']} as {cfg.format}: {shell_path(output)}", soft_wrap=True)
+    console.print(f"how to prepare its inputs: {shell_path(facts_file)}", soft_wrap=True)
+    console.print(
+        f"checked on {origin}: largest difference from the PyTorch model {difference:.2e}", soft_wrap=True
+    )
     return described
 
 

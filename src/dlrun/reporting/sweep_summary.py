@@ -164,7 +164,7 @@ def _table(summary: Summary, shared: list[str]) -> Table:
     for column in ("job", "overrides", "status", *([] if single else ["metric"]), value, "seconds", "folder"):
         table.add_column(column, justify="right" if column in ("job", value, "seconds") else "left")
     for row in summary.rows:
-        status = row["status"] if row["status"] == "ok" else f"[red]{row['status']}[/red]"
+        status = Text(row["status"], style=None if row["status"] == "ok" else "red")
         # Text: an override such as `transforms=[Resize]` is not rich markup
         differs = Text(" ".join(rounded(item) for item in row["overrides"] if item not in shared))
         table.add_row(

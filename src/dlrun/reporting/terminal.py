@@ -53,13 +53,13 @@ class Report:
     # -- lines and renderables ------------------------------------------------------------------
 
     def line(self, text: str, style: Optional[str] = None) -> None:
-        # soft wrap: a narrow terminal folds the line itself, so a path or command in it is copied
-        # whole (rich would break it with a newline)
+        # soft wrap (warnings too): a narrow terminal folds the line itself, so a path or command
+        # in it is copied whole (rich would break it with a newline)
         self.console.print(Text(text, style=style), soft_wrap=True)
         log.info(text)
 
     def warn(self, text: str) -> None:
-        self.console.print(Text("warning: ", style="bold yellow") + Text(text))
+        self.console.print(Text("warning: ", style="bold yellow") + Text(text), soft_wrap=True)
         log.warning(text)
 
     def show(self, renderable: Any) -> None:
@@ -186,10 +186,12 @@ def _between_parts(parts: list[str], width: int) -> str:
 
 
 def make_console() -> Console:
-    console = Console(highlight=False)
+    """dlrun's console. No markup: what it prints holds paths, class names and overrides of the
+    user's, and `runs/[bold]x` is a folder, not a style (styles are given as Text's)."""
+    console = Console(highlight=False, markup=False)
     if not console.is_terminal:
         # a log file or a pipe has no width: 80 columns would break every epoch line in two
-        console = Console(highlight=False, width=max(console.width, 140))
+        console = Console(highlight=False, markup=False, width=max(console.width, 140))
     return console
 
 
@@ -306,7 +308,7 @@ def _add_branch(parent: Tree, label: str, value: Any) -> None:
 
 def plain_text(renderable: Any, width: int = 110) -> str:
     buffer = io.StringIO()
-    Console(file=buffer, width=width, no_color=True, highlight=False).print(renderable)
+    Console(file=buffer, width=width, no_color=True, highlight=False, markup=False).print(renderable)
     return buffer.getvalue().rstrip()
 
 
