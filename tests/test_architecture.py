@@ -157,6 +157,16 @@ def torch_importers(src: Path) -> list[str]:
     return found
 
 
+def torchvision_at_import(src: Path) -> list[str]:
+    """Modules that import torchvision when imported. It costs a second (torch._dynamo, through its
+    detection models) that a table or names model never needs: it is imported where images are."""
+    return [
+        f"{relative}: imports torchvision when imported"
+        for relative, path in modules(src).items()
+        if any(name.split(".")[0] == "torchvision" for name, _ in imports(path, module_level_only=True))
+    ]
+
+
 def _heavy_at_import(relative: str, all_modules: dict[str, Path], seen: set[str]) -> str:
     """How importing this module imports torch ('' if it does not): torch itself, or a module of
     dlrun's it imports at module level that does."""
@@ -188,6 +198,10 @@ def test_code_is_imported_by_name_only_in_the_build_module():
 
 def test_the_torch_free_modules_import_no_torch():
     assert torch_importers(SRC) == []
+
+
+def test_torchvision_is_imported_only_where_images_are():
+    assert torchvision_at_import(SRC) == []
 
 
 def test_targets_serves_the_build_module_alone():
@@ -236,13 +250,21 @@ def test_each_rule_catches_a_planted_violation(tmp_path):
         ),
         "dlrun/runs/folder.py": ("import torch", torch_importers, "imports torch"),
         "dlrun/signals.py": ("from dlrun.data import Data", torch_importers, "imports torch when imported"),
+        "dlrun/data/names.py": (
+            "from torchvision.transforms import v2",
+            torchvision_at_import,
+            "torchvision",
+        ),
     }
     for file, (line, rule, named) in planted.items():
         copy = tmp_path / file.replace("/", "_")
         shutil.copytree(SRC, copy)
         target = copy / file
         # inside a function for most: lazy imports count too (not for cli.py's import-time rule)
-        module_level = file in ("dlrun/cli.py", "dlrun/signals.py") or rule is code_imported_by_name
+        module_level = file in ("dlrun/cli.py", "dlrun/signals.py") or rule in (
+            code_imported_by_name,
+            torchvision_at_import,
+        )
         body = f"\n{line}\n" if module_level else f"\n\ndef planted():\n    {line}\n"
         target.write_text(target.read_text() + body)
         found = rule(copy)

@@ -20,7 +20,6 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchvision.transforms import v2
 
 from dlrun.errors import DataError
 from dlrun.machine import usable_cpus
@@ -74,6 +73,8 @@ class BatchAugment:
 
     def fill(self, mean: Optional[list[float]]) -> None:
         """Erase with this mean pixel (per channel, in [0, 1]); None: black."""
+        from torchvision.transforms import v2  # a second to import: only where images are augmented
+
         transforms = []
         if self.auto is not None:
             transforms.append(_policy(self.auto))
@@ -107,6 +108,8 @@ class BatchAugment:
 
 
 def _policy(name: str):
+    from torchvision.transforms import v2
+
     policies = {
         "trivialaugment": v2.TrivialAugmentWide,
         "randaugment": v2.RandAugment,

@@ -19,7 +19,6 @@ from typing import Optional
 import torch
 from omegaconf import DictConfig
 from torch import Tensor
-from torchvision.transforms import v2
 
 from dlrun.data.facts import Facts
 from dlrun.errors import ConfigError
@@ -29,6 +28,8 @@ SETTINGS = ("mixup_alpha", "cutmix_alpha")
 
 class Mixing:
     def __init__(self, mixup_alpha: float, cutmix_alpha: float, num_classes: int):
+        from torchvision.transforms import v2  # a second to import: only where batches are mixed
+
         chosen = []
         if mixup_alpha > 0:
             chosen.append(v2.MixUp(alpha=mixup_alpha, num_classes=num_classes))
