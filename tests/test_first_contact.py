@@ -103,10 +103,12 @@ def test_a_sweep_job_starts_with_its_settings_not_the_whole_tree(dlrun, tmp_path
     assert "├── optimizer (adam)" in full.out
     quiet = dlrun("trainer.epochs=1", "terminal.config=off")
     assert "├──" not in quiet.out and "settings:" not in quiet.out
-    single = dlrun("trainer.epochs=1", "optimizer.lr=0.01", "seed=3")
+    # a folder whose path takes the first line past the width: the path is still whole on it
+    folder = tmp_path / ("a-folder-named-at-length-" + "x" * 60)
+    single = dlrun("trainer.epochs=1", "optimizer.lr=0.01", "seed=3", run_dir=folder)
     tree = single.out[: single.out.index("device ")].splitlines()
     # a single run: each group's option and only what differs from its defaults
-    assert tree[0].startswith("config (every setting: terminal.config=full, or ")
+    assert tree[0] == f"config (every setting: terminal.config=full, or {folder / 'config.yaml'})"
     assert "├── optimizer (adam): lr=0.01" in tree and "├── model (mlp)" in tree
     assert "├── trainer (default): epochs=1 batch_size=8" in tree  # how long `auto` trains: always
     assert any(line.startswith("├── dataset (wine): path=") for line in tree)  # where the data is: always

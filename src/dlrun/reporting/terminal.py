@@ -76,14 +76,19 @@ class Report:
         self.show(tree)
 
     def brief_config(self, rows: list[tuple[str, str]], whole: str) -> None:
-        """One line per group: its option and what differs from the option's defaults."""
-        tree = Tree(Text("config", style="bold") + Text(f" (every setting: {whole})", style="dim"))
-        for label, settings in rows:
-            line = Text(label, style="bold cyan") if label else Text()
+        """One line per group: its option and what differs from the option's defaults. Drawn as
+        a tree of plain lines, not rich's Tree: a line longer than the terminal is folded by the
+        terminal, so the paths in it (the config file, dataset.path) are copied whole."""
+        lines = [Text("config", style="bold") + Text(f" (every setting: {whole})", style="dim")]
+        for index, (label, settings) in enumerate(rows):
+            line = Text("└── " if index == len(rows) - 1 else "├── ")
+            line += Text(label, style="bold cyan") if label else Text()
             if settings:
                 line += Text(": " if label else "") + Text(settings, style="green")
-            tree.add(line)
-        self.show(tree)
+            lines.append(line)
+        for line in lines:
+            self.console.print(line, soft_wrap=True)
+        log.info("\n" + "\n".join(line.plain for line in lines))
 
     def epoch_progress(self, epoch: int, epochs: int, steps: int, start: int = 0) -> "EpochProgress":
         return EpochProgress(self, f"epoch {epoch}/{epochs}", steps, start)
