@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from dlrun import cli
 from dlrun.errors import failed_in_user_code
 from tests.helpers import FEW_STEPS, project
 
@@ -201,6 +202,19 @@ def test_a_model_that_fails_while_a_split_is_scored_is_named_with_the_split(
         rf"dlrun: error: {stage}, your model \(faulty_g{at}.FailsWhenScored\) raised ValueError: .+", line
     ), line
     assert (result.run_dir / "error.txt").read_text().startswith(line.removeprefix("dlrun: error: "))
+
+
+def test_a_model_that_fails_in_the_lr_range_test_is_one_line_naming_it(dlrun, tmp_path, monkeypatch):
+    outsider(tmp_path, monkeypatch, "h")
+    result = dlrun("model=step_five", program=cli.lr_find_main)
+    assert result.code == 1
+    lines = result.err.strip().splitlines()
+    assert lines[0].startswith(
+        "dlrun-lr-find: error: during the lr range test, your model (faulty_h.FailsAtStepFive) raised "
+        "ValueError: the fifth batch is bad (faulty_h.py:"
+    ), result.err
+    frames = [line for line in lines if line.lstrip().startswith("File ")]
+    assert frames and all("outsider" in line for line in frames), result.err  # no dlrun, torch
 
 
 def test_a_loss_that_raises_is_named_at_its_step(dlrun, tmp_path, monkeypatch):

@@ -59,8 +59,8 @@ def find_lr(cfg: DictConfig) -> None:
     folder = Path(hydra.runtime.output_dir)
     ranks = Ranks()
     device, _ = set_up_process(cfg, hydra, ranks)
-    settings = tuple(targets(OmegaConf.to_container(cfg)))  # (key, _target_) of each
-    with users_code(lambda: "while the model was built", config_targets=settings):
+    config_targets = tuple(targets(OmegaConf.to_container(cfg)))  # (key, _target_) of each
+    with users_code(lambda: "while the model was built", config_targets=config_targets):
         pending, task = checked(cfg, dict(hydra.runtime.choices))
         cfg, trainer, parts = assembled(cfg, pending, task, device, ranks)
     settings = trainer.lr_find
@@ -73,7 +73,7 @@ def find_lr(cfg: DictConfig) -> None:
         f"lr range test: {settings.steps} steps from lr {settings.start_lr:g} to {settings.end_lr:g} "
         f"on {device}, on a model made for it (no checkpoint is written); into {shell_path(folder)}"
     )
-    with users_code(lambda: "during the lr range test", config_targets=settings):
+    with users_code(lambda: "during the lr range test", config_targets=config_targets):
         curve = sweep(parts, trainer, settings, terminal)
     _report(curve, folder, list(hydra.overrides.task), terminal)
 
