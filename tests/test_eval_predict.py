@@ -12,7 +12,7 @@ import torch
 from dlrun import cli
 from dlrun.checkpoints.format import read_checkpoint, write_checkpoint
 from tests import datasets
-from tests.helpers import FEW_STEPS, SMALL_IMAGES, Hostile, small_mlp_on
+from tests.helpers import FEW_STEPS, SERVE, SMALL_IMAGES, Hostile, free_port, small_mlp_on
 
 WINE_ROW = "[13.2,1.78,2.14,11.2,100,2.65,2.76,0.26,1.28,4.38,1.05,3.4,1050]"  # a class-1 wine
 
@@ -162,6 +162,26 @@ def test_predict_for_a_table_model_does_not_import_torchvision(dlrun, tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert done.stderr.splitlines()[-1] == "False" and "predictions" in done.stdout
+
+
+def test_predict_and_serve_refuse_an_autoencoder_which_has_no_classes(dlrun, data_root, tmp_path):
+    run = dlrun(
+        "experiment=mnist_autoencoder", f"dataset.root={data_root}", "dataset.download=false", *FEW_STEPS
+    )
+    assert run.code == 0, run.err
+    best = run.run_dir / "checkpoints" / "best.pt"
+    said = f"{best} is an autoencoder: it reconstructs, it does not classify; use dlrun-eval"
+    predicted = dlrun(f"ckpt={best}", "inputs=[digit.png]", program=cli.predict_main)
+    assert predicted.code == 2 and said in predicted.err
+    # a real process, with a time limit: were it not refused, it would serve until stopped
+    served = subprocess.run(
+        [SERVE, f"ckpt={best}", f"port={free_port()}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert served.returncode == 2 and said in served.stderr and "serving" not in served.stdout
 
 
 def test_predict_a_row_of_the_wrong_width_says_so(dlrun):

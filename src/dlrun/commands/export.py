@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import re
-import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +25,7 @@ from torch import Tensor, nn
 from dlrun.checkpoints.trust import Trust
 from dlrun.commands.restore import Restored, restore, restored_data
 from dlrun.data import LoadOptions
+from dlrun.data.kinds import on_stderr
 from dlrun.errors import DataError, DlrunError
 from dlrun.quoting import shell_path
 from dlrun.reporting.terminal import make_console
@@ -95,10 +95,9 @@ def _examples(restored: Restored, overrides: Any, device: torch.device) -> tuple
         inputs, _ = next(iter(restored_data(restored, overrides, options).val.batches()))
         return inputs[:EXAMPLES], f"{len(inputs[:EXAMPLES])} inputs of the run's validation data"
     except DataError as error:
-        print(
-            f"warning: the run's data cannot be read ({error}); the export is checked on made-up inputs "
-            "instead (give dataset.root=... to check it on the data)",
-            file=sys.stderr,
+        on_stderr(
+            f"the run's data cannot be read ({error}); the export is checked on made-up inputs "
+            "instead (give dataset.root=... to check it on the data)"
         )
     generator = torch.Generator().manual_seed(0)
     if facts.kind == "text":

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from rich.table import Table
 
 from dlrun.checkpoints.trust import Trust
-from dlrun.commands.restore import restore
+from dlrun.commands.restore import Restored, restore
 from dlrun.data.folder_scan import IMAGE_SUFFIXES
 from dlrun.data.kinds import prepare_inputs
 from dlrun.engine.runtime import select_device
@@ -25,12 +25,8 @@ from dlrun.reporting.terminal import make_console
 
 def predict_from_checkpoint(cfg: DictConfig, trust: Trust) -> list[dict[str, Any]]:
     device = select_device(cfg.device)
-    restored = restore(cfg.ckpt, device, trust)
+    restored = classifier(restore(cfg.ckpt, device, trust))
     facts = restored.facts
-    if facts.task != "classification":
-        raise ConfigError(
-            f"{restored.path} is an autoencoder: it reconstructs, it does not classify; use dlrun-eval"
-        )
     inputs = _plain(cfg.inputs)
     if facts.kind == "image":
         inputs = image_files(inputs)
@@ -42,6 +38,15 @@ def predict_from_checkpoint(cfg: DictConfig, trust: Trust) -> list[dict[str, Any
     results = ranked(inputs, probabilities, facts.class_names, cfg.topk)
     _print(results, cfg.format)
     return results
+
+
+def classifier(restored: Restored) -> Restored:
+    """`restored`, refused where its model does not classify: it has no classes to answer with."""
+    if restored.facts.task != "classification":
+        raise ConfigError(
+            f"{restored.path} is an autoencoder: it reconstructs, it does not classify; use dlrun-eval"
+        )
+    return restored
 
 
 def ranked(inputs: list[Any], probabilities: torch.Tensor, class_names: list[str], topk: int) -> list[dict]:

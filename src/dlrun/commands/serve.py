@@ -23,12 +23,12 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from dlrun.checkpoints.trust import Trust
-from dlrun.commands.predict import ranked
+from dlrun.commands.predict import classifier, ranked
 from dlrun.commands.restore import Restored, restore
 from dlrun.data.images import Upload
 from dlrun.data.kinds import prepare_inputs
 from dlrun.engine.runtime import select_device
-from dlrun.errors import ConfigError, DlrunError, one_line
+from dlrun.errors import DlrunError, one_line
 from dlrun.signals import STOP, Interrupted
 
 log = logging.getLogger("dlrun")
@@ -44,9 +44,7 @@ def serve_checkpoint(cfg: DictConfig, trust: Trust) -> None:
         import uvicorn
     except ImportError as error:
         raise DlrunError(f"dlrun-serve needs {error.name}: {INSTALL_SERVE}") from None
-    restored = restore(cfg.ckpt, select_device(cfg.device), trust)
-    if restored.facts.task != "classification":
-        raise ConfigError(f"{restored.path} is an autoencoder: it reconstructs, it does not classify")
+    restored = classifier(restore(cfg.ckpt, select_device(cfg.device), trust))
     listening = _listen(cfg.host, cfg.port)
     server = uvicorn.Server(
         uvicorn.Config(service(restored, cfg), log_level="warning", access_log=False, lifespan="on")
